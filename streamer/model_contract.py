@@ -1,0 +1,112 @@
+"""The contract between the face restorer model and the code that feeds it.
+
+Training (training/) and the pipeline (streamer/) both import this module, so a face is
+cropped, resized and normalised in exactly one way. The model is a TorchScript file whose
+extra file `restorer.json` holds a RestorerSpec; `forward(x)` maps N x 3 x S x S float32 RGB
+in [0, 1] to the same shape.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+
+from streamer.values import Box
+
+SPEC_FILE_NAME = "restorer.json"
+
+
+class ContractError(ValueError):
+    """A model file or its metadata breaks the restorer contract."""
+
+
+@dataclass(frozen=True)
+class RestorerSpec:
+    input_size: int  # S: the model sees S x S crops
+    crop_scale: float  # crop side = crop_scale x the detector's face box side, centred on the box
+    color_order: str = "RGB"
+    value_range: tuple[float, float] = (0.0, 1.0)
+    # Facts about how the weights were made: data, licence, degradations, validation metrics.
+    training: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.input_size, int) and 16 <= self.input_size <= 512):
+            raise ContractError(f"input_size must be an int in [16, 512], got {self.input_size!r}")
+        if not (1.0 <= float(self.crop_scale) <= 4.0):
+            raise ContractError(f"crop_scale must be in [1, 4], got {self.crop_scale!r}")
+        if self.color_order != "RGB":
+            raise ContractError(f"color_order must be 'RGB', got {self.color_order!r}")
+        if tuple(self.value_range) != (0.0, 1.0):
+            raise ContractError(f"value_range must be [0, 1], got {list(self.value_range)!r}")
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["value_range"] = list(self.value_range)
+        return json.dumps(data, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> RestorerSpec:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ContractError(f"{SPEC_FILE_NAME} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ContractError(f"{SPEC_FILE_NAME} must hold a JSON object")
+        missing = {"input_size", "crop_scale"} - data.keys()
+        if missing:
+            raise ContractError(f"{SPEC_FILE_NAME} lacks {sorted(missing)}")
+        known = {"input_size", "crop_scale", "color_order", "value_range", "training"}
+        unknown = set(data) - known
+        if unknown:
+            raise ContractError(f"{SPEC_FILE_NAME} has unknown keys {sorted(unknown)}")
+        data["value_range"] = tuple(float(v) for v in data.get("value_range", (0.0, 1.0)))
+        return cls(**data)
+
+
+def square_crop_box(face: Box, crop_scale: float) -> Box:
+    """The square region the model sees for a face: side = crop_scale x the box's longer side,
+    centred on the box, snapped to whole pixels (so crop and paste-back agree exactly)."""
+    side = max(1, int(round(crop_scale * max(face.w, face.h))))
+    cx, cy = face.center
+    return Box(float(int(round(cx - side / 2.0))), float(int(round(cy - side / 2.0))), float(side), float(side))
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize to size x size: area averaging when shrinking (no aliasing), bicubic when enlarging.
+
+    This is the one resize between frame pixels and model pixels, used by training's degradation
+    too, so the model learns exactly the upscaling the pipeline applies."""
+    h, w = image.shape[:2]
+    if (h, w) == (size, size):
+        return image.copy()
+    interpolation = cv2.INTER_AREA if size < min(h, w) else cv2.INTER_CUBIC
+    return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
+def cut_square(image: np.ndarray, square: Box) -> np.ndarray:
+    """The pixels of `square` at native resolution; parts outside the image repeat its border."""
+    h, w = image.shape[:2]
+    x0, y0, side = int(square.x), int(square.y), int(square.w)
+    pad_left, pad_top = max(0, -x0), max(0, -y0)
+    pad_right, pad_bottom = max(0, x0 + side - w), max(0, y0 + side - h)
+    inside = image[max(0, y0) : min(h, y0 + side), max(0, x0) : min(w, x0 + side)]
+    if pad_left or pad_top or pad_right or pad_bottom:
+        inside = cv2.copyMakeBorder(inside, pad_top, pad_bottom, pad_left, pad_right, cv2.BORDER_REPLICATE)
+    return np.ascontiguousarray(inside)
+
+
+def extract_crop(image: np.ndarray, square: Box, size: int) -> np.ndarray:
+    """The model's input for one face: `square` cut from `image` and resized to size x size."""
+    return resize_square(cut_square(image, square), size)
+
+
+def crops_to_tensor_layout(crops: np.ndarray) -> np.ndarray:
+    """N x S x S x 3 uint8 -> N x 3 x S x S float32 in [0, 1]."""
+    return np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+
+
+def tensor_layout_to_crops(batch: np.ndarray) -> np.ndarray:
+    """N x 3 x S x S float in [0, 1] -> N x S x S x 3 uint8 (rounded, clipped)."""
+    return np.ascontiguousarray((np.clip(batch, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(0, 2, 3, 1))

@@ -1,0 +1,104 @@
+"""The small typed values that flow between the pipeline's stages.
+
+Images are always HxWx3 uint8 RGB, C-contiguous (MediaPipe silently finds nothing in a
+non-contiguous view). Boxes are in pixels of the frame they belong to.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+
+def check_rgb_image(image: np.ndarray, what: str) -> None:
+    """Raise ValueError naming `what` unless `image` is a contiguous HxWx3 uint8 array."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"{what}: expected a numpy array, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"{what}: expected shape (H, W, 3), got {image.shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"{what}: expected dtype uint8, got {image.dtype}")
+    if not image.flags.c_contiguous:
+        raise ValueError(f"{what}: expected a C-contiguous array (use np.ascontiguousarray)")
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned box: top-left corner (x, y), width w, height h, in pixels."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+
+    def __post_init__(self) -> None:
+        if self.w <= 0 or self.h <= 0:
+            raise ValueError(f"Box: expected positive width and height, got w={self.w}, h={self.h}")
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return (self.x + self.w / 2.0, self.y + self.h / 2.0)
+
+    @property
+    def area(self) -> float:
+        return self.w * self.h
+
+    def iou(self, other: Box) -> float:
+        ix = max(0.0, min(self.x + self.w, other.x + other.w) - max(self.x, other.x))
+        iy = max(0.0, min(self.y + self.h, other.y + other.h) - max(self.y, other.y))
+        inter = ix * iy
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What a sink needs to know about the stream it writes."""
+
+    source_id: str
+    width: int
+    height: int
+    rate: Fraction  # frames per second (the input's average rate)
+    time_base: Fraction  # the unit of Frame.pts
+    is_live: bool
+    # A file whose audio the sink copies into the output (None: no audio, or a live source).
+    audio_from: str | None = None
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded picture with the timing it had in its source."""
+
+    source_id: str
+    index: int  # 0-based position in the source's output order
+    pts: int | None  # presentation timestamp in time_base units, as the source gave it
+    time_base: Fraction
+    image: np.ndarray = field(repr=False)
+
+    def __post_init__(self) -> None:
+        check_rgb_image(self.image, f"Frame {self.source_id}#{self.index}")
+
+
+@dataclass(frozen=True)
+class Face:
+    """A detected (or tracked) face, and what restoration made of it.
+
+    crop_box is the square region of the frame the model sees (model_contract.square_crop_box);
+    crop is that region resized to the model's input size, restored is the model's output for it.
+    """
+
+    box: Box
+    score: float
+    track_id: int = -1
+    crop_box: Box | None = None
+    crop: np.ndarray | None = field(default=None, repr=False)
+    restored: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class FramePacket:
+    """A frame and its faces: the unit that moves from detection to the sink."""
+
+    frame: Frame
+    faces: tuple[Face, ...] = ()
