@@ -1,0 +1,130 @@
+"""Real faces for tests: CelebA photos from ../shared/data/faces composited into frames.
+
+Each photo in celeba_wild_256 is a 256x256 crop around one face (the CSV gives the face box in
+it). A face is placed by scaling the photo so its face box has the wanted width and blending the
+whole photo (hair, neck) through a feathered ellipse, so the detector sees a face in context.
+The returned boxes are the scaled CSV boxes: the ground truth.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from streamer.values import Box
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FACES_DIR = REPO_ROOT.parent / "shared" / "data" / "faces"
+FACES_CSV = FACES_DIR / "celeba_wild_256.csv"
+# Photos whose face was small in the original are blurry already; use sharp ones.
+MIN_SOURCE_FACE_PX = 128
+
+
+@dataclass(frozen=True)
+class FacePhoto:
+    image: np.ndarray  # 256 x 256 x 3 uint8 RGB
+    face: Box  # the face box inside `image`
+
+
+@dataclass(frozen=True)
+class Placement:
+    x: int  # top-left corner of the face box in the frame
+    y: int
+    width: int  # face box width in the frame
+
+
+def require_faces() -> None:
+    """Skip the calling test when the shared CelebA faces are not on this machine."""
+    if not FACES_CSV.is_file():
+        pytest.skip(f"shared face photos not found at {FACES_DIR}")
+
+
+def load_faces(count: int, seed: int = 0) -> list[FacePhoto]:
+    """`count` different identities' photos, chosen deterministically by `seed`."""
+    with FACES_CSV.open(newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if int(row["face_px_in_source"]) >= MIN_SOURCE_FACE_PX]
+    first_per_identity = list({row["identity"]: row for row in rows}.values())
+    chosen = np.random.default_rng(seed).choice(len(first_per_identity), size=count, replace=False)
+    return [_read_photo(first_per_identity[i]) for i in chosen]
+
+
+def _read_photo(row: dict[str, str]) -> FacePhoto:
+    bgr = cv2.imread(str(FACES_DIR / row["file"]), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise FileNotFoundError(f"cannot read face photo {FACES_DIR / row['file']}")
+    box = Box(*(float(row[key]) for key in ("face_x", "face_y", "face_w", "face_h")))
+    return FacePhoto(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), box)
+
+
+def cctv_background(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A static, corridor-like scene: a floor/wall gradient, door-like panels and sensor noise."""
+    rng = np.random.default_rng(seed)
+    rows = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
+    wall, floor = np.array([120, 125, 118], np.float32), np.array([70, 66, 60], np.float32)
+    image = np.broadcast_to(wall * (1 - rows) + floor * rows, (height, width, 3)).copy()
+    for _ in range(max(4, width // 160)):
+        x, w = int(rng.integers(0, width)), int(rng.integers(width // 40, width // 10))
+        top = int(rng.integers(height // 10, height // 3))
+        image[top : height * 3 // 4, x : x + w] = rng.uniform(40, 200, size=3)
+    image += rng.normal(0.0, 4.0, size=image.shape).astype(np.float32)
+    return np.ascontiguousarray(np.clip(image, 0, 255).astype(np.uint8))
+
+
+def paste_face(frame: np.ndarray, photo: FacePhoto, placement: Placement) -> Box:
+    """Blend `photo` into `frame` (in place) so its face box lands at `placement`; return that box."""
+    scale = placement.width / photo.face.w
+    side = max(2, int(round(photo.image.shape[0] * scale)))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    scaled = cv2.resize(photo.image, (side, side), interpolation=interpolation).astype(np.float32)
+    left = int(round(placement.x - photo.face.x * scale))
+    top = int(round(placement.y - photo.face.y * scale))
+    _blend_clipped(frame, scaled, _soft_ellipse(side), left, top)
+    return Box(left + photo.face.x * scale, top + photo.face.y * scale, photo.face.w * scale, photo.face.h * scale)
+
+
+def _soft_ellipse(side: int) -> np.ndarray:
+    """1 in the middle, fading to 0 at the photo's edge, so the photo's square border never shows."""
+    u = np.linspace(-1.0, 1.0, side, dtype=np.float32)
+    radius = np.sqrt(u[None, :] ** 2 + u[:, None] ** 2)
+    return np.clip((1.0 - radius) / 0.35, 0.0, 1.0)[:, :, None]
+
+
+def _blend_clipped(frame: np.ndarray, patch: np.ndarray, alpha: np.ndarray, left: int, top: int) -> None:
+    h, w = frame.shape[:2]
+    x0, y0 = max(0, left), max(0, top)
+    x1, y1 = min(w, left + patch.shape[1]), min(h, top + patch.shape[0])
+    if x1 <= x0 or y1 <= y0:
+        return
+    region = (slice(y0 - top, y1 - top), slice(x0 - left, x1 - left))
+    under = frame[y0:y1, x0:x1].astype(np.float32)
+    mixed = under + alpha[region] * (patch[region] - under)
+    frame[y0:y1, x0:x1] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+
+
+def frame_with_faces(
+    width: int, height: int, placements: list[Placement], seed: int = 0
+) -> tuple[np.ndarray, list[Box]]:
+    """A background frame with one distinct CelebA face per placement, and the faces' true boxes."""
+    frame = cctv_background(width, height, seed)
+    photos = load_faces(len(placements), seed)
+    boxes = [paste_face(frame, photo, placement) for photo, placement in zip(photos, placements)]
+    return frame, boxes
+
+
+def grid_placements(
+    width: int, height: int, face_widths: list[int], columns: int, rows: int
+) -> list[Placement]:
+    """Faces spread on a regular grid (cycling through `face_widths`), away from the frame edges."""
+    cell_w, cell_h = width // columns, height // rows
+    placements = []
+    for index in range(columns * rows):
+        face_w = face_widths[index % len(face_widths)]
+        col, row = index % columns, index // columns
+        x = col * cell_w + (cell_w - face_w) // 2 + (index * 37) % (cell_w // 4) - cell_w // 8
+        y = row * cell_h + (cell_h - face_w) // 2 + (index * 53) % (cell_h // 4) - cell_h // 8
+        placements.append(Placement(x, y, face_w))
+    return placements
