@@ -1,0 +1,263 @@
+"""The validated configuration: one pydantic model per section of the YAML file.
+
+Unknown keys, wrong types and out-of-range values are errors that name the key path and
+the YAML line they come from (or the command-line flag that set them), never silent defaults.
+Secrets stay out of the file: `${VAR}` in a source URL is taken from the environment.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DETECTOR_MODELS = {
+    "full_range": "models/face_detection_full_range_sparse.tflite",
+    "short_range": "models/face_detection_short_range.tflite",
+}
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(ValueError):
+    """The configuration (file, flag or environment) is invalid; the message says what and where."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Section):
+    # Inputs used when the command line names none (e.g. a camera list); `${VAR}` is expanded.
+    inputs: list[str] = []
+    # The rest are sources.SourceOptions (live streams only).
+    transport: Literal["tcp", "udp"] = "tcp"
+    open_timeout_s: float = Field(10.0, gt=0, le=300)
+    read_timeout_s: float = Field(5.0, gt=0, le=300)  # no data for this long: a stalled stream
+    reconnect_initial_s: float = Field(0.5, gt=0, le=60)
+    reconnect_max_s: float = Field(30.0, gt=0, le=3600)
+    connect_attempts: int = Field(3, ge=1, le=100)  # tries before a camera that never answered is an error
+
+    @model_validator(mode="after")
+    def _backoff_cap_not_below_start(self) -> SourceConfig:
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
+        return self
+
+
+class TilingConfig(_Section):
+    enabled: bool = False
+    tile_size: int = Field(384, ge=64, le=4096)  # px; a face is enlarged by frame size / tile size
+    overlap: int = Field(128, ge=0, le=4096)  # px shared by neighbouring tiles: the widest face never cut
+    whole_frame: bool = True  # also look at the whole frame, for faces too big for a tile
+
+    @model_validator(mode="after")
+    def _overlap_below_tile(self) -> TilingConfig:
+        if self.overlap >= self.tile_size:
+            raise ValueError("overlap must be smaller than tile_size")
+        return self
+
+
+class DetectionConfig(_Section):
+    model: str = "full_range"  # full_range | short_range | a path to a MediaPipe .tflite
+    min_score: float = Field(0.5, gt=0.0, lt=1.0)
+    every_n_frames: int = Field(3, ge=1, le=100)
+    min_face_px: int = Field(10, ge=0, le=2048)
+    tiling: TilingConfig = TilingConfig()
+
+    def model_path(self) -> Path:
+        return resolve_repo_path(DETECTOR_MODELS.get(self.model, self.model))
+
+
+class TrackingConfig(_Section):
+    iou_threshold: float = Field(0.3, gt=0.0, le=1.0)
+    max_missed: int = Field(5, ge=0, le=1000)  # detections a track survives without a match
+
+
+class RestorationConfig(_Section):
+    enabled: bool = True  # off: detect and composite only (benchmarks, dry runs)
+    model: str = "models/face_restorer.ts"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = Field(16, ge=1, le=512)
+    max_latency_ms: float = Field(40.0, ge=0.0, le=10000.0)
+    fp16: bool = False  # CUDA only
+    bf16: bool = False  # CPU autocast, where the CPU supports it
+    threads: int = Field(0, ge=0, le=256)  # 0: torch chooses
+
+    def model_path(self) -> Path:
+        return resolve_repo_path(self.model)
+
+
+class CompositingConfig(_Section):
+    mode: Literal["paste", "overlay", "side-by-side"] = "paste"
+    feather: float = Field(0.15, ge=0.0, le=0.5)  # width of the blend ramp, as a fraction of the crop side
+    inset_scale: float = Field(2.0, ge=1.0, le=8.0)  # overlay: inset side / face crop side
+
+
+class OutputConfig(_Section):
+    codec: Literal["libx264", "ffv1"] = "libx264"
+    crf: int = Field(23, ge=0, le=51)
+    preset: Literal[
+        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
+    ] = "veryfast"
+    container: Literal["mp4", "mkv"] = "mp4"
+    copy_audio: bool = True
+
+    @model_validator(mode="after")
+    def _ffv1_needs_mkv(self) -> OutputConfig:
+        if self.codec == "ffv1" and self.container != "mkv":
+            raise ValueError("codec ffv1 needs container mkv")
+        return self
+
+
+class PipelineConfig(_Section):
+    queue_size: int = Field(8, ge=1, le=1024)  # frames between two stages of a file
+    live_queue_size: int = Field(2, ge=1, le=1024)  # frames waiting after capture of a live source
+    live_drop: Literal["oldest", "newest"] = "oldest"  # which frame a late live pipeline drops
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    status_interval_s: float = Field(10.0, gt=0, le=3600)  # live status line period
+
+
+class Config(_Section):
+    source: SourceConfig = SourceConfig()
+    detection: DetectionConfig = DetectionConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    restoration: RestorationConfig = RestorationConfig()
+    compositing: CompositingConfig = CompositingConfig()
+    output: OutputConfig = OutputConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+
+def resolve_repo_path(path: str | Path) -> Path:
+    """A relative path in a config means a file of this repository, wherever the CLI runs from."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def expand_env(text: str, env: Mapping[str, str], where: str) -> str:
+    """Replace each `${VAR}` with its value; a missing variable is an error naming it (never a value)."""
+
+    def value_of(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in env:
+            raise ConfigError(f"{where}: environment variable {name} is not set")
+        return env[name]
+
+    return _ENV_REFERENCE.sub(value_of, text)
+
+
+def load_config(
+    path: str | Path | None,
+    overrides: Mapping[str, tuple[Any, str]] | None = None,
+) -> Config:
+    """Read and validate a config file (None: the defaults), then apply command-line overrides.
+
+    `overrides` maps a dotted key ("detection.every_n_frames") to (value, flag that set it), so an
+    invalid flag value is reported by its flag name."""
+    text, origin = ("", "<defaults>") if path is None else (_read_text(Path(path)), str(path))
+    data, root_node = _parse_yaml(text, origin)
+    overrides = overrides or {}
+    for dotted_key, (value, _flag) in overrides.items():
+        _set_dotted(data, dotted_key, value)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe_validation_error(exc, origin, root_node, overrides)) from None
+
+
+def effective_config_yaml(config: Config, mask: Any) -> str:
+    """The config as YAML, with `mask` applied to every source URL (credentials never printed)."""
+    data = config.model_dump(mode="json")
+    data["source"]["inputs"] = [mask(url) for url in data["source"]["inputs"]]
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+
+
+def _parse_yaml(text: str, origin: str) -> tuple[dict, yaml.Node | None]:
+    """The YAML as plain data, and its node tree (which knows the line of every key)."""
+    try:
+        root_node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{origin}{line}: invalid YAML: {problem}") from None
+    if data is None:
+        return {}, None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}:1: expected a mapping of sections at the top level")
+    return data, root_node
+
+
+def _set_dotted(data: dict, dotted_key: str, value: Any) -> None:
+    *parents, leaf = dotted_key.split(".")
+    node = data
+    for key in parents:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = node[key] = {}
+        node = child
+    node[leaf] = value
+
+
+def _describe_validation_error(
+    exc: ValidationError, origin: str, root_node: yaml.Node | None, overrides: Mapping[str, tuple[Any, str]]
+) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    loc = tuple(first["loc"])
+    key_path = ".".join(str(part) for part in loc) or "<top level>"
+    flag = _flag_for(loc, overrides)
+    where = f"{flag}" if flag else f"{origin}{_line_suffix(root_node, loc)}"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif "input" in first and not isinstance(first["input"], (dict, list)):
+        message += f" (got {first['input']!r})"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {key_path}: {message}{more}"
+
+
+def _flag_for(loc: tuple, overrides: Mapping[str, tuple[Any, str]]) -> str | None:
+    dotted = ".".join(str(part) for part in loc)
+    entry = overrides.get(dotted)
+    return entry[1] if entry else None
+
+
+def _line_suffix(root_node: yaml.Node | None, loc: tuple) -> str:
+    """':LINE' of the deepest key (or list item) of the path `loc` in the YAML, '' when it has none."""
+    node, line = root_node, None
+    for part in loc:
+        found = _child_node(node, part)
+        if found is None:
+            break
+        marker, node = found
+        line = marker.start_mark.line + 1
+    return f":{line}" if line is not None else ""
+
+
+def _child_node(node: yaml.Node | None, part: str | int) -> tuple[yaml.Node, yaml.Node] | None:
+    """(the node that names `part`, its value node) inside a mapping or a sequence node."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if key_node.value == part:
+                return key_node, value_node
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        return node.value[part], node.value[part]
+    return None

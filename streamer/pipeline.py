@@ -1,0 +1,214 @@
+"""The supervisor: opens sources and sinks, wires the workers with bounded queues, runs one
+thread per stage per source (plus one restorer thread shared by all sources), and stops them.
+
+Two events control a run:
+- `drain` (request_stop, first Ctrl-C): sources stop reading; frames in flight go through;
+  every output is finalised and playable.
+- `halt` (abort, an exception in any stage, second Ctrl-C): every worker leaves within a
+  fraction of a second; unfinished outputs are removed; the first exception is re-raised.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+from streamer.stats import RunStats
+from streamer.values import StreamInfo
+from streamer.workers import (
+    Batching,
+    CaptureLimits,
+    CaptureWorker,
+    Compose,
+    CropFaces,
+    Detector,
+    DetectWorker,
+    Halted,
+    Restorer,
+    RestoreWorker,
+    Sink,
+    Source,
+    Tracker,
+    WriteWorker,
+)
+
+logger = logging.getLogger(__name__)
+
+SUPERVISE_PERIOD_S = 0.25  # how often the supervisor refreshes counters and progress
+JOIN_TIMEOUT_S = 5.0  # how long a halted run waits for its threads
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input and where its output goes."""
+
+    source_id: str
+    input: str  # file path or URL, as opened
+    output: str  # file path or push URL
+    label: str  # the input as logs may show it (credentials masked)
+
+
+@dataclass
+class Components:
+    """The stages the pipeline runs, injected so tests can swap in fakes."""
+
+    open_source: Callable[[str, str], Source]  # (input, source_id) -> Source
+    open_sink: Callable[[str, StreamInfo], Sink]  # (output, info of the output stream) -> Sink
+    make_detector: Callable[[], Detector]  # one per source (a detector is not shared by threads)
+    make_tracker: Callable[[], Tracker]
+    restorer: Restorer | None  # one for all sources; None: faces are not restored
+    crop_faces: CropFaces | None  # cuts the model's crops from a frame; None with no restorer
+    compose: Compose
+    output_info: Callable[[StreamInfo], StreamInfo] = lambda info: info  # e.g. side-by-side doubles the width
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    every_n_frames: int = 1
+    batching: Batching = Batching(batch_size=8, max_latency_s=0.04)
+    queue_size: int = 8
+    live_queue_size: int = 2
+    live_drop: str = "oldest"
+    limits: CaptureLimits = field(default_factory=CaptureLimits)
+    status_interval_s: float = 10.0  # period of the status log line of a live run
+
+
+class Pipeline:
+    def __init__(self, jobs: Sequence[Job], components: Components, settings: PipelineSettings) -> None:
+        if not jobs:
+            raise ValueError("Pipeline: no jobs")
+        self.jobs, self.components, self.settings = list(jobs), components, settings
+        self.drain, self.halt = threading.Event(), threading.Event()
+        self.stats = RunStats({job.source_id: job.label for job in self.jobs})
+        self._errors: list[BaseException] = []
+        self._threads: list[threading.Thread] = []
+
+    def request_stop(self) -> None:
+        """Finish gracefully: stop reading, let frames in flight through, finalise outputs."""
+        self.drain.set()
+
+    def abort(self) -> None:
+        """Stop now; unfinished outputs are removed."""
+        self.drain.set()
+        self.halt.set()
+
+    def run(self, on_progress: Callable[[RunStats], None] | None = None) -> RunStats:
+        """Process every job to its end (or until stopped) and return the run's stats.
+
+        The first exception raised by any stage is re-raised here, after every thread has stopped."""
+        with ExitStack() as resources:
+            sources = {job.source_id: resources.enter_context(self.components.open_source(job.input, job.source_id))
+                       for job in self.jobs}
+            detectors = [self._detector(resources) for _ in self.jobs]
+            sinks = self._open_sinks(sources)
+            writers = self._start(sources, sinks, detectors)
+            try:
+                self._supervise(sources, on_progress)
+            except BaseException:
+                self.abort()
+                raise
+            finally:
+                self._stop_threads()
+                self._abort_unfinished(writers)
+                self.stats.finish()
+        if self._errors:
+            raise self._errors[0]
+        return self.stats
+
+    def _detector(self, resources: ExitStack) -> Detector:
+        detector = self.components.make_detector()
+        close = getattr(detector, "close", None)
+        if close is not None:
+            resources.callback(close)
+        return detector
+
+    def _open_sinks(self, sources: dict[str, Source]) -> dict[str, Sink]:
+        sinks: dict[str, Sink] = {}
+        try:
+            for job in self.jobs:
+                info = self.components.output_info(sources[job.source_id].info)
+                sinks[job.source_id] = self.components.open_sink(job.output, info)
+        except BaseException:
+            for sink in sinks.values():
+                sink.abort()
+            raise
+        return sinks
+
+    def _start(self, sources: dict[str, Source], sinks: dict[str, Sink], detectors: list) -> list[WriteWorker]:
+        settings, components = self.settings, self.components
+        restore_inbox: queue.Queue = queue.Queue(settings.queue_size * len(self.jobs))
+        write_inboxes = {job.source_id: queue.Queue(settings.queue_size) for job in self.jobs}
+        writers = []
+        for job, detector in zip(self.jobs, detectors):
+            source, stats = sources[job.source_id], self.stats.sources[job.source_id]
+            detect_inbox: queue.Queue = queue.Queue(
+                settings.live_queue_size if source.info.is_live else settings.queue_size
+            )
+            capture = CaptureWorker(source, detect_inbox, (self.drain, self.halt), stats, settings.limits,
+                                    settings.live_drop)
+            detect = DetectWorker((detect_inbox, restore_inbox), self.halt, detector, components.make_tracker(),
+                                  components.crop_faces if components.restorer else None,
+                                  settings.every_n_frames, stats)
+            writer = WriteWorker(write_inboxes[job.source_id], self.halt, components.compose,
+                                 sinks[job.source_id], stats)
+            writers.append(writer)
+            self._spawn(f"capture-{job.source_id}", capture.run)
+            self._spawn(f"detect-{job.source_id}", detect.run)
+            self._spawn(f"write-{job.source_id}", writer.run)
+        restore = RestoreWorker(restore_inbox, write_inboxes, self.halt, components.restorer, settings.batching,
+                                (self.stats.restorer, self.stats.sources))
+        self._spawn("restore", restore.run)
+        return writers
+
+    def _spawn(self, name: str, work: Callable[[], None]) -> None:
+        thread = threading.Thread(target=self._guarded, args=(work,), name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _guarded(self, work: Callable[[], None]) -> None:
+        """Run a worker; its exception halts the whole pipeline and is kept for the caller."""
+        try:
+            work()
+        except Halted:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - any failure must stop the pipeline, not one thread
+            logger.debug("%s failed", threading.current_thread().name, exc_info=True)
+            self._errors.append(exc)
+            self.abort()
+
+    def _supervise(self, sources: dict[str, Source], on_progress: Callable[[RunStats], None] | None) -> None:
+        live = any(source.info.is_live for source in sources.values())
+        next_status = time.monotonic() + self.settings.status_interval_s
+        while any(thread.is_alive() for thread in self._threads) and not self.halt.is_set():
+            self.halt.wait(SUPERVISE_PERIOD_S)
+            self._copy_source_counters(sources)
+            if on_progress is not None:
+                on_progress(self.stats)
+            if live and time.monotonic() >= next_status:
+                logger.info("status: %s", self.stats.status_line())
+                next_status += self.settings.status_interval_s
+        self._copy_source_counters(sources)
+
+    def _copy_source_counters(self, sources: dict[str, Source]) -> None:
+        for source_id, source in sources.items():
+            counters = getattr(source, "stats", None)
+            stats = self.stats.sources[source_id]
+            stats.reconnects = getattr(counters, "reconnects", stats.reconnects)
+            stats.corrupt_packets = getattr(counters, "corrupt_packets", stats.corrupt_packets)
+
+    def _stop_threads(self) -> None:
+        deadline = time.monotonic() + JOIN_TIMEOUT_S
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        stuck = [thread.name for thread in self._threads if thread.is_alive()]
+        if stuck:
+            logger.warning("threads still busy after %.0f s: %s", JOIN_TIMEOUT_S, ", ".join(stuck))
+
+    def _abort_unfinished(self, writers: list[WriteWorker]) -> None:
+        for writer in writers:
+            if not writer.closed:
+                writer.sink.abort()

@@ -1,0 +1,326 @@
+"""The pipeline's workers: one small loop per stage, reading one bounded queue, writing the next.
+
+Every queue operation has a timeout and checks the `halt` event, so a worker blocked on a full or
+empty queue leaves within POLL_S of a halt (raising Halted). Workers know nothing about threads
+or each other; pipeline.py wires them together.
+"""
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from streamer.stats import RestorerStats, SourceStats, StageClock
+from streamer.values import Face, Frame, FramePacket, StreamInfo
+
+POLL_S = 0.1  # how often a blocked worker looks at the halt event
+
+
+class Halted(Exception):
+    """The pipeline was halted: the worker leaves its loop without finishing its stream."""
+
+
+@dataclass(frozen=True)
+class EndOfStream:
+    """Follows the last frame of a source through every queue."""
+
+    source_id: str
+
+
+class Source(Protocol):
+    info: StreamInfo
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]: ...
+
+
+class Sink(Protocol):
+    def write(self, frame: Frame) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class Detector(Protocol):
+    def detect(self, image: np.ndarray) -> list[Face]: ...
+
+
+class Tracker(Protocol):
+    def update(self, frame_index: int, detections: list[Face] | None) -> list[Face]: ...
+
+
+class Restorer(Protocol):
+    def restore(self, crops: np.ndarray) -> np.ndarray: ...
+
+
+CropFaces = Callable[[np.ndarray, Sequence[Face]], Sequence[Face]]
+Compose = Callable[[np.ndarray, Sequence[Face]], np.ndarray]
+
+
+def put(target: queue.Queue, item: Any, halt: threading.Event) -> None:
+    """Put, waiting while the queue is full (back-pressure), until halted."""
+    while True:
+        try:
+            target.put(item, timeout=POLL_S)
+            return
+        except queue.Full:
+            if halt.is_set():
+                raise Halted from None
+
+
+def get(source: queue.Queue, halt: threading.Event) -> Any:
+    """Get, waiting while the queue is empty, until halted."""
+    while not halt.is_set():
+        try:
+            return source.get(timeout=POLL_S)
+        except queue.Empty:
+            continue
+    raise Halted
+
+
+def put_dropping(target: queue.Queue, item: Any, drop: str) -> int:
+    """Put without ever blocking: when full, drop the oldest queued item (drop="oldest") or
+    this one (drop="newest"). Returns how many items were dropped."""
+    dropped = 0
+    while True:
+        try:
+            target.put_nowait(item)
+            return dropped
+        except queue.Full:
+            if drop == "newest":
+                return 1
+        try:
+            target.get_nowait()
+            dropped += 1
+        except queue.Empty:
+            continue
+
+
+@dataclass(frozen=True)
+class CaptureLimits:
+    """Where a capture ends before its source does (a live source never ends by itself)."""
+
+    max_frames: int | None = None
+    duration_s: float | None = None
+
+    def reached(self, frames: int, started: float) -> bool:
+        if self.max_frames is not None and frames >= self.max_frames:
+            return True
+        return self.duration_s is not None and time.monotonic() - started >= self.duration_s
+
+
+class CaptureWorker:
+    """Reads a source's frames into the first queue. A file waits for room (no frame lost);
+    a live source never waits: it drops frames and counts them."""
+
+    def __init__(
+        self,
+        source: Source,
+        outbox: queue.Queue,
+        events: tuple[threading.Event, threading.Event],
+        stats: SourceStats,
+        limits: CaptureLimits,
+        live_drop: str,
+    ) -> None:
+        self.source, self.outbox, self.stats, self.limits, self.live_drop = source, outbox, stats, limits, live_drop
+        self.drain, self.halt = events
+
+    def run(self) -> None:
+        started = time.monotonic()
+        frames = self.source.frames(self.drain)
+        try:
+            for frame in _timed(frames, self.stats.clocks["capture"]):
+                self.stats.frames_in += 1
+                self._hand_over(frame)
+                if self.drain.is_set() or self.limits.reached(self.stats.frames_in, started):
+                    break
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()
+        put(self.outbox, EndOfStream(self.stats.source_id), self.halt)
+
+    def _hand_over(self, frame: Frame) -> None:
+        if self.halt.is_set():
+            raise Halted
+        if self.source.info.is_live:
+            self.stats.drops += put_dropping(self.outbox, frame, self.live_drop)
+        else:
+            put(self.outbox, frame, self.halt)
+
+
+class DetectWorker:
+    """Finds faces every `every_n` frames, tracks them in between, and cuts the model's crops."""
+
+    def __init__(
+        self,
+        queues: tuple[queue.Queue, queue.Queue],
+        halt: threading.Event,
+        detector: Detector,
+        tracker: Tracker,
+        crop_faces: CropFaces | None,
+        every_n: int,
+        stats: SourceStats,
+    ) -> None:
+        self.inbox, self.outbox = queues
+        self.halt, self.detector, self.tracker, self.crop_faces = halt, detector, tracker, crop_faces
+        self.every_n, self.stats = every_n, stats
+
+    def run(self) -> None:
+        processed = 0
+        while True:
+            item = get(self.inbox, self.halt)
+            if isinstance(item, EndOfStream):
+                put(self.outbox, item, self.halt)
+                return
+            with self.stats.clocks["detect"].timing():
+                packet = self._process(item, detect=processed % self.every_n == 0)
+            processed += 1
+            self.stats.faces += len(packet.faces)
+            put(self.outbox, packet, self.halt)
+
+    def _process(self, frame: Frame, detect: bool) -> FramePacket:
+        # Count frames processed, not frame.index: a live source's drops leave gaps in the index.
+        detections = self.detector.detect(frame.image) if detect else None
+        faces = self.tracker.update(frame.index, detections)
+        if self.crop_faces is not None and faces:
+            faces = self.crop_faces(frame.image, faces)
+        return FramePacket(frame, tuple(faces))
+
+
+@dataclass(frozen=True)
+class Batching:
+    batch_size: int
+    max_latency_s: float  # the longest a face waits for others to fill its batch
+
+
+class RestoreWorker:
+    """One thread for all sources: batches crops from every camera, up to `batch_size` crops or
+    `max_latency_s`, runs the restorer once per batch, and routes each packet back to its source."""
+
+    def __init__(
+        self,
+        inbox: queue.Queue,
+        outboxes: dict[str, queue.Queue],
+        halt: threading.Event,
+        restorer: Restorer | None,
+        batching: Batching,
+        stats: tuple[RestorerStats, dict[str, SourceStats]],
+    ) -> None:
+        self.inbox, self.outboxes, self.halt, self.restorer, self.batching = inbox, outboxes, halt, restorer, batching
+        self.stats, self.source_stats = stats
+
+    def run(self) -> None:
+        open_sources = set(self.outboxes)
+        while open_sources:
+            items = self._restore(self._collect())
+            for item in items:
+                source_id = item.source_id if isinstance(item, EndOfStream) else item.frame.source_id
+                put(self.outboxes[source_id], item, self.halt)
+                if isinstance(item, EndOfStream):
+                    open_sources.discard(source_id)
+
+    def _collect(self) -> list:
+        """The next items, in arrival order: at least one; more while the batch has room and time."""
+        items = [get(self.inbox, self.halt)]
+        crops = _crop_count(items[0])
+        if crops == 0 or self.restorer is None:
+            return items
+        deadline = time.monotonic() + self.batching.max_latency_s
+        while crops < self.batching.batch_size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                items.append(self.inbox.get(timeout=min(remaining, POLL_S)))
+            except queue.Empty:
+                if self.halt.is_set():
+                    raise Halted from None
+                continue
+            crops += _crop_count(items[-1])
+        return items
+
+    def _restore(self, items: list) -> list:
+        crops = [face.crop for item in items for face in _faces_to_restore(item)]
+        if not crops or self.restorer is None:
+            return items
+        with self.stats.clock.timing():
+            restored = self._run_model(np.stack(crops))
+        self.stats.faces += len(crops)
+        return _attach_restored(items, iter(restored), self.source_stats)
+
+    def _run_model(self, crops: np.ndarray) -> np.ndarray:
+        size = self.batching.batch_size
+        self.stats.batches += (len(crops) + size - 1) // size
+        return np.concatenate([self.restorer.restore(crops[i : i + size]) for i in range(0, len(crops), size)])
+
+
+class WriteWorker:
+    """Composites the restored faces into each frame and writes it; closes (finalises) the sink
+    at the end of the stream."""
+
+    def __init__(
+        self, inbox: queue.Queue, halt: threading.Event, compose: Compose, sink: Sink, stats: SourceStats
+    ) -> None:
+        self.inbox, self.halt, self.compose, self.sink, self.stats = inbox, halt, compose, sink, stats
+        self.closed = False
+
+    def run(self) -> None:
+        while True:
+            item = get(self.inbox, self.halt)
+            if isinstance(item, EndOfStream):
+                with self.stats.clocks["write"].timing():
+                    self.sink.close()
+                self.closed = True
+                return
+            self._write(item)
+
+    def _write(self, packet: FramePacket) -> None:
+        with self.stats.clocks["compose"].timing():
+            image = self.compose(packet.frame.image, packet.faces)
+        with self.stats.clocks["write"].timing():
+            self.sink.write(dataclasses.replace(packet.frame, image=image))
+        self.stats.frames_out += 1
+
+
+def _timed(frames: Iterable[Frame], clock: StageClock) -> Iterator[Frame]:
+    """The frames of an iterator, with the time spent producing each added to `clock`."""
+    iterator = iter(frames)
+    while True:
+        with clock.timing():
+            frame = next(iterator, None)
+        if frame is None:
+            return
+        yield frame
+
+
+def _faces_to_restore(item: Any) -> list[Face]:
+    if not isinstance(item, FramePacket):
+        return []
+    return [face for face in item.faces if face.crop is not None]
+
+
+def _crop_count(item: Any) -> int:
+    return len(_faces_to_restore(item))
+
+
+def _attach_restored(items: list, restored: Iterator[np.ndarray], source_stats: dict[str, SourceStats]) -> list:
+    """The items with each cropped face given its restored crop, in the order the crops were taken."""
+    result = []
+    for item in items:
+        if _crop_count(item) == 0:
+            result.append(item)
+            continue
+        faces = tuple(
+            dataclasses.replace(face, restored=next(restored)) if face.crop is not None else face
+            for face in item.faces
+        )
+        source_stats[item.frame.source_id].restored += _crop_count(item)
+        result.append(dataclasses.replace(item, faces=faces))
+    return result
