@@ -1,0 +1,132 @@
+"""Face restoration networks: ours (a residual U-Net) and the seed notebook's autoencoder.
+
+Both map N x 3 x S x S float RGB in [0, 1] to the same shape (the model contract).
+
+`RestorerUNet`: a pixel-unshuffle stem (2x2 pixels -> 12 channels, lossless, so the network
+works at S/2 from its first layer and costs a quarter of a full-resolution one), three levels of
+residual blocks (S/2, S/4, S/8), skip connections by addition, pixel-shuffle upsampling, and a
+head that predicts a *residual* over the input: a face that needs no change costs no capacity.
+The output is clamped to [0, 1].
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    widths: tuple[int, int, int] = (48, 96, 128)  # channels at S/2, S/4, S/8
+    encoder_blocks: tuple[int, int, int] = (2, 2, 3)  # residual blocks per level, top to bottom
+    decoder_blocks: tuple[int, int] = (1, 2)  # after merging the skip at S/4 and at S/2
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+
+def _blocks(channels: int, count: int) -> nn.Sequential:
+    return nn.Sequential(*[ResidualBlock(channels) for _ in range(count)])
+
+
+class Upsample(nn.Module):
+    """2x upsampling: a 1x1 conv to 4x the output channels, then pixel shuffle (no checkerboard)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels * 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(self.conv(x), 2)
+
+
+class RestorerUNet(nn.Module):
+    def __init__(self, config: UNetConfig = UNetConfig()) -> None:
+        super().__init__()
+        w1, w2, w3 = config.widths
+        e1, e2, e3 = config.encoder_blocks
+        d2, d1 = config.decoder_blocks
+        self.stem = nn.Conv2d(12, w1, 3, padding=1)
+        self.enc1 = _blocks(w1, e1)
+        self.down1 = nn.Conv2d(w1, w2, 3, stride=2, padding=1)
+        self.enc2 = _blocks(w2, e2)
+        self.down2 = nn.Conv2d(w2, w3, 3, stride=2, padding=1)
+        self.mid = _blocks(w3, e3)
+        self.up2 = Upsample(w3, w2)
+        self.dec2 = _blocks(w2, d2)
+        self.up1 = Upsample(w2, w1)
+        self.dec1 = _blocks(w1, d1)
+        self.head = nn.Conv2d(w1, 12, 3, padding=1)
+        # Start as the identity map: the residual head begins at zero.
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s1 = self.enc1(self.stem(F.pixel_unshuffle(x, 2)))
+        s2 = self.enc2(self.down1(s1))
+        y = self.mid(self.down2(s2))
+        y = self.dec2(self.up2(y) + s2)
+        y = self.dec1(self.up1(y) + s1)
+        return torch.clamp(x + F.pixel_shuffle(self.head(y), 2), 0.0, 1.0)
+
+
+class SeedAutoencoder(nn.Module):
+    """The seed notebook's network: conv32-pool-conv16-pool-conv16-up-conv32-up, the input
+    concatenated, a 3-channel conv with a sigmoid. Kept as the baseline to beat."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 16, 3, padding=1)
+        self.conv3 = nn.Conv2d(16, 16, 3, padding=1)
+        self.conv4 = nn.Conv2d(16, 32, 3, padding=1)
+        self.out = nn.Conv2d(32 + 3, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        y = F.max_pool2d(F.relu(self.conv2(y)), 2)
+        y = F.relu(self.conv3(y))
+        y = F.relu(self.conv4(F.interpolate(y, scale_factor=2.0, mode="nearest")))
+        y = F.interpolate(y, scale_factor=2.0, mode="nearest")
+        return torch.sigmoid(self.out(torch.cat([y, x], dim=1)))
+
+
+# Named sizes: `unet` is the shipped model; `probe` is the earlier 0.56M-parameter probe (for
+# speed comparisons); `tiny` is for --quick runs and tests.
+UNET_SIZES: dict[str, UNetConfig] = {
+    "unet": UNetConfig(),
+    "probe": UNetConfig(widths=(32, 64, 96), encoder_blocks=(1, 2, 2), decoder_blocks=(1, 1)),
+    "tiny": UNetConfig(widths=(16, 24, 32), encoder_blocks=(1, 1, 1), decoder_blocks=(1, 1)),
+}
+ARCHITECTURES = (*UNET_SIZES, "seed")
+
+
+def build_model(arch: str) -> nn.Module:
+    """A fresh network by name: one of ARCHITECTURES."""
+    if arch == "seed":
+        return SeedAutoencoder()
+    if arch not in UNET_SIZES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    return RestorerUNet(UNET_SIZES[arch])
+
+
+def describe(arch: str) -> dict:
+    """Architecture facts for configs and model metadata."""
+    model = build_model(arch)
+    facts = {"arch": arch, "parameters": count_parameters(model)}
+    if arch in UNET_SIZES:
+        facts["config"] = asdict(UNET_SIZES[arch])
+    return facts
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
