@@ -1,0 +1,233 @@
+"""Face restoration: a TorchScript model that follows streamer.model_contract, batched.
+
+`TorchScriptRestorer.load` checks the contract before the first frame: the file is TorchScript,
+it carries restorer.json, and a dummy batch comes back with the input's shape, as finite values
+in about [0, 1]. A model that breaks it is a one-line ContractError or ModelLoadError naming the
+file. `restore` takes any number of crops and runs them in batches of at most `max_batch`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from streamer.model_contract import SPEC_FILE_NAME, ContractError, RestorerSpec, extract_crop, square_crop_box
+from streamer.values import Face
+
+logger = logging.getLogger(__name__)
+
+# The dummy batch's output may overshoot [0, 1] a little (it is clipped); more means another range.
+OUTPUT_RANGE_SLACK = 0.25
+CHECK_BATCH = 2
+
+
+class ModelLoadError(RuntimeError):
+    """The restorer model file cannot be read or run here (missing, not TorchScript, no CUDA)."""
+
+
+class FaceRestorer(Protocol):
+    spec: RestorerSpec
+
+    def restore(self, crops: np.ndarray) -> np.ndarray:
+        """N x S x S x 3 uint8 RGB crops -> their restored N x S x S x 3 uint8 RGB versions."""
+        ...
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX); elsewhere bf16
+    autocast is emulated and slower than float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda"):
+        raise ModelLoadError(f"restorer device must be auto, cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("restorer device 'cuda' requested but CUDA is not available here")
+    return torch.device(device)
+
+
+class TorchScriptRestorer:
+    """Runs a contract-checked TorchScript restorer on CPU or CUDA. Not thread-safe: one thread
+    (the pipeline's restorer thread) calls `restore`."""
+
+    def __init__(
+        self,
+        module: torch.jit.ScriptModule,
+        spec: RestorerSpec,
+        device: torch.device,
+        half: bool = False,
+        bf16_autocast: bool = False,
+        max_batch: int = 16,
+    ) -> None:
+        self.spec = spec
+        self.device = device
+        self.max_batch = max_batch
+        self._module = module
+        self._half = half
+        self._bf16_autocast = bf16_autocast
+        self._pinned_in: torch.Tensor | None = None
+        self._pinned_out: torch.Tensor | None = None
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        device: str = "auto",
+        fp16: bool = True,
+        bf16: bool = False,
+        threads: int | None = None,
+        max_batch: int = 16,
+    ) -> TorchScriptRestorer:
+        """Load and check a restorer. fp16 applies on CUDA only, bf16 (autocast) on CPUs with
+        native bf16 only. `threads` sets torch's intra-op threads for the whole process."""
+        path = Path(path)
+        target = resolve_device(device)
+        if threads:
+            torch.set_num_threads(threads)
+        module, spec = _read_model(path, target)
+        half = fp16 and target.type == "cuda"
+        if target.type == "cuda":
+            module = module.half() if half else module
+        else:
+            module = module.to(memory_format=torch.channels_last)
+        bf16_autocast = bf16 and target.type == "cpu" and cpu_supports_bf16()
+        if bf16 and not bf16_autocast:
+            logger.warning("bf16 requested but this device has no native bf16: running float32")
+        restorer = cls(module, spec, target, half, bf16_autocast, max_batch)
+        restorer._check_contract(path)
+        logger.info(
+            "restorer %s: input %d px, crop_scale %.2f, on %s%s",
+            path, spec.input_size, spec.crop_scale, target, " fp16" if half else " bf16" if bf16_autocast else "",
+        )
+        return restorer
+
+    def _check_contract(self, path: Path) -> None:
+        """Run a dummy batch; the output must be the input's shape, finite, in about [0, 1]."""
+        size = self.spec.input_size
+        generator = torch.Generator().manual_seed(0)
+        dummy = torch.rand((CHECK_BATCH, 3, size, size), generator=generator)
+        try:
+            output = self._forward(dummy.to(self.device))
+        except Exception as exc:  # a model may raise anything from its forward
+            raise ContractError(f"{path}: forward fails on a {_shape(dummy)} batch: {_first_line(exc)}") from None
+        if not isinstance(output, torch.Tensor) or not output.is_floating_point():
+            raise ContractError(f"{path}: forward must return a float tensor, got {_describe(output)}")
+        if tuple(output.shape) != tuple(dummy.shape):
+            raise ContractError(f"{path}: output shape {_shape(output)} != input shape {_shape(dummy)}")
+        low, high = float(output.min()), float(output.max())
+        if not (np.isfinite(low) and np.isfinite(high)):
+            raise ContractError(f"{path}: output has non-finite values")
+        if low < -OUTPUT_RANGE_SLACK or high > 1.0 + OUTPUT_RANGE_SLACK:
+            raise ContractError(f"{path}: output range [{low:.3g}, {high:.3g}] is not about [0, 1]")
+
+    def restore(self, crops: np.ndarray) -> np.ndarray:
+        size = self.spec.input_size
+        if crops.ndim != 4 or crops.shape[1:] != (size, size, 3) or crops.dtype != np.uint8:
+            raise ValueError(f"restore: expected N x {size} x {size} x 3 uint8 crops, got {crops.shape} {crops.dtype}")
+        if len(crops) == 0:
+            return crops.copy()
+        return np.concatenate(
+            [self._restore_batch(crops[start : start + self.max_batch]) for start in range(0, len(crops), self.max_batch)]
+        )
+
+    def _restore_batch(self, crops: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            if self.device.type == "cuda":
+                return self._restore_on_cuda(crops)
+            pixels = torch.from_numpy(np.ascontiguousarray(crops))
+            return _to_uint8_nhwc(self._forward(_to_float_nchw(pixels))).numpy()
+
+    def _restore_on_cuda(self, crops: np.ndarray) -> np.ndarray:
+        """uint8 crops go up (4x smaller than float) from pinned memory, asynchronously; the
+        float conversion runs on the GPU; the stream is synchronised before the host reads."""
+        count = len(crops)
+        pinned_in, pinned_out = self._pinned_buffers()
+        pinned_in[:count].numpy()[...] = crops
+        pixels = pinned_in[:count].to(self.device, non_blocking=True)
+        pinned_out[:count].copy_(_to_uint8_nhwc(self._forward(_to_float_nchw(pixels))), non_blocking=True)
+        torch.cuda.current_stream(self.device).synchronize()
+        return pinned_out[:count].numpy().copy()
+
+    def _pinned_buffers(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._pinned_in is None:
+            shape = (self.max_batch, self.spec.input_size, self.spec.input_size, 3)
+            self._pinned_in = torch.empty(shape, dtype=torch.uint8).pin_memory()
+            self._pinned_out = torch.empty(shape, dtype=torch.uint8).pin_memory()
+        return self._pinned_in, self._pinned_out
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """N x 3 x S x S float32 in [0, 1] on the device -> the model's float32 output."""
+        with torch.inference_mode():
+            if self._half:
+                return self._module(batch.half()).float()
+            if self.device.type == "cpu":
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            if self._bf16_autocast:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return self._module(batch).float()
+            return self._module(batch)
+
+
+def _to_float_nchw(pixels: torch.Tensor) -> torch.Tensor:
+    """N x S x S x 3 uint8 -> N x 3 x S x S float32 in [0, 1]; model_contract.crops_to_tensor_layout in torch."""
+    return pixels.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def _to_uint8_nhwc(batch: torch.Tensor) -> torch.Tensor:
+    """model_contract.tensor_layout_to_crops in torch: clip, scale, round half up."""
+    return (batch.float().clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def _read_model(path: Path, device: torch.device) -> tuple[torch.jit.ScriptModule, RestorerSpec]:
+    if not path.is_file():
+        raise ModelLoadError(f"restorer model not found: {path}")
+    extra_files = {SPEC_FILE_NAME: ""}
+    try:
+        module = torch.jit.load(str(path), map_location=device, _extra_files=extra_files)
+    except Exception as exc:  # torch raises RuntimeError, ValueError or its own errors here
+        raise ModelLoadError(f"{path}: not a TorchScript model file ({_first_line(exc)})") from None
+    metadata = extra_files[SPEC_FILE_NAME]
+    if not metadata:
+        raise ContractError(f"{path}: no {SPEC_FILE_NAME} in the model's extra files (save it with _extra_files)")
+    try:
+        spec = RestorerSpec.from_json(metadata)
+    except (ValueError, TypeError) as exc:  # ContractError is a ValueError
+        raise ContractError(f"{path}: {_first_line(exc)}") from None
+    return module.eval(), spec
+
+
+def prepare_crops(image: np.ndarray, faces: Sequence[Face], spec: RestorerSpec) -> list[Face]:
+    """The faces with `crop_box` (the square the model sees) and `crop` (its S x S pixels) set."""
+    prepared = []
+    for face in faces:
+        crop_box = square_crop_box(face.box, spec.crop_scale)
+        crop = extract_crop(image, crop_box, spec.input_size)
+        prepared.append(dataclasses.replace(face, crop_box=crop_box, crop=crop))
+    return prepared
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _shape(tensor: torch.Tensor) -> str:
+    return " x ".join(str(dim) for dim in tensor.shape)
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor"
+    return type(value).__name__

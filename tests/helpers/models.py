@@ -1,0 +1,80 @@
+"""Small TorchScript restorers for tests, saved with (or without) restorer.json.
+
+`save_model(kind, path)` writes one of KINDS: models that keep the contract ("identity",
+"brighten") and models that break it in one way each.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from streamer.model_contract import SPEC_FILE_NAME, RestorerSpec
+
+TEST_INPUT_SIZE = 32
+TEST_CROP_SCALE = 2.0
+BRIGHTEN_BY = 0.2
+
+
+class Identity(nn.Module):
+    """A 1x1 convolution with identity weights: exact in float32, and it has weights to move."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, kernel_size=1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.eye(3).reshape(3, 3, 1, 1))
+            self.conv.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Brighten(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.amount = BRIGHTEN_BY  # an attribute: TorchScript cannot read a module-level float
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(x + self.amount, 0.0, 1.0)
+
+
+class HalfSize(nn.Module):
+    """Breaks the contract: returns N x 3 x S/2 x S/2."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.avg_pool2d(x, 2)
+
+
+class FixedInput16(nn.Module):
+    """Breaks the contract when its spec says another size: a linear layer fixes the input at 16 px."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3 * 16 * 16, 3 * 16 * 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1)).reshape(x.shape)
+
+
+class Bytes(nn.Module):
+    """Breaks the contract: answers in [0, 255] instead of [0, 1]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 255.0
+
+
+KINDS = {"identity": Identity, "brighten": Brighten, "half_size": HalfSize, "fixed_input_16": FixedInput16, "bytes": Bytes}
+
+
+def make_spec(input_size: int = TEST_INPUT_SIZE) -> RestorerSpec:
+    return RestorerSpec(input_size=input_size, crop_scale=TEST_CROP_SCALE, training={"data": "none: a test model"})
+
+
+def save_model(kind: str, path: Path, spec: RestorerSpec | None = None, with_spec: bool = True) -> Path:
+    """Script a KINDS model and save it to `path`, with restorer.json unless `with_spec` is False."""
+    module = torch.jit.script(KINDS[kind]().eval())
+    extra_files = {SPEC_FILE_NAME: (spec or make_spec()).to_json()} if with_spec else {}
+    torch.jit.save(module, str(path), _extra_files=extra_files)
+    return path

@@ -1,0 +1,101 @@
+"""Face restoration: contract checks at load, batching, crops, and that a model's output is used."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from streamer.model_contract import ContractError, square_crop_box
+from streamer.restoration import ModelLoadError, TorchScriptRestorer, prepare_crops
+from streamer.values import Box, Face
+from tests.helpers.models import BRIGHTEN_BY, TEST_INPUT_SIZE, make_spec, save_model
+
+S = TEST_INPUT_SIZE
+
+
+def random_crops(count: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 200, size=(count, S, S, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("models")
+    return {kind: save_model(kind, folder / f"{kind}.ts") for kind in ("identity", "brighten")}
+
+
+@pytest.mark.parametrize("count", [0, 1, 5, 16, 37])
+def test_n_crops_in_n_crops_out_unchanged_by_identity(models, count):
+    restorer = TorchScriptRestorer.load(models["identity"], device="cpu", max_batch=16)
+    crops = random_crops(count)
+    restored = restorer.restore(crops)
+    assert restored.shape == crops.shape and restored.dtype == np.uint8
+    np.testing.assert_array_equal(restored, crops)
+
+
+def test_brighten_model_brightens(models):
+    restorer = TorchScriptRestorer.load(models["brighten"], device="cpu")
+    crops = random_crops(4)
+    restored = restorer.restore(crops)
+    expected = np.clip(crops.astype(int) + round(BRIGHTEN_BY * 255), 0, 255)
+    assert np.abs(restored.astype(int) - expected).max() <= 1
+
+
+def test_bf16_request_still_restores(models):
+    restorer = TorchScriptRestorer.load(models["brighten"], device="cpu", bf16=True)
+    crops = random_crops(3)
+    assert (restorer.restore(crops).astype(int) > crops.astype(int)).mean() > 0.9
+
+
+def test_spec_comes_from_the_model_file(models):
+    restorer = TorchScriptRestorer.load(models["identity"], device="cpu")
+    assert restorer.spec == make_spec()
+
+
+def test_wrong_crop_shape_is_rejected(models):
+    restorer = TorchScriptRestorer.load(models["identity"], device="cpu")
+    with pytest.raises(ValueError, match="expected N x 32 x 32 x 3 uint8"):
+        restorer.restore(np.zeros((2, S + 1, S + 1, 3), np.uint8))
+
+
+def write_garbage(path):
+    path.write_bytes(b"not a model at all")
+    return path
+
+
+def write_state_dict(path):
+    torch.save({"weight": torch.zeros(3)}, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (lambda p: p / "missing.ts", ModelLoadError, "not found"),
+        (lambda p: write_garbage(p / "garbage.ts"), ModelLoadError, "not a TorchScript"),
+        (lambda p: write_state_dict(p / "weights.pt"), ModelLoadError, "not a TorchScript"),
+        (lambda p: save_model("identity", p / "no_spec.ts", with_spec=False), ContractError, "no restorer.json"),
+        (lambda p: save_model("half_size", p / "half.ts"), ContractError, r"output shape 2 x 3 x 16 x 16 != input"),
+        (lambda p: save_model("fixed_input_16", p / "fixed.ts"), ContractError, "forward fails on a 2 x 3 x 32 x 32"),
+        (lambda p: save_model("bytes", p / "bytes.ts"), ContractError, "output range"),
+    ],
+    ids=["missing", "not-torchscript", "state-dict", "no-restorer-json", "wrong-output-shape", "wrong-input-size", "wrong-range"],
+)
+def test_bad_model_files_give_one_line_errors_naming_the_file(tmp_path, make, error, message):
+    path = make(tmp_path)
+    with pytest.raises(error, match=message) as caught:
+        TorchScriptRestorer.load(path, device="cpu")
+    assert path.name in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_prepare_crops_uses_the_contract_crop(models):
+    spec = make_spec()
+    image = np.random.default_rng(1).integers(0, 255, size=(120, 160, 3), dtype=np.uint8)
+    faces = [Face(Box(40, 30, 20, 20), 0.9, track_id=1), Face(Box(-5, 100, 16, 16), 0.8, track_id=2)]
+    prepared = prepare_crops(image, faces, spec)
+    assert [face.track_id for face in prepared] == [1, 2]
+    assert prepared[0].crop_box == square_crop_box(faces[0].box, spec.crop_scale)
+    assert all(face.crop.shape == (S, S, 3) and face.crop.dtype == np.uint8 for face in prepared)
+    # crop_box 40 px at (30, 20): 40 -> 32 px by area averaging; its centre matches the image's
+    centre = prepared[0].crop[S // 2 - 2 : S // 2 + 2, S // 2 - 2 : S // 2 + 2].mean()
+    assert abs(centre - image[45:55, 45:55].mean()) < 40
