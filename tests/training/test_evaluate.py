@@ -1,0 +1,187 @@
+"""The evaluation's metrics, baselines and report: each measures what it claims."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from streamer.model_contract import SPEC_FILE_NAME, RestorerSpec, resize_square, square_crop_box
+from streamer.values import Box
+from tests.helpers.faces import require_faces
+from training import baselines, data, evaluate, metrics
+from training.identity import FaceEmbedder
+
+CELEBA_FACE = Box(64.0, 64.0, 128.0, 128.0)  # the face box in every celeba_wild_256 photo
+
+
+def _random_image(seed: int, shape=(64, 64, 3)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
+
+
+def _add_noise(image: np.ndarray, std: float, seed: int = 1) -> np.ndarray:
+    noisy = image + np.random.default_rng(seed).normal(0.0, std, image.shape)
+    return np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+
+def test_psnr_of_identical_images_is_the_cap_and_of_a_one_level_error_is_48_db():
+    image = _random_image(0)
+    assert metrics.psnr(image, image) == metrics.PSNR_CAP_DB
+    brighter = np.clip(image.astype(int) + 1, 0, 255).astype(np.uint8)
+    brighter[image == 255] = 254  # keep every pixel exactly one level away
+    assert metrics.psnr(brighter, image) == pytest.approx(20 * np.log10(255.0), abs=1e-6)
+
+
+def test_ssim_is_one_for_identical_images_and_falls_with_noise():
+    image = _random_image(0)
+    assert metrics.ssim(image, image) == pytest.approx(1.0)
+    slightly, heavily = metrics.ssim(_add_noise(image, 5), image), metrics.ssim(_add_noise(image, 40), image)
+    assert 1.0 > slightly > heavily
+
+
+def test_metrics_reject_images_of_different_shapes():
+    with pytest.raises(ValueError, match="differ in shape"):
+        metrics.psnr(_random_image(0), _random_image(0, (32, 32, 3)))
+
+
+def test_face_region_is_the_face_box_scaled_into_the_crop():
+    crop_box = square_crop_box(CELEBA_FACE, 1.5)  # 192 px around a 128 px face
+    assert metrics.face_region_in_crop(CELEBA_FACE, crop_box, 64) == (11, 11, 53, 53)
+
+
+def test_face_region_is_clipped_to_the_crop():
+    assert metrics.face_region_in_crop(Box(-10, 50, 40, 40), Box(0, 0, 64, 64), 64) == (0, 50, 30, 64)
+
+
+def test_face_scores_ignore_the_margin_outside_the_face():
+    truth = _random_image(0)
+    damaged_margin = truth.copy()
+    damaged_margin[:8] = 0
+    region = (11, 11, 53, 53)
+    assert metrics.face_scores(damaged_margin, truth, region)[0] == metrics.PSNR_CAP_DB
+    assert metrics.psnr(damaged_margin, truth) < 20
+
+
+# --- baselines ---------------------------------------------------------------------------------
+
+
+def test_bicubic_baseline_is_the_model_input_itself():
+    crops = _random_image(0, (2, 64, 64, 3))
+    assert np.array_equal(baselines.bicubic(crops), crops)
+
+
+def test_seed_preprocessing_brightens_and_denoises():
+    dark_flat = np.full((1, 64, 64, 3), 60, np.uint8)
+    noisy = _add_noise(dark_flat, 8)
+    processed = baselines.seed_preprocessing(noisy)
+    assert processed.shape == noisy.shape and processed.dtype == np.uint8
+    assert processed.mean() > noisy.mean() + 5
+    assert processed.std() < noisy.std() / 2
+
+
+# --- identity ----------------------------------------------------------------------------------
+
+
+def _celeba_crop(record: data.FaceRecord) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    spec = RestorerSpec(64, 1.5)
+    square = square_crop_box(record.face_box, spec.crop_scale)
+    crop = resize_square(data.clean_square(record, spec.crop_scale), spec.input_size)
+    return crop, metrics.face_region_in_crop(record.face_box, square, spec.input_size)
+
+
+def test_identity_distance_is_smaller_for_the_same_person_than_for_others():
+    require_faces()
+    by_identity: dict[int, list] = {}
+    for record in data.load_records():
+        if record.face_px_in_source >= 128:
+            by_identity.setdefault(record.identity, []).append(record)
+    people = [records for records in by_identity.values() if len(records) >= 2][:3]
+    embedder = FaceEmbedder.load()
+    for index, records in enumerate(people):
+        clean, region = _celeba_crop(records[0])
+        same_person = _celeba_crop(records[1])[0]
+        others = [_celeba_crop(people[(index + k) % len(people)][0])[0] for k in (1, 2)]
+        reference = embedder.reference(clean, region)
+        itself, same, *different = embedder.distances(reference, [clean, same_person, *others])
+        assert itself == pytest.approx(0.0, abs=1e-6)
+        assert same < min(different)
+
+
+# --- the evaluation run ------------------------------------------------------------------------
+
+
+def _save_torchscript(module: torch.nn.Module, path, spec: RestorerSpec | None = RestorerSpec(64, 1.5)) -> None:
+    extra = {SPEC_FILE_NAME: spec.to_json()} if spec is not None else {}
+    torch.jit.save(torch.jit.script(module.eval()), str(path), _extra_files=extra)
+
+
+class _Identity(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class _Grey(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(x, 0.5)
+
+
+@pytest.fixture()
+def model_files(tmp_path):
+    ours, seed = tmp_path / "ours.ts", tmp_path / "seed.ts"
+    _save_torchscript(_Identity(), ours)
+    _save_torchscript(_Grey(), seed)
+    return ours, seed
+
+
+def test_evaluation_feeds_every_method_the_same_inputs(model_files):
+    require_faces()
+    ours, seed = model_files
+    settings = evaluate.EvalSettings(presets=("moderate",), subset=6, identity=False, model=ours, seed_model=seed)
+    report, runs = evaluate.evaluate(settings)
+    scores = report["results"]["moderate"]
+    # A model that returns its input scores exactly what bicubic does; a grey picture scores far worse.
+    assert scores["ours"] == scores["bicubic"]
+    assert scores["seed_architecture"]["psnr"] < scores["bicubic"]["psnr"] - 3
+    assert report["faces"] == 6 and report["targets"]["psnr_gain_over_bicubic_db"]["met"] is False
+    assert runs["moderate"].inputs.shape == (6, 64, 64, 3)
+
+
+def test_evaluation_is_deterministic_under_its_seed(model_files):
+    require_faces()
+    ours, seed = model_files
+    settings = evaluate.EvalSettings(presets=("severe",), subset=4, identity=False, model=ours, seed_model=seed)
+    first, second = evaluate.evaluate(settings)[0], evaluate.evaluate(settings)[0]
+    assert first["results"] == second["results"]
+
+
+def test_main_writes_report_and_grid(model_files, tmp_path, capsys):
+    require_faces()
+    ours, seed = model_files
+    out = tmp_path / "out"
+    argv = ["--subset", "3", "--presets", "mild", "night", "--no-identity", "--model", str(ours),
+            "--seed-model", str(seed), "--out", str(out)]
+    assert evaluate.main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["results"]) == {"mild", "night"}
+    assert set(report["results"]["night"]) == set(evaluate.METHODS)
+    assert "seed_preprocessing" in capsys.readouterr().out
+    grid = cv2.imread(str(out / "grid.png"))
+    assert grid.shape[0] > 2 * 3 * 128  # two presets x three faces, 128-px tiles
+
+
+def test_a_missing_model_is_a_one_line_error(tmp_path, capsys):
+    argv = ["--subset", "2", "--model", str(tmp_path / "absent.ts"), "--out", str(tmp_path)]
+    assert evaluate.main(argv) == 2
+    assert "model file not found" in capsys.readouterr().err
+
+
+def test_a_model_without_its_contract_is_rejected(tmp_path):
+    path = tmp_path / "bare.ts"
+    _save_torchscript(_Identity(), path, spec=None)
+    with pytest.raises(evaluate.EvaluationError, match=SPEC_FILE_NAME):
+        evaluate.load_torchscript(path)
