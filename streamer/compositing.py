@@ -1,0 +1,139 @@
+"""Compositing: put the restored faces into the output frame.
+
+Modes:
+- `paste`: each restored crop is resized back to its crop box and blended in through a mask that
+  is 1 over the face and falls smoothly to exactly 0 at the crop's border, so there is no seam
+  and every pixel outside the crop boxes keeps its input value.
+- `overlay`: each restored face is drawn enlarged as an inset beside its box, with a border and
+  its track id, for an operator watching a live view.
+- `side-by-side`: input | paste result, twice as wide, for review.
+
+`compose` never changes the input array; it returns a new image.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from streamer.model_contract import resize_square
+from streamer.values import Box, Face, check_rgb_image
+
+MODES = ("paste", "overlay", "side-by-side")
+# The mask's shape: |u|^p + |v|^p = 1 is a circle for p = 2 and a rounded square for p = 4,
+# which covers more of the square crop than a circle while still having no corners.
+MASK_EXPONENT = 4.0
+INSET_MARGIN_PX = 4  # gap between a face box and its inset
+INSET_MAX_FRACTION = 0.5  # an inset is at most this fraction of the frame's shorter side
+BORDER_RGB = (255, 220, 0)
+LABEL_FONT_SCALE = 0.4
+
+
+@dataclass(frozen=True)
+class CompositeOptions:
+    feather: float = 0.15  # width of the blend ramp, as a fraction of the crop side
+    inset_scale: float = 2.0  # overlay: inset side / crop side
+    label: bool = True  # overlay: write the track id on the inset
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.feather <= 0.5:
+            raise ValueError(f"CompositeOptions: feather must be in [0, 0.5], got {self.feather}")
+        if self.inset_scale <= 0:
+            raise ValueError(f"CompositeOptions: inset_scale must be > 0, got {self.inset_scale}")
+
+
+def compose(
+    image: np.ndarray, faces: Sequence[Face], mode: str = "paste", options: CompositeOptions = CompositeOptions()
+) -> np.ndarray:
+    """A new image with the faces' `restored` crops composited in; faces without one are skipped.
+    paste and overlay keep the size; side-by-side returns H x 2W."""
+    check_rgb_image(image, "compose input")
+    restored = [face for face in faces if face.restored is not None and face.crop_box is not None]
+    if mode == "paste":
+        return paste_faces(image, restored, options.feather)
+    if mode == "overlay":
+        return overlay_faces(image, restored, options)
+    if mode == "side-by-side":
+        return np.hstack((image, paste_faces(image, restored, options.feather)))
+    raise ValueError(f"unknown compositing mode {mode!r}; expected one of {', '.join(MODES)}")
+
+
+@lru_cache(maxsize=64)
+def blend_mask(side: int, feather: float) -> np.ndarray:
+    """side x side x 1 float32 weights: 1 in the middle, a smooth ramp `feather` x side wide,
+    exactly 0 on the outermost pixels. Cached: faces of one size share it; do not modify."""
+    u = np.abs(np.linspace(-1.0, 1.0, side, dtype=np.float32))
+    radius = (u[None, :] ** MASK_EXPONENT + u[:, None] ** MASK_EXPONENT) ** (1.0 / MASK_EXPONENT)
+    if feather > 0:
+        # radius runs 0..1 over half the side, so a ramp of feather x side is 2 x feather in radius
+        ramp = np.clip((1.0 - radius) / (2.0 * feather), 0.0, 1.0)
+        weights = ramp * ramp * (3.0 - 2.0 * ramp)  # smoothstep: no kink where the ramp starts
+    else:
+        weights = (radius < 1.0).astype(np.float32)
+    weights[[0, -1], :] = 0.0
+    weights[:, [0, -1]] = 0.0
+    weights.flags.writeable = False
+    return weights[:, :, None]
+
+
+def paste_faces(image: np.ndarray, faces: Sequence[Face], feather: float) -> np.ndarray:
+    """A copy of `image` with each face's restored crop blended over its crop box."""
+    output = image.copy()
+    for face in faces:
+        side = int(face.crop_box.w)
+        patch = resize_square(face.restored, side)
+        _blend_into(output, patch, blend_mask(side, feather), int(face.crop_box.x), int(face.crop_box.y))
+    return output
+
+
+def _blend_into(target: np.ndarray, patch: np.ndarray, weights: np.ndarray, left: int, top: int) -> None:
+    """target = target + weights * (patch - target) where the patch overlaps target; a weight of 0
+    leaves the pixel exactly as it was."""
+    height, width = target.shape[:2]
+    x0, y0 = max(0, left), max(0, top)
+    x1, y1 = min(width, left + patch.shape[1]), min(height, top + patch.shape[0])
+    if x1 <= x0 or y1 <= y0:
+        return
+    inside = (slice(y0 - top, y1 - top), slice(x0 - left, x1 - left))
+    under = target[y0:y1, x0:x1].astype(np.float32)
+    mixed = under + weights[inside] * (patch[inside].astype(np.float32) - under)
+    target[y0:y1, x0:x1] = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+
+
+def overlay_faces(image: np.ndarray, faces: Sequence[Face], options: CompositeOptions) -> np.ndarray:
+    """A copy of `image` with each restored face drawn enlarged beside its box, inside the frame."""
+    output = image.copy()
+    height, width = image.shape[:2]
+    for face in faces:
+        side = _inset_side(face.crop_box.w * options.inset_scale, width, height)
+        left, top = inset_position(face.box, side, width, height)
+        output[top : top + side, left : left + side] = resize_square(face.restored, side)
+        _draw_box(output, face.box)
+        cv2.rectangle(output, (left, top), (left + side - 1, top + side - 1), BORDER_RGB, 1)
+        if options.label and face.track_id >= 0:
+            cv2.putText(output, f"#{face.track_id}", (left + 3, top + 12), cv2.FONT_HERSHEY_SIMPLEX,
+                        LABEL_FONT_SCALE, BORDER_RGB, 1, cv2.LINE_AA)
+    return output
+
+
+def _inset_side(wanted: float, width: int, height: int) -> int:
+    return int(max(8, min(round(wanted), INSET_MAX_FRACTION * min(width, height))))
+
+
+def inset_position(box: Box, side: int, width: int, height: int) -> tuple[int, int]:
+    """Top-left corner of a side x side inset: right of the box, else left of it, vertically
+    centred on it, and always moved inside the frame."""
+    left = int(round(box.x + box.w)) + INSET_MARGIN_PX
+    if left + side > width:
+        left = int(round(box.x)) - INSET_MARGIN_PX - side
+    top = int(round(box.center[1] - side / 2.0))
+    return min(max(0, left), width - side), min(max(0, top), height - side)
+
+
+def _draw_box(image: np.ndarray, box: Box) -> None:
+    corner = (int(round(box.x)), int(round(box.y)))
+    opposite = (int(round(box.x + box.w)) - 1, int(round(box.y + box.h)) - 1)
+    cv2.rectangle(image, corner, opposite, BORDER_RGB, 1)
