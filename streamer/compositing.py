@@ -85,11 +85,11 @@ def paste_faces(image: np.ndarray, faces: Sequence[Face], feather: float) -> np.
     for face in faces:
         side = int(face.crop_box.w)
         patch = resize_square(face.restored, side)
-        _blend_into(output, patch, blend_mask(side, feather), int(face.crop_box.x), int(face.crop_box.y))
+        blend_into(output, patch, blend_mask(side, feather), int(face.crop_box.x), int(face.crop_box.y))
     return output
 
 
-def _blend_into(target: np.ndarray, patch: np.ndarray, weights: np.ndarray, left: int, top: int) -> None:
+def blend_into(target: np.ndarray, patch: np.ndarray, weights: np.ndarray, left: int, top: int) -> None:
     """target = target + weights * (patch - target) where the patch overlaps target; a weight of 0
     leaves the pixel exactly as it was."""
     height, width = target.shape[:2]

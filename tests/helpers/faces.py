@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
+from streamer.compositing import blend_into
 from streamer.values import Box
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -79,10 +80,10 @@ def paste_face(frame: np.ndarray, photo: FacePhoto, placement: Placement) -> Box
     scale = placement.width / photo.face.w
     side = max(2, int(round(photo.image.shape[0] * scale)))
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-    scaled = cv2.resize(photo.image, (side, side), interpolation=interpolation).astype(np.float32)
+    scaled = cv2.resize(photo.image, (side, side), interpolation=interpolation)
     left = int(round(placement.x - photo.face.x * scale))
     top = int(round(placement.y - photo.face.y * scale))
-    _blend_clipped(frame, scaled, _soft_ellipse(side), left, top)
+    blend_into(frame, scaled, _soft_ellipse(side), left, top)
     return Box(left + photo.face.x * scale, top + photo.face.y * scale, photo.face.w * scale, photo.face.h * scale)
 
 
@@ -91,18 +92,6 @@ def _soft_ellipse(side: int) -> np.ndarray:
     u = np.linspace(-1.0, 1.0, side, dtype=np.float32)
     radius = np.sqrt(u[None, :] ** 2 + u[:, None] ** 2)
     return np.clip((1.0 - radius) / 0.35, 0.0, 1.0)[:, :, None]
-
-
-def _blend_clipped(frame: np.ndarray, patch: np.ndarray, alpha: np.ndarray, left: int, top: int) -> None:
-    h, w = frame.shape[:2]
-    x0, y0 = max(0, left), max(0, top)
-    x1, y1 = min(w, left + patch.shape[1]), min(h, top + patch.shape[0])
-    if x1 <= x0 or y1 <= y0:
-        return
-    region = (slice(y0 - top, y1 - top), slice(x0 - left, x1 - left))
-    under = frame[y0:y1, x0:x1].astype(np.float32)
-    mixed = under + alpha[region] * (patch[region] - under)
-    frame[y0:y1, x0:x1] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
 
 
 def frame_with_faces(
