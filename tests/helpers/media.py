@@ -36,19 +36,24 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
-def make_frames(count: int, width: int, height: int, seed: int = 0) -> list[np.ndarray]:
-    """`count` distinct RGB frames: a moving colour gradient plus fixed noise (nothing is flat)."""
+def make_frames(count: int, width: int, height: int, seed: int = 0, noise: int = 48) -> list[np.ndarray]:
+    """`count` distinct RGB frames: smooth colour waves drifting across the frame, plus fixed
+    per-pixel noise in [0, noise).
+
+    The noise makes every pixel distinct (good for exact comparisons); lossy 4:2:0 encoding cannot
+    keep per-pixel colour noise, so quality checks of lossy output use noise=0.
+    """
     rng = np.random.default_rng(seed)
-    noise = rng.integers(0, 48, size=(height, width, 3), dtype=np.uint8)
-    ys, xs = np.mgrid[0:height, 0:width]
+    noise_image = rng.integers(0, max(noise, 1), size=(height, width, 3)).astype(np.float32)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     frames = []
     for index in range(count):
-        shift = index * 7
-        red = (xs * 255 // max(width - 1, 1) + shift) % 200
-        green = (ys * 255 // max(height - 1, 1) + 2 * shift) % 200
-        blue = np.full_like(xs, (index * 23) % 200)
-        image = np.stack([red, green, blue], axis=-1).astype(np.uint8) + noise
-        frames.append(np.ascontiguousarray(image))
+        phase = 2 * np.pi * index / 30
+        red = np.sin(2 * np.pi * xs / max(width, 2) + phase)
+        green = np.sin(2 * np.pi * ys / max(height, 2) + 2 * phase)
+        blue = np.sin(2 * np.pi * (xs + ys) / max(width + height, 2) - phase)
+        waves = 100 + 80 * np.stack([red, green, blue], axis=-1)
+        frames.append(np.ascontiguousarray((waves + noise_image).clip(0, 255).astype(np.uint8)))
     return frames
 
 

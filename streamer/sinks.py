@@ -1,0 +1,344 @@
+"""Sinks: encode RGB frames into a video file, or push them to an rtsp:// / rtmp:// server (PyAV).
+
+    with open_sink("out.mp4", source.info, SinkOptions()) as sink:   # an exception inside aborts
+        for frame in frames:
+            sink.write(frame)
+    # leaving the block without an exception = sink.close(): the file is finalised
+
+Files: the video goes to a temporary name in the target's folder (`out.partial.mp4`) and is
+renamed to the target when `close()` succeeds; `abort()` (or an exception in the `with` block)
+removes it, so a failed run leaves no file behind. The frame size comes from the first frame
+written (side-by-side output is wider than the source); every later frame must have that size.
+Each frame keeps its pts and time base (the stream's average rate is the input's); a frame
+without a pts, or with one that does not increase, is placed one nominal frame after the last.
+
+Audio: with `copy_audio` and `info.audio_from` set, `close()` remuxes the encoded video and the
+source's audio packets into the target without re-encoding the audio, keeping the timestamps
+(audio after the last video frame is left out, so a stopped run's audio ends with its video).
+
+Colour: for yuv420p (the default) RGB is converted with OpenCV (BT.601 limited range, the
+range decoders assume for untagged H.264, and tagged as such), several times cheaper than
+PyAV's reformat. 4:2:0 needs even sizes, so an odd width or height is padded by repeating the
+last column or row (the output is then 1 px wider or taller). Any other pix_fmt gets the RGB
+frame and FFmpeg converts it: with `LOSSLESS_FILE_OPTIONS` (FFV1, bgr0, in a .mkv) the decoded
+output equals the written RGB exactly, which is what pixel-exact tests need.
+
+Push targets (rtsp://, rtmp://): frames are encoded (libx264 with tune=zerolatency unless
+codec_options say otherwise) and sent as they come; no audio, no temporary file.
+"""
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from streamer.urls import mask_credentials, push_format, url_scheme
+from streamer.values import Frame, StreamInfo
+
+logger = logging.getLogger(__name__)
+
+X264_FAMILY = ("libx264", "libx264rgb", "libx265")  # codecs that take crf and preset
+PARTIAL_TAG = ".partial"
+# BT.601, limited range: what cv2.COLOR_RGB2YUV_I420 produces.
+BT601 = {"colorspace": 6, "color_primaries": 6, "color_trc": 6, "color_range": 1}  # SMPTE170M, MPEG range
+
+
+class SinkError(Exception):
+    """An output cannot be written (one line, credentials masked)."""
+
+
+@dataclass(frozen=True)
+class SinkOptions:
+    codec: str = "libx264"
+    crf: int | None = 20  # x264/x265 only
+    preset: str | None = "veryfast"  # x264/x265 only
+    pix_fmt: str = "yuv420p"
+    codec_options: Mapping[str, str] = field(default_factory=dict)  # passed to the encoder as-is
+    copy_audio: bool = True
+    transport: str = "tcp"  # rtsp push transport
+
+    def encoder_options(self, push: bool) -> dict[str, str]:
+        options = {}
+        if self.codec in X264_FAMILY:
+            if self.crf is not None:
+                options["crf"] = str(self.crf)
+            if self.preset is not None:
+                options["preset"] = self.preset
+            if push:
+                options["tune"] = "zerolatency"  # no B-frames, no lookahead: the viewer sees frames now
+        options.update({str(k): str(v) for k, v in self.codec_options.items()})
+        return options
+
+
+# Pixel-exact output for tests and forensic review: decoded frames equal the RGB written.
+LOSSLESS_FILE_OPTIONS = SinkOptions(codec="ffv1", crf=None, preset=None, pix_fmt="bgr0")
+
+
+def open_sink(target: str, info: StreamInfo, options: SinkOptions | None = None) -> FileSink | PushSink:
+    """A sink writing to a file path, or pushing to an rtsp:// or rtmp:// URL."""
+    options = options or SinkOptions()
+    if url_scheme(target):
+        if push_format(target) is None:
+            raise SinkError(f"{mask_credentials(target)}: cannot push to this URL (use rtsp:// or rtmp://)")
+        return PushSink(target, info, options)
+    return FileSink(target, info, options)
+
+
+def _pad_to_even(image: np.ndarray) -> np.ndarray:
+    """Repeat the last row/column when a side is odd (4:2:0 chroma needs even sizes)."""
+    pad_bottom, pad_right = image.shape[0] % 2, image.shape[1] % 2
+    if not (pad_bottom or pad_right):
+        return image
+    return cv2.copyMakeBorder(image, 0, pad_bottom, 0, pad_right, cv2.BORDER_REPLICATE)
+
+
+def encoded_size(width: int, height: int, pix_fmt: str) -> tuple[int, int]:
+    """The size a sink writes for `width` x `height` input (yuv420p rounds odd sides up)."""
+    if pix_fmt == "yuv420p":
+        return width + width % 2, height + height % 2
+    return width, height
+
+
+def _to_video_frame(image: np.ndarray, pix_fmt: str) -> av.VideoFrame:
+    if pix_fmt == "yuv420p":
+        yuv = cv2.cvtColor(_pad_to_even(image), cv2.COLOR_RGB2YUV_I420)
+        return av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+    return av.VideoFrame.from_ndarray(image, format="rgb24")
+
+
+class _Encoder:
+    """One video stream in an output container; its size is fixed by the first frame."""
+
+    def __init__(self, container: av.container.OutputContainer, info: StreamInfo, options: SinkOptions, push: bool) -> None:
+        self._container = container
+        self._info = info
+        self._options = options
+        self._push = push
+        self._stream: av.VideoStream | None = None
+        self._image_shape: tuple[int, ...] | None = None
+        self._last_pts: int | None = None
+        self._frame_ticks = max(1, round(1 / (info.rate * info.time_base)))
+
+    @property
+    def started(self) -> bool:
+        return self._stream is not None
+
+    def _start(self, image: np.ndarray) -> None:
+        stream = self._container.add_stream(self._options.codec, rate=self._info.rate)
+        stream.width, stream.height = encoded_size(image.shape[1], image.shape[0], self._options.pix_fmt)
+        stream.pix_fmt = self._options.pix_fmt
+        stream.time_base = self._info.time_base
+        stream.codec_context.time_base = self._info.time_base
+        stream.options = self._options.encoder_options(self._push)
+        if self._options.pix_fmt == "yuv420p":
+            for name, value in BT601.items():
+                setattr(stream.codec_context, name, value)
+        self._stream = stream
+        self._image_shape = image.shape
+
+    def encode(self, frame: Frame) -> None:
+        if self._stream is None:
+            self._start(frame.image)
+        if frame.image.shape != self._image_shape:
+            raise ValueError(f"frame {frame.index}: size {frame.image.shape} differs from the first frame's {self._image_shape}")
+        video_frame = _to_video_frame(frame.image, self._options.pix_fmt)
+        video_frame.pts = self._next_pts(frame)
+        video_frame.time_base = self._info.time_base
+        self._container.mux(self._stream.encode(video_frame))
+
+    def _next_pts(self, frame: Frame) -> int:
+        pts = frame.pts
+        if pts is not None and frame.time_base != self._info.time_base:
+            pts = round(pts * frame.time_base / self._info.time_base)
+        if pts is None or (self._last_pts is not None and pts <= self._last_pts):
+            pts = 0 if self._last_pts is None else self._last_pts + self._frame_ticks
+        self._last_pts = pts
+        return pts
+
+    @property
+    def end_seconds(self) -> Fraction:
+        """The time just after the last frame encoded."""
+        if self._last_pts is None:
+            return Fraction(0)
+        return (self._last_pts + self._frame_ticks) * self._info.time_base
+
+    def flush(self) -> None:
+        if self._stream is not None:
+            self._container.mux(self._stream.encode(None))
+
+
+def _close_quietly(container: av.container.OutputContainer, shown_as: str) -> None:
+    """Close an output being abandoned; its errors no longer matter to anyone."""
+    try:
+        container.close()
+    except (av.FFmpegError, OSError) as error:
+        logger.debug("%s: closing an abandoned output: %s", shown_as, error)
+
+
+class _Sink:
+    """The context-manager protocol both sinks share: an exception in the block aborts."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class FileSink(_Sink):
+    """Writes a video file through a temporary name; see the module docstring."""
+
+    def __init__(self, target: str, info: StreamInfo, options: SinkOptions) -> None:
+        self.target = Path(target)
+        self.info = info
+        self.options = options
+        if not self.target.parent.is_dir():
+            raise SinkError(f"{target}: folder {self.target.parent} does not exist")
+        self._audio_from = info.audio_from if options.copy_audio else None
+        self.partial = self._partial_path("")
+        # With audio to add, the encoder writes a video-only file that close() remuxes into `partial`.
+        self._video_path = self._partial_path(".video") if self._audio_from else self.partial
+        self._container = _open_output(str(self._video_path), str(self.target))
+        self._encoder = _Encoder(self._container, info, options, push=False)
+
+    def _partial_path(self, tag: str) -> Path:
+        return self.target.with_name(f"{self.target.stem}{tag}{PARTIAL_TAG}{self.target.suffix}")
+
+    def write(self, frame: Frame) -> None:
+        try:
+            self._encoder.encode(frame)
+        except av.FFmpegError as error:
+            raise SinkError(f"{self.target}: cannot encode frame {frame.index}: {error}") from None
+
+    def close(self) -> None:
+        """Finalise: flush the encoder, add the audio, rename to the target. Aborts on failure."""
+        if self._container is None:
+            return
+        try:
+            self._finish()
+        except SinkError:
+            self.abort()
+            raise
+        except (av.FFmpegError, OSError) as error:
+            self.abort()
+            raise SinkError(f"{self.target}: cannot finalise: {error}") from None
+
+    def _finish(self) -> None:
+        if not self._encoder.started:
+            raise SinkError(f"{self.target}: no frames were written")
+        self._encoder.flush()
+        self._container.close()
+        self._container = None
+        if self._audio_from:
+            _remux_with_audio(self._video_path, self._audio_from, self.partial, self._encoder.end_seconds)
+            self._video_path.unlink()
+        os.replace(self.partial, self.target)
+
+    def abort(self) -> None:
+        """Stop writing and remove every temporary file; the target is not created."""
+        if self._container is not None:
+            _close_quietly(self._container, str(self.target))
+            self._container = None
+        for path in (self._video_path, self.partial):
+            path.unlink(missing_ok=True)
+
+
+def _open_output(path: str, shown_as: str, **open_args) -> av.container.OutputContainer:
+    try:
+        return av.open(path, "w", **open_args)
+    except (av.FFmpegError, OSError, ValueError) as error:
+        raise SinkError(mask_credentials(f"{shown_as}: cannot open for writing: {error}")) from None
+
+
+def _remux_with_audio(video_path: Path, audio_from: str, output_path: Path, video_end: Fraction) -> None:
+    """Stream-copy the video of `video_path` and the audio of `audio_from` (up to `video_end`
+    seconds) into `output_path`."""
+    # Keep negative timestamps (AAC priming) instead of shifting every stream: the video's pts must stay the input's.
+    keep_timestamps = {"avoid_negative_ts": "disabled"}
+    with (
+        av.open(str(video_path)) as video_in,
+        av.open(audio_from) as audio_in,
+        av.open(str(output_path), "w", options=keep_timestamps) as out,
+    ):
+        if not audio_in.streams.audio:
+            raise SinkError(f"{audio_from}: no audio stream to copy")
+        video = video_in.streams.video[0]
+        audio = audio_in.streams.audio[0]
+        out_video = out.add_stream_from_template(video)
+        out_audio = out.add_stream_from_template(audio)
+        packets = _by_time(
+            _with_times(video_in.demux(video), out_video),
+            _with_times(audio_in.demux(audio), out_audio, until=video_end),
+        )
+        for packet in packets:
+            out.mux(packet)
+
+
+def _with_times(packets, out_stream, until: Fraction | None = None):
+    """(seconds, packet) for real packets, retargeted to `out_stream`; stops after `until`."""
+    for packet in packets:
+        if packet.dts is None:  # the demuxer's final empty packet
+            continue
+        seconds = packet.dts * packet.time_base
+        if until is not None and packet.pts is not None and packet.pts * packet.time_base >= until:
+            return
+        packet.stream = out_stream
+        yield seconds, packet
+
+
+def _by_time(*timed_streams):
+    """Merge (seconds, packet) iterators by time: interleaved packets make a well-laid-out file."""
+    for _, packet in heapq.merge(*timed_streams, key=lambda item: item[0]):
+        yield packet
+
+
+class PushSink(_Sink):
+    """Encodes frames and pushes them to an rtsp:// (RTSP ANNOUNCE/RECORD) or rtmp:// (FLV) server."""
+
+    def __init__(self, target: str, info: StreamInfo, options: SinkOptions) -> None:
+        self.target = target
+        self.masked_target = mask_credentials(target)
+        open_args = {"format": push_format(target)}
+        if open_args["format"] == "rtsp":
+            open_args["options"] = {"rtsp_transport": options.transport}
+        self._container = _open_output(target, self.masked_target, **open_args)
+        self._encoder = _Encoder(self._container, info, options, push=True)
+
+    def write(self, frame: Frame) -> None:
+        try:
+            self._encoder.encode(frame)
+        except (av.FFmpegError, OSError) as error:
+            raise SinkError(mask_credentials(f"{self.masked_target}: cannot send frame {frame.index}: {error}")) from None
+
+    def close(self) -> None:
+        if self._container is None:
+            return
+        container, self._container = self._container, None
+        try:
+            self._encoder.flush()
+            container.close()
+        except (av.FFmpegError, OSError) as error:
+            raise SinkError(mask_credentials(f"{self.masked_target}: {error}")) from None
+
+    def abort(self) -> None:
+        """A push has nothing to remove: stop sending."""
+        if self._container is not None:
+            _close_quietly(self._container, self.masked_target)
+            self._container = None
