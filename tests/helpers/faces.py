@@ -62,17 +62,38 @@ def _read_photo(row: dict[str, str]) -> FacePhoto:
 
 
 def cctv_background(width: int, height: int, seed: int = 0) -> np.ndarray:
-    """A static, corridor-like scene: a floor/wall gradient, door-like panels and sensor noise."""
+    """A static corridor seen from a ceiling camera: walls, floor and ceiling converging on a back
+    wall, doors along the walls, uneven lighting and sensor noise."""
     rng = np.random.default_rng(seed)
-    rows = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
-    wall, floor = np.array([120, 125, 118], np.float32), np.array([70, 66, 60], np.float32)
-    image = np.broadcast_to(wall * (1 - rows) + floor * rows, (height, width, 3)).copy()
-    for _ in range(max(4, width // 160)):
-        x, w = int(rng.integers(0, width)), int(rng.integers(width // 40, width // 10))
-        top = int(rng.integers(height // 10, height // 3))
-        image[top : height * 3 // 4, x : x + w] = rng.uniform(40, 200, size=3)
-    image += rng.normal(0.0, 4.0, size=image.shape).astype(np.float32)
-    return np.ascontiguousarray(np.clip(image, 0, 255).astype(np.uint8))
+    image = np.zeros((height, width, 3), np.uint8)
+    back = (width * 3 // 8, height // 6, width * 5 // 8, height * 9 // 20)  # back wall: x0, y0, x1, y1
+    corners = {"near": [(0, 0), (width, 0), (width, height), (0, height)],
+               "far": [(back[0], back[1]), (back[2], back[1]), (back[2], back[3]), (back[0], back[3])]}
+    surfaces = {(0, 1): (150, 150, 145), (1, 2): (118, 120, 112), (2, 3): (78, 74, 68), (3, 0): (112, 114, 108)}
+    for (a, b), colour in surfaces.items():  # ceiling, right wall, floor, left wall
+        quad = [corners["near"][a], corners["near"][b], corners["far"][b], corners["far"][a]]
+        cv2.fillPoly(image, [np.array(quad, np.int32)], colour, cv2.LINE_AA)
+    cv2.rectangle(image, back[:2], back[2:], (96, 98, 94), -1)
+    for wall in ((3, 0), (2, 1)):
+        for near_t in (0.05, 0.45, 0.75):
+            _draw_door(image, corners, wall, near_t, tuple(float(c) for c in rng.uniform(50, 170, size=3)))
+    lighting = 1.0 - 0.3 * np.linspace(-1, 1, width, dtype=np.float32)[None, :, None] ** 2
+    noisy = image * lighting + rng.normal(0.0, 4.0, size=image.shape).astype(np.float32)
+    return np.ascontiguousarray(np.clip(noisy, 0, 255).astype(np.uint8))
+
+
+def _draw_door(image: np.ndarray, corners: dict, wall: tuple[int, int], near_t: float, colour: tuple) -> None:
+    """A door on a side wall (`wall`: its bottom and top corner indices), from depth near_t to a
+    little deeper; depth 0 is the frame edge, 1 the back wall."""
+    def wall_point(t: float, up: float) -> tuple[int, int]:
+        bottom = np.add(corners["near"][wall[0]], t * np.subtract(corners["far"][wall[0]], corners["near"][wall[0]]))
+        top = np.add(corners["near"][wall[1]], t * np.subtract(corners["far"][wall[1]], corners["near"][wall[1]]))
+        x, y = bottom + up * (top - bottom)
+        return int(x), int(y)
+
+    far_t = near_t + 0.3 * (1 - near_t)
+    quad = [wall_point(near_t, 0.0), wall_point(far_t, 0.0), wall_point(far_t, 0.7), wall_point(near_t, 0.7)]
+    cv2.fillPoly(image, [np.array(quad, np.int32)], colour, cv2.LINE_AA)
 
 
 def paste_face(frame: np.ndarray, photo: FacePhoto, placement: Placement) -> Box:
