@@ -27,23 +27,16 @@ import sys
 import time
 import zlib
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
-from streamer.model_contract import (
-    SPEC_FILE_NAME,
-    RestorerSpec,
-    crops_to_tensor_layout,
-    square_crop_box,
-    tensor_layout_to_crops,
-)
+from streamer.model_contract import ContractError, RestorerSpec, square_crop_box
+from streamer.restoration import ModelLoadError, TorchScriptRestorer
 from training import baselines, data, degrade, metrics
-from training.identity import AlignedReference, FaceEmbedder
+from training.identity import Region, distances_to_clean
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +58,12 @@ CHECK_PRESETS = (TARGET_PRESET,)
 CHECK_METHODS = ("bicubic", "ours")
 GRID_FACES_PER_PRESET = 3
 _INFERENCE_BATCH = 64
-# dlib releases the GIL while it computes, so threads use both cores for the (slowest) identity metric.
-_IDENTITY_THREADS = 2
 
 Restorer = Callable[[np.ndarray], np.ndarray]  # N x S x S x 3 uint8 -> same
 
 
 class EvaluationError(RuntimeError):
-    """A model file for the evaluation is missing or unusable."""
+    """The evaluation's models cannot be compared (no model to define the crop, or two contracts)."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +73,7 @@ class EvalSettings:
     subset: int | None = None  # evaluate this many validation faces (spread over the list); None: all
     seed: int = DEFAULT_SEED
     identity: bool = True
+    workers: int = 2  # processes for the identity metric (the slowest part)
     model: Path = DEFAULT_MODEL
     seed_model: Path = baselines.SEED_ARCH_MODEL
 
@@ -118,7 +110,7 @@ def evaluation_records(subset: int | None) -> list[data.FaceRecord]:
     return [records[i] for i in picks]
 
 
-def face_regions(records: list[data.FaceRecord], spec: RestorerSpec) -> list[tuple[int, int, int, int]]:
+def face_regions(records: list[data.FaceRecord], spec: RestorerSpec) -> list[Region]:
     return [
         metrics.face_region_in_crop(r.face_box, square_crop_box(r.face_box, spec.crop_scale), spec.input_size)
         for r in records
@@ -135,41 +127,15 @@ def degraded_pairs(records: list[data.FaceRecord], preset: str, spec: RestorerSp
 # --- restorers ---------------------------------------------------------------------------------
 
 
-def load_torchscript(path: Path) -> tuple[torch.jit.ScriptModule, RestorerSpec]:
-    """A TorchScript restorer on the CPU and its contract spec (from its extra files)."""
-    if not path.is_file():
-        raise EvaluationError(f"model file not found: {path}")
-    extra = {SPEC_FILE_NAME: ""}
-    try:
-        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    except RuntimeError as exc:
-        raise EvaluationError(f"cannot load TorchScript model {path}: {str(exc).splitlines()[0]}") from None
-    if not extra[SPEC_FILE_NAME]:
-        raise EvaluationError(f"model {path} has no {SPEC_FILE_NAME} in its extra files")
-    return module.eval(), RestorerSpec.from_json(extra[SPEC_FILE_NAME])
-
-
-def torchscript_restorer(module: torch.jit.ScriptModule) -> Restorer:
-    def restore(crops: np.ndarray) -> np.ndarray:
-        outputs = []
-        with torch.inference_mode():
-            for start in range(0, len(crops), _INFERENCE_BATCH):
-                batch = torch.from_numpy(crops_to_tensor_layout(crops[start : start + _INFERENCE_BATCH]))
-                outputs.append(tensor_layout_to_crops(module(batch).numpy()))
-        return np.concatenate(outputs)
-
-    return restore
-
-
 def build_restorers(settings: EvalSettings) -> tuple[dict[str, Restorer], RestorerSpec]:
     """The methods' restorers and the contract they share (taken from our model, else the seed model's)."""
     restorers: dict[str, Restorer] = {}
     specs: list[RestorerSpec] = []
     for method, path in (("ours", settings.model), ("seed_architecture", settings.seed_model)):
         if method in settings.methods:
-            module, spec = load_torchscript(path)
-            restorers[method] = torchscript_restorer(module)
-            specs.append(spec)
+            restorer = TorchScriptRestorer.load(path, device="cpu", max_batch=_INFERENCE_BATCH)
+            restorers[method] = restorer.restore
+            specs.append(restorer.spec)
     if not specs:
         raise EvaluationError("evaluation needs a model (ours or seed_architecture) to define the crop contract")
     if any((s.input_size, s.crop_scale) != (specs[0].input_size, specs[0].crop_scale) for s in specs):
@@ -184,31 +150,24 @@ def build_restorers(settings: EvalSettings) -> tuple[dict[str, Restorer], Restor
 # --- scoring -----------------------------------------------------------------------------------
 
 
-def quality_scores(outputs: np.ndarray, truths: np.ndarray, regions: list[tuple[int, int, int, int]]) -> np.ndarray:
+def quality_scores(outputs: np.ndarray, truths: np.ndarray, regions: list[Region]) -> np.ndarray:
     """N x 2: face-region (PSNR, SSIM) per face."""
     return np.array([metrics.face_scores(out, truth, region) for out, truth, region in zip(outputs, truths, regions)])
 
 
-def identity_references(truths: np.ndarray, regions: list[tuple[int, int, int, int]],
-                        embedder: FaceEmbedder) -> list[AlignedReference]:
-    """Each clean face's landmarks and embedding (the truths are the same for every preset)."""
-    with ThreadPoolExecutor(_IDENTITY_THREADS) as pool:
-        return list(pool.map(embedder.reference, truths, regions))
+def identity_distances(runs: dict[str, PresetRun], regions: list[Region], workers: int) -> dict[str, dict[str, np.ndarray]]:
+    """Per preset and method, each face's identity distance to its clean face (the same for every preset)."""
+    keys = [(preset, method) for preset, run in runs.items() for method in run.outputs]
+    truths = next(iter(runs.values())).truths
+    candidates = [[runs[preset].outputs[method][index] for preset, method in keys] for index in range(len(truths))]
+    table = distances_to_clean(truths, regions, candidates, workers)
+    distances: dict[str, dict[str, np.ndarray]] = {preset: {} for preset in runs}
+    for column, (preset, method) in enumerate(keys):
+        distances[preset][method] = table[:, column]
+    return distances
 
 
-def identity_distances(run: PresetRun, references: list[AlignedReference], embedder: FaceEmbedder) -> dict[str, np.ndarray]:
-    """Per method, each face's embedding distance to its clean face."""
-    methods = list(run.outputs)
-
-    def face_distances(index: int) -> np.ndarray:
-        return embedder.distances(references[index], [run.outputs[m][index] for m in methods])
-
-    with ThreadPoolExecutor(_IDENTITY_THREADS) as pool:
-        table = np.array(list(pool.map(face_distances, range(len(references)))))
-    return {method: table[:, column] for column, method in enumerate(methods)}
-
-
-def summarise(run: PresetRun, regions: list[tuple[int, int, int, int]], identity: dict[str, np.ndarray]) -> dict:
+def summarise(run: PresetRun, regions: list[Region], identity: dict[str, np.ndarray]) -> dict:
     """Per method: mean face-region PSNR and SSIM, mean identity distance, share of faces closer than bicubic.
 
     `identity` holds per-face identity distances per method (empty: not measured)."""
@@ -255,20 +214,18 @@ def evaluate(settings: EvalSettings) -> tuple[dict, dict[str, PresetRun]]:
     restorers, spec = build_restorers(settings)
     records = evaluation_records(settings.subset)
     regions = face_regions(records, spec)
-    embedder = FaceEmbedder.load() if settings.identity else None
-    references: list[AlignedReference] = []
-    results, runs = {}, {}
+    runs = {}
     for preset in settings.presets:
         started = time.monotonic()
         inputs, truths = degraded_pairs(records, preset, spec, settings.seed)
-        run = PresetRun(inputs, truths, {method: restore(inputs) for method, restore in restorers.items()})
-        identity = {}
-        if embedder is not None:
-            references = references or identity_references(truths, regions, embedder)
-            identity = identity_distances(run, references, embedder)
-        results[preset] = summarise(run, regions, identity)
-        runs[preset] = run
-        log.info("%s: %d faces in %.1f s", preset, len(records), time.monotonic() - started)
+        runs[preset] = PresetRun(inputs, truths, {method: restore(inputs) for method, restore in restorers.items()})
+        log.info("%s: %d faces restored by %d methods in %.1f s", preset, len(records), len(restorers),
+                 time.monotonic() - started)
+    started = time.monotonic()
+    identity = identity_distances(runs, regions, settings.workers) if settings.identity else {}
+    if settings.identity:
+        log.info("identity distances in %.1f s", time.monotonic() - started)
+    results = {preset: summarise(run, regions, identity.get(preset, {})) for preset, run in runs.items()}
     report = {
         "settings": settings.describe(),
         "faces": len(records),
@@ -366,6 +323,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--seed-model", type=Path, default=baselines.SEED_ARCH_MODEL)
     parser.add_argument("--no-identity", action="store_true", help="skip the (slow) identity metric")
+    parser.add_argument("--workers", type=int, default=2, help="processes for the identity metric")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR, help="folder for report.json and grid.png")
     parser.add_argument("--update-baseline", action="store_true",
                         help=f"also rewrite {_repo_relative(BASELINE_FILE)} (full run + the CI subset)")
@@ -377,11 +335,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = EvalSettings(
         presets=tuple(args.presets), methods=tuple(args.methods), subset=args.subset, seed=args.seed,
-        identity=not args.no_identity, model=args.model, seed_model=args.seed_model,
+        identity=not args.no_identity, workers=args.workers, model=args.model, seed_model=args.seed_model,
     )
     try:
         report, runs = evaluate(settings)
-    except (EvaluationError, data.DataError) as exc:
+    except (EvaluationError, ModelLoadError, ContractError, data.DataError) as exc:
         print(f"evaluate: {exc}", file=sys.stderr)
         return 2
     print(format_table(report))

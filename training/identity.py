@@ -13,6 +13,8 @@ its pixels differ.
 from __future__ import annotations
 
 import importlib.util
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +56,7 @@ class FaceEmbedder:
             raise IdentityModelError(f"cannot read the dlib face models in {models}: {exc}") from None
         return cls(landmark_model, recognition_model, dlib)
 
-    def reference(self, clean: np.ndarray, face_region: tuple[int, int, int, int]) -> AlignedReference:
+    def reference(self, clean: np.ndarray, face_region: Region) -> AlignedReference:
         """Landmarks and embedding of a clean crop; `face_region` = (x0, y0, x1, y1), its face box in crop pixels."""
         image = _upscale(clean)
         x0, y0, x1, y1 = (UPSCALE * v for v in face_region)
@@ -77,6 +79,34 @@ class AlignedReference:
 
     landmarks: object  # dlib.full_object_detection
     embedding: np.ndarray
+
+
+Region = tuple[int, int, int, int]  # (x0, y0, x1, y1): the face box in a crop's pixels
+
+
+def distances_to_clean(cleans: np.ndarray, regions: list[Region], candidates: list[list[np.ndarray]],
+                       workers: int = 2) -> np.ndarray:
+    """N x K identity distances: face i's clean crop against each of its K candidate crops.
+
+    dlib holds Python's GIL while it computes, so the faces are shared among `workers` processes
+    (each loads the model once)."""
+    jobs = zip(cleans, regions, candidates)
+    context = multiprocessing.get_context("spawn")  # a fork of a process running torch may deadlock
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_load_worker_embedder) as pool:
+        return np.array(list(pool.map(_worker_distances, jobs, chunksize=8)))
+
+
+_worker_embedder: FaceEmbedder | None = None  # one per worker process, loaded by its initializer
+
+
+def _load_worker_embedder() -> None:
+    global _worker_embedder
+    _worker_embedder = FaceEmbedder.load()
+
+
+def _worker_distances(job: tuple[np.ndarray, Region, list[np.ndarray]]) -> np.ndarray:
+    clean, region, candidates = job
+    return _worker_embedder.distances(_worker_embedder.reference(clean, region), candidates)
 
 
 def _upscale(image: np.ndarray) -> np.ndarray:

@@ -6,11 +6,11 @@ import json
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from streamer.model_contract import SPEC_FILE_NAME, RestorerSpec, resize_square, square_crop_box
 from streamer.values import Box
 from tests.helpers.faces import require_faces
+from tests.helpers.models import TEST_INPUT_SIZE, save_model
 from training import baselines, data, evaluate, metrics
 from training.identity import FaceEmbedder
 
@@ -115,40 +115,26 @@ def test_identity_distance_is_smaller_for_the_same_person_than_for_others():
 # --- the evaluation run ------------------------------------------------------------------------
 
 
-def _save_torchscript(module: torch.nn.Module, path, spec: RestorerSpec | None = RestorerSpec(64, 1.5)) -> None:
-    extra = {SPEC_FILE_NAME: spec.to_json()} if spec is not None else {}
-    torch.jit.save(torch.jit.script(module.eval()), str(path), _extra_files=extra)
-
-
-class _Identity(torch.nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-
-class _Grey(torch.nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.full_like(x, 0.5)
-
-
 @pytest.fixture()
 def model_files(tmp_path):
-    ours, seed = tmp_path / "ours.ts", tmp_path / "seed.ts"
-    _save_torchscript(_Identity(), ours)
-    _save_torchscript(_Grey(), seed)
-    return ours, seed
+    """'ours' returns its input; the 'seed architecture' brightens everything (worse than its input)."""
+    return save_model("identity", tmp_path / "ours.ts"), save_model("brighten", tmp_path / "seed.ts")
 
 
 def test_evaluation_feeds_every_method_the_same_inputs(model_files):
     require_faces()
     ours, seed = model_files
-    settings = evaluate.EvalSettings(presets=("moderate",), subset=6, identity=False, model=ours, seed_model=seed)
+    settings = evaluate.EvalSettings(presets=("moderate",), subset=6, model=ours, seed_model=seed)
     report, runs = evaluate.evaluate(settings)
     scores = report["results"]["moderate"]
-    # A model that returns its input scores exactly what bicubic does; a grey picture scores far worse.
-    assert scores["ours"] == scores["bicubic"]
+    # A model that returns its input scores exactly what bicubic does; a brightened picture scores worse.
+    assert {k: v for k, v in scores["ours"].items() if k != "identity_closer_than_bicubic"} == scores["bicubic"]
+    assert scores["ours"]["identity_closer_than_bicubic"] == 0.0  # never strictly closer than itself
     assert scores["seed_architecture"]["psnr"] < scores["bicubic"]["psnr"] - 3
+    assert 0.0 < scores["bicubic"]["identity_distance"] < 2.0
     assert report["faces"] == 6 and report["targets"]["psnr_gain_over_bicubic_db"]["met"] is False
-    assert runs["moderate"].inputs.shape == (6, 64, 64, 3)
+    size = TEST_INPUT_SIZE  # the crops follow the model's contract
+    assert runs["moderate"].inputs.shape == (6, size, size, 3)
 
 
 def test_evaluation_is_deterministic_under_its_seed(model_files):
@@ -171,17 +157,17 @@ def test_main_writes_report_and_grid(model_files, tmp_path, capsys):
     assert set(report["results"]["night"]) == set(evaluate.METHODS)
     assert "seed_preprocessing" in capsys.readouterr().out
     grid = cv2.imread(str(out / "grid.png"))
-    assert grid.shape[0] > 2 * 3 * 128  # two presets x three faces, 128-px tiles
+    assert grid.shape[0] > 2 * 3 * 2 * TEST_INPUT_SIZE  # two presets x three faces, tiles zoomed 2x
 
 
 def test_a_missing_model_is_a_one_line_error(tmp_path, capsys):
     argv = ["--subset", "2", "--model", str(tmp_path / "absent.ts"), "--out", str(tmp_path)]
     assert evaluate.main(argv) == 2
-    assert "model file not found" in capsys.readouterr().err
+    assert "not found" in capsys.readouterr().err
 
 
-def test_a_model_without_its_contract_is_rejected(tmp_path):
-    path = tmp_path / "bare.ts"
-    _save_torchscript(_Identity(), path, spec=None)
-    with pytest.raises(evaluate.EvaluationError, match=SPEC_FILE_NAME):
-        evaluate.load_torchscript(path)
+def test_a_model_without_its_contract_is_rejected(tmp_path, capsys):
+    bare = save_model("identity", tmp_path / "bare.ts", with_spec=False)
+    argv = ["--subset", "2", "--model", str(bare), "--methods", "bicubic", "ours", "--out", str(tmp_path)]
+    assert evaluate.main(argv) == 2
+    assert SPEC_FILE_NAME in capsys.readouterr().err
