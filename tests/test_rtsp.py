@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from fractions import Fraction
 
 import pytest
@@ -65,6 +66,20 @@ class Reader(threading.Thread):
         return time.monotonic() - start
 
 
+@contextmanager
+def reading(url: str, options: SourceOptions = OPTIONS, first_frames: int = 10):
+    """Open `url`, iterate it in a Reader thread, and yield the reader once frames flow."""
+    with open_source(url, "cam", options) as source:
+        reader = Reader(source)
+        reader.start()
+        try:
+            reader.wait_for(lambda: len(reader.frames) >= first_frames, 10, "first frames")
+            yield reader
+        finally:
+            reader.stop.set()
+            reader.join(timeout=10)
+
+
 def assert_timeline_is_continuous(frames) -> None:
     assert [frame.index for frame in frames] == list(range(len(frames)))
     pts = [frame.pts for frame in frames]
@@ -72,47 +87,40 @@ def assert_timeline_is_continuous(frames) -> None:
 
 
 def test_reads_a_live_stream(server):
-    with open_source(server.url, "cam", OPTIONS) as source:
-        assert (source.info.width, source.info.height, source.info.is_live) == (160, 120, True)
-        assert source.info.rate == Fraction(FPS) and source.info.time_base == LIVE_TIME_BASE
-        reader = Reader(source)
-        reader.start()
-        reader.wait_for(lambda: len(reader.frames) >= 30, 10, "30 frames")
+    with reading(server.url, first_frames=30) as reader:
         reader.finish()
+    info = reader.source.info
+    assert (info.width, info.height, info.is_live) == (160, 120, True)
+    assert info.rate == Fraction(FPS) and info.time_base == LIVE_TIME_BASE
     assert reader.frames[0].pts == 0 and reader.frames[0].image.shape == (120, 160, 3)
     assert_timeline_is_continuous(reader.frames)
-    assert source.stats.disconnects == 0
+    assert reader.source.stats.disconnects == 0
 
 
 def test_reconnects_after_the_server_is_killed_and_restarted(server):
-    with open_source(server.url, "cam", OPTIONS) as source:
-        reader = Reader(source)
-        reader.start()
-        reader.wait_for(lambda: len(reader.frames) >= 10, 10, "first frames")
+    with reading(server.url) as reader:
         server.kill()
-        reader.wait_for(lambda: source.stats.disconnects >= 1, READ_TIMEOUT_S + 3, "the end of stream noticed")
+        reader.wait_for(lambda: reader.source.stats.disconnects >= 1, READ_TIMEOUT_S + 3, "the end of stream noticed")
         frames_before_restart = len(reader.frames)
         server.restart()
         reader.wait_for(lambda: len(reader.frames) >= frames_before_restart + 20, 15, "frames after the restart")
         reader.finish()
-    assert source.stats.reconnects >= 1
+    assert reader.source.stats.reconnects >= 1
     assert_timeline_is_continuous(reader.frames)
 
 
 def test_frozen_server_is_detected_as_a_stall_and_the_stream_recovers(server):
-    with open_source(server.url, "cam", OPTIONS) as source:
-        reader = Reader(source)
-        reader.start()
-        reader.wait_for(lambda: len(reader.frames) >= 10, 10, "first frames")
+    with reading(server.url) as reader:
+        stats = reader.source.stats
         server.freeze()
-        detected_after = reader.wait_for(lambda: source.stats.disconnects >= 1, READ_TIMEOUT_S + 2.5, "stall")
-        assert "stalled" in source.stats.last_error or "exit" in source.stats.last_error.lower()
+        detected_after = reader.wait_for(lambda: stats.disconnects >= 1, READ_TIMEOUT_S + 2.5, "stall")
+        assert "stalled" in stats.last_error or "exit" in stats.last_error.lower()
         server.resume()
         frames_after_stall = len(reader.frames)
         reader.wait_for(lambda: len(reader.frames) >= frames_after_stall + 10, 15, "frames after resume")
         reader.finish()
     assert detected_after >= READ_TIMEOUT_S - 0.5  # a live stream's normal gaps are not stalls
-    assert source.stats.reconnects >= 1
+    assert stats.reconnects >= 1
     assert_timeline_is_continuous(reader.frames)
 
 
@@ -120,10 +128,7 @@ def test_stop_ends_the_iterator_promptly_while_it_waits_to_reconnect(server):
     slow_backoff = SourceOptions(
         open_timeout_s=3.0, read_timeout_s=READ_TIMEOUT_S, reconnect_initial_s=20.0, reconnect_max_s=60.0
     )
-    with open_source(server.url, "cam", slow_backoff) as source:
-        reader = Reader(source)
-        reader.start()
-        reader.wait_for(lambda: len(reader.frames) >= 5, 10, "first frames")
+    with reading(server.url, slow_backoff, first_frames=5) as reader:
         server.kill()  # the source now waits 10-20 s before its next attempt
-        reader.wait_for(lambda: source.stats.disconnects >= 1, READ_TIMEOUT_S + 3, "the end of stream noticed")
+        reader.wait_for(lambda: reader.source.stats.disconnects >= 1, READ_TIMEOUT_S + 3, "the end of stream noticed")
         assert reader.finish() < 1.5
