@@ -73,8 +73,13 @@ class DetectionConfig(_Section):
 
 
 class TrackingConfig(_Section):
-    iou_threshold: float = Field(0.3, gt=0.0, le=1.0)
-    max_missed: int = Field(5, ge=0, le=1000)  # detections a track survives without a match
+    """tracking.FaceTracker's parameters."""
+
+    max_missed: int = Field(2, ge=0, le=1000)  # detection rounds a track survives without a match
+    iou_threshold: float = Field(0.2, gt=0.0, le=1.0)
+    max_center_distance: float = Field(1.5, gt=0.0, le=20.0)  # in face sizes, for small fast faces
+    smoothing: float = Field(0.6, gt=0.0, le=1.0)  # how far one detection moves the box
+    velocity_smoothing: float = Field(0.3, ge=0.0, le=1.0)
 
 
 class RestorationConfig(_Section):

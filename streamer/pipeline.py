@@ -57,13 +57,12 @@ class Components:
     """The stages the pipeline runs, injected so tests can swap in fakes."""
 
     open_source: Callable[[str, str], Source]  # (input, source_id) -> Source
-    open_sink: Callable[[str, StreamInfo], Sink]  # (output, info of the output stream) -> Sink
+    open_sink: Callable[[str, StreamInfo], Sink]  # (output, info of its source) -> Sink
     make_detector: Callable[[], Detector]  # one per source (a detector is not shared by threads)
     make_tracker: Callable[[], Tracker]
     restorer: Restorer | None  # one for all sources; None: faces are not restored
     crop_faces: CropFaces | None  # cuts the model's crops from a frame; None with no restorer
     compose: Compose
-    output_info: Callable[[StreamInfo], StreamInfo] = lambda info: info  # e.g. side-by-side doubles the width
 
 
 @dataclass(frozen=True)
@@ -130,8 +129,7 @@ class Pipeline:
         sinks: dict[str, Sink] = {}
         try:
             for job in self.jobs:
-                info = self.components.output_info(sources[job.source_id].info)
-                sinks[job.source_id] = self.components.open_sink(job.output, info)
+                sinks[job.source_id] = self.components.open_sink(job.output, sources[job.source_id].info)
         except BaseException:
             for sink in sinks.values():
                 sink.abort()

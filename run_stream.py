@@ -1,0 +1,200 @@
+#!/usr/bin/env python
+"""Restore the faces in CCTV video: files, folders, globs, or live rtsp:// cameras.
+
+The command line only: it parses arguments, loads the config, runs the pipeline (streamer/)
+and turns known errors into a one-line message and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from streamer.batch import BatchRunner, JobResult, RunControl, UsageError, plan_jobs, summary_lines
+from streamer.config import REPO_ROOT, Config, ConfigError, effective_config_yaml, expand_env, load_config
+from streamer.detection import DetectorLoadError
+from streamer.model_contract import ContractError
+from streamer.restoration import ModelLoadError
+from streamer.sinks import SinkError
+from streamer.sources import SourceError
+from streamer.stats import write_stats_json
+from streamer.pipeline import Job
+from streamer.urls import mask_credentials, push_format
+from streamer.workers import CaptureLimits
+
+logger = logging.getLogger("run_stream")
+
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
+EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+# Errors the user can cause and fix: reported in one line, without a traceback.
+USER_ERRORS = (ConfigError, UsageError, SourceError, SinkError, ContractError, ModelLoadError, DetectorLoadError)
+
+EPILOG = """\
+examples:
+  # a recorded file -> a restored copy (default config: paste mode, bundled model)
+  python run_stream.py samples/demo_cctv.mp4 -o out/demo_restored.mp4
+
+  # review side by side (input | output), on the GPU if there is one
+  python run_stream.py clip.mp4 -o out/review.mp4 --mode side-by-side --device auto
+
+  # a live camera; keep the password out of the command line and the logs
+  export CAM_PASS=...        # then quote the URL so the shell leaves ${CAM_PASS} to us
+  python run_stream.py 'rtsp://admin:${CAM_PASS}@192.168.1.20:554/stream1' -o out/ \\
+      --config configs/live_rtsp.yaml --duration 600
+
+  # several cameras in one run share one restorer: out/cam1.mp4, out/cam2.mp4
+  python run_stream.py 'rtsp://admin:${CAM_PASS}@cam-a/live' 'rtsp://admin:${CAM_PASS}@cam-b/live' -o out/ \\
+      --config configs/live_rtsp.yaml
+
+  # a folder or a glob of recordings -> one output each in out/ (same file names)
+  python run_stream.py recordings/ -o out/ --config configs/batch.yaml
+  python run_stream.py 'recordings/2024-*.mp4' -o out/ --overwrite
+
+  # check a config (prints the effective config, flags applied) without running
+  python run_stream.py --config configs/live_rtsp.yaml --tiles --validate-config
+
+exit status:
+  0 every input was processed; 1 some files of a batch failed (each is listed at the end,
+  the others were written); 2 bad input (missing or unreadable file or URL, bad config or
+  model, output exists without --overwrite): nothing written; 130 interrupted (Ctrl-C once
+  finishes the frames in flight and keeps a playable output; twice aborts and removes it).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_stream.py",
+        description="Detect the faces in CCTV video, restore them with a TorchScript model, and write them back.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("sources", nargs="*", metavar="SOURCE",
+                        help="video file, folder, glob, or rtsp:// URL (${VAR} is taken from the environment); "
+                             "default: source.inputs of the config")
+    parser.add_argument("-o", "--output", help="output file, or folder (several inputs), or rtsp:// / rtmp:// URL")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML config (default: %(default)s)")
+    parser.add_argument("--mode", choices=["paste", "overlay", "side-by-side"], help="how restored faces are shown")
+    parser.add_argument("--model", type=Path, help="restorer TorchScript file")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where the restorer runs")
+    parser.add_argument("--tiles", action=argparse.BooleanOptionalAction, default=None,
+                        help="tiled detection: finds small faces, costs time")
+    parser.add_argument("--detect-every", type=int, metavar="N", help="run the detector every N frames")
+    parser.add_argument("--batch-size", type=int, metavar="N", help="faces per restorer batch")
+    parser.add_argument("--no-restore", action="store_true", help="detect and composite only (benchmarks)")
+    parser.add_argument("--max-frames", type=int, metavar="N", help="stop each input after N frames")
+    parser.add_argument("--duration", type=float, metavar="SECONDS", help="stop each input after SECONDS (live)")
+    parser.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
+    parser.add_argument("--stats-json", type=Path, metavar="PATH", help="write the run's counters and timings here")
+    parser.add_argument("--validate-config", action="store_true", help="print the effective config and exit")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bar")
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, tuple[Any, str]]:
+    """Config keys set by flags: {dotted key: (value, flag)}."""
+    flags = {
+        "compositing.mode": (args.mode, "--mode"),
+        "restoration.model": (str(args.model.resolve()) if args.model else None, "--model"),
+        "restoration.device": (args.device, "--device"),
+        "detection.tiling.enabled": (args.tiles, "--tiles"),
+        "detection.every_n_frames": (args.detect_every, "--detect-every"),
+        "restoration.batch_size": (args.batch_size, "--batch-size"),
+        "restoration.enabled": (False if args.no_restore else None, "--no-restore"),
+    }
+    return {key: entry for key, entry in flags.items() if entry[0] is not None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except USER_ERRORS as exc:
+        print(f"error: {mask_credentials(str(exc))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config, config_overrides(args))
+    if args.validate_config:
+        print(effective_config_yaml(config, mask_credentials), end="")
+        return EXIT_OK
+    _configure_logging(config, args)
+    jobs = _plan(args, config)
+    from streamer.components import build_components, pipeline_settings  # torch and mediapipe load here
+
+    runner = BatchRunner(
+        components=build_components(config),
+        settings=pipeline_settings(config, CaptureLimits(args.max_frames, args.duration)),
+        control=RunControl(),
+        user_errors=USER_ERRORS,
+        show_progress=not args.quiet,
+    )
+    with _signals_handled_by(runner.control):
+        results = runner.run(jobs)
+    _report(results, args)
+    if runner.control.stopping.is_set():
+        return EXIT_INTERRUPTED
+    return EXIT_SOME_FAILED if any(result.error for result in results) else EXIT_OK
+
+
+def _plan(args: argparse.Namespace, config: Config) -> list[Job]:
+    if not args.output:
+        raise UsageError("no output: give -o OUTPUT (a file, a folder, or a stream URL)")
+    where = "SOURCE" if args.sources else "source.inputs"
+    arguments = [expand_env(text, os.environ, f"{where}[{k}]") for k, text in enumerate(args.sources or config.source.inputs)]
+    jobs = plan_jobs(arguments, args.output, config.output.container, args.overwrite)
+    for job in jobs:
+        if push_format(job.output) is None:
+            Path(job.output).parent.mkdir(parents=True, exist_ok=True)
+    return jobs
+
+
+def _report(results: list[JobResult], args: argparse.Namespace) -> None:
+    if not args.quiet:
+        for stats in {id(r.stats): r.stats for r in results if r.stats is not None}.values():
+            print(stats.summary_table(), file=sys.stderr)
+    if len(results) > 1:
+        for line in summary_lines(results):
+            print(line, file=sys.stderr)
+    if args.stats_json:
+        write_stats_json(args.stats_json, [result.as_dict() for result in results])
+
+
+class _signals_handled_by:
+    """Within the block, SIGINT/SIGTERM go to `control` (graceful first, abort second)."""
+
+    def __init__(self, control: RunControl) -> None:
+        self.control = control
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.previous[signum] = signal.signal(signum, lambda *_: self.control.interrupt())
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def _configure_logging(config: Config, args: argparse.Namespace) -> None:
+    level = "WARNING" if args.quiet else "DEBUG" if args.verbose else config.logging.level
+    handler = logging.StreamHandler()
+    handler.setFormatter(_MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+class _MaskingFormatter(logging.Formatter):
+    """Credentials never reach the log, whatever a message (or a library's) contains."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_credentials(super().format(record))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

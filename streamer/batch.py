@@ -1,0 +1,263 @@
+"""From command-line inputs to jobs, and running them.
+
+- Inputs: a file, a folder (its video files), a glob, or a live URL.
+- Outputs: one per input. One input: OUTPUT is the file (or a folder to put it in). Several:
+  OUTPUT is a folder; a file keeps its name (`in/a.mp4` -> `OUTPUT/a.mp4`), live cameras are
+  `cam1.mp4`, `cam2.mp4`, ... in the order given.
+- Running: live cameras run together in one pipeline (sharing one restorer); files run one
+  after the other, each with its own progress bar. In a batch of several files a file that
+  fails is reported and skipped, and the batch goes on.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+from tqdm import tqdm
+
+from streamer.pipeline import Components, Job, Pipeline, PipelineSettings
+from streamer.stats import RunStats
+from streamer.urls import is_live_url, mask_credentials, push_format
+
+logger = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = frozenset(
+    {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".flv", ".wmv",
+     ".3gp", ".h264", ".264", ".hevc", ".265"}
+)
+_GLOB_CHARS = frozenset("*?[")
+
+
+class UsageError(Exception):
+    """The command line cannot be carried out (no inputs, output exists, ...); one line."""
+
+
+@dataclass(frozen=True)
+class JobResult:
+    job: Job
+    stats: RunStats | None
+    error: str | None  # one line; None when the job succeeded
+
+    def as_dict(self) -> dict:
+        result = {"input": self.job.label, "output": mask_credentials(self.job.output), "ok": self.error is None}
+        if self.error:
+            result["error"] = self.error
+        if self.stats is not None:
+            result.update(self.stats.as_dict())
+        return result
+
+
+def expand_inputs(arguments: list[str]) -> list[str]:
+    """Each argument as the inputs it names: a URL or file as is, a folder's video files, a glob's files."""
+    inputs: list[str] = []
+    for argument in arguments:
+        if is_live_url(argument):
+            inputs.append(argument)
+        elif Path(argument).is_dir():
+            inputs += _videos_in(Path(argument))
+        elif _GLOB_CHARS & set(argument):
+            inputs += _glob_files(argument)
+        else:
+            inputs.append(argument)  # a missing file is reported when it is opened
+    return inputs
+
+
+def _videos_in(folder: Path) -> list[str]:
+    videos = sorted(str(p) for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    if not videos:
+        raise UsageError(f"{folder}: no video files in this folder")
+    return videos
+
+
+def _glob_files(pattern: str) -> list[str]:
+    files = sorted(path for path in glob.glob(pattern) if Path(path).is_file())
+    if not files:
+        raise UsageError(f"{pattern}: no files match")
+    return files
+
+
+def plan_jobs(arguments: list[str], output: str, container: str, overwrite: bool) -> list[Job]:
+    """One job per input the arguments name, with its output path. OUTPUT is a folder when
+    there are several arguments or one names a folder or a glob."""
+    inputs = expand_inputs(arguments)
+    if not inputs:
+        raise UsageError("no inputs: name a file, folder, glob or URL (or source.inputs in the config)")
+    if push_format(output) is not None:
+        if len(inputs) > 1:
+            raise UsageError(f"{mask_credentials(output)}: a stream URL output takes exactly one input")
+        return [_job(1, inputs[0], output)]
+    into_folder = len(arguments) > 1 or any(_names_many(argument) for argument in arguments)
+    outputs = _output_paths(inputs, Path(output), container, into_folder)
+    jobs = [_job(k, source, str(target)) for k, (source, target) in enumerate(zip(inputs, outputs), start=1)]
+    for job in jobs:
+        _check_output(job, overwrite)
+    return jobs
+
+
+def _names_many(argument: str) -> bool:
+    return not is_live_url(argument) and (Path(argument).is_dir() or bool(_GLOB_CHARS & set(argument)))
+
+
+def _job(number: int, source: str, output: str) -> Job:
+    return Job(source_id=f"cam{number}", input=source, output=output, label=mask_credentials(source))
+
+
+def _output_paths(inputs: list[str], output: Path, container: str, into_folder: bool) -> list[Path]:
+    if not into_folder and not output.is_dir() and not str(output).endswith(os.sep):
+        return [output]
+    names: list[str] = []
+    cameras = 0
+    for source in inputs:
+        if is_live_url(source):
+            cameras += 1
+            stem = f"cam{cameras}"
+        else:
+            stem = Path(source).stem
+        names.append(_unique(stem, names))
+    return [output / f"{name}.{container}" for name in names]
+
+
+def _unique(stem: str, taken: list[str]) -> str:
+    name, number = stem, 2
+    while name in taken:
+        name, number = f"{stem}_{number}", number + 1
+    return name
+
+
+def _check_output(job: Job, overwrite: bool) -> None:
+    target = Path(job.output)
+    if not is_live_url(job.input) and target.resolve() == Path(job.input).resolve():
+        raise UsageError(f"{job.output}: the output would overwrite its input")
+    if target.exists() and not overwrite:
+        raise UsageError(f"{job.output}: output exists (use --overwrite to replace it)")
+
+
+class RunControl:
+    """Lets a signal handler stop the run: the first request finishes gracefully (current
+    frames are written, the output is finalised, no further file is started), the second aborts."""
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        self.aborted = threading.Event()
+        self._pipeline: Pipeline | None = None
+
+    def attach(self, pipeline: Pipeline | None) -> None:
+        self._pipeline = pipeline
+        if pipeline is not None and self.stopping.is_set():
+            pipeline.request_stop()
+
+    def interrupt(self) -> None:
+        if self.stopping.is_set():
+            self.aborted.set()
+            logger.warning("second interrupt: aborting, unfinished outputs are removed")
+            if self._pipeline is not None:
+                self._pipeline.abort()
+            return
+        self.stopping.set()
+        logger.warning("interrupt: finishing the frames in flight (interrupt again to abort)")
+        if self._pipeline is not None:
+            self._pipeline.request_stop()
+
+
+@dataclass
+class BatchRunner:
+    """Runs jobs with shared components: cameras together, files one by one."""
+
+    components: Components
+    settings: PipelineSettings
+    control: RunControl
+    user_errors: tuple[type[BaseException], ...]  # bad input: reported by its message alone
+    show_progress: bool = True
+
+    def run(self, jobs: list[Job]) -> list[JobResult]:
+        live = [job for job in jobs if is_live_url(job.input)]
+        if live:
+            return self._run_together(jobs)
+        if len(jobs) == 1:
+            return [self._run_file(jobs[0])]
+        return self._run_files(jobs)
+
+    def _run_together(self, jobs: list[Job]) -> list[JobResult]:
+        stats = self._run_pipeline(jobs, progress=None)
+        return [JobResult(job, stats, None) for job in jobs]
+
+    def _run_files(self, jobs: list[Job]) -> list[JobResult]:
+        results = []
+        for number, job in enumerate(jobs, start=1):
+            if self.control.stopping.is_set():
+                logger.warning("interrupted: %d of %d files not started", len(jobs) - number + 1, len(jobs))
+                break
+            logger.info("file %d of %d: %s", number, len(jobs), job.label)
+            try:
+                results.append(self._run_file(job))
+            except Exception as exc:  # noqa: BLE001 - one bad file must not end the batch
+                results.append(JobResult(job, None, self._report_failure(job, exc)))
+        return results
+
+    def _report_failure(self, job: Job, exc: Exception) -> str:
+        if isinstance(exc, self.user_errors):
+            message = str(exc)
+        else:  # not a known bad-input error: keep the traceback for --verbose
+            logger.debug("%s failed", job.label, exc_info=True)
+            message = f"{type(exc).__name__}: {exc}"
+        message = mask_credentials(message)
+        logger.error("%s: failed: %s", job.label, message)
+        return message
+
+    def _run_file(self, job: Job) -> JobResult:
+        with _ProgressBar(job, enabled=self.show_progress) as bar:
+            stats = self._run_pipeline([job], progress=bar.update)
+            bar.update(stats)
+        source = stats.sources[job.source_id]
+        logger.info("%s -> %s: %d frames, %d faces, %.1f fps", job.label, job.output, source.frames_out,
+                    source.faces, stats.fps(job.source_id))
+        return JobResult(job, stats, None)
+
+    def _run_pipeline(self, jobs: list[Job], progress: Callable[[RunStats], None] | None) -> RunStats:
+        pipeline = Pipeline(jobs, self.components, self.settings)
+        self.control.attach(pipeline)
+        try:
+            return pipeline.run(on_progress=progress)
+        finally:
+            self.control.attach(None)
+
+
+class _ProgressBar:
+    """A tqdm bar with the frames written and the fps of one file."""
+
+    def __init__(self, job: Job, enabled: bool) -> None:
+        self.job = job
+        self.bar = tqdm(total=_frame_count(job.input), unit="frame", desc=Path(job.input).name, disable=not enabled,
+                        dynamic_ncols=True, leave=True)
+
+    def update(self, stats: RunStats) -> None:
+        self.bar.update(stats.sources[self.job.source_id].frames_out - self.bar.n)
+
+    def __enter__(self) -> _ProgressBar:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.bar.close()
+
+
+def _frame_count(path: str) -> int | None:
+    """The frame count a file's header states (for the progress bar's total), or None."""
+    try:
+        with av.open(path) as container:
+            return container.streams.video[0].frames or None
+    except (av.error.FFmpegError, IndexError, OSError):
+        return None
+
+
+def summary_lines(results: list[JobResult]) -> list[str]:
+    """What a batch did: counts, then one line per failed file."""
+    failed = [result for result in results if result.error]
+    lines = [f"{len(results)} file(s): {len(results) - len(failed)} done, {len(failed)} failed"]
+    lines += [f"  FAILED {result.job.label}: {result.error}" for result in failed]
+    return lines

@@ -1,0 +1,93 @@
+"""The real stages, built from a validated Config (the pipeline itself only sees Components)."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+
+from streamer import compositing
+from streamer.config import Config
+from streamer.detection import MediaPipeFaceDetector, TilingOptions
+from streamer.pipeline import Components, PipelineSettings
+from streamer.restoration import TorchScriptRestorer, prepare_crops
+from streamer.sinks import LOSSLESS_FILE_OPTIONS, SinkOptions, open_sink
+from streamer.sources import SourceOptions, open_source
+from streamer.tracking import FaceTracker
+from streamer.workers import Batching, CaptureLimits
+
+logger = logging.getLogger(__name__)
+
+
+def build_components(config: Config) -> Components:
+    """Load the models once (the restorer is shared by every source) and wire the stages."""
+    restorer = _load_restorer(config)
+    source_options = SourceOptions(**config.source.model_dump(exclude={"inputs"}))
+    sink_options = _sink_options(config)
+    return Components(
+        open_source=functools.partial(open_source, options=source_options),
+        open_sink=functools.partial(open_sink, options=sink_options),
+        make_detector=functools.partial(_make_detector, config),
+        make_tracker=functools.partial(FaceTracker, **config.tracking.model_dump()),
+        restorer=restorer,
+        crop_faces=functools.partial(prepare_crops, spec=restorer.spec) if restorer else None,
+        compose=_compositor(config),
+    )
+
+
+def pipeline_settings(config: Config, limits: CaptureLimits) -> PipelineSettings:
+    return PipelineSettings(
+        every_n_frames=config.detection.every_n_frames,
+        batching=Batching(config.restoration.batch_size, config.restoration.max_latency_ms / 1000.0),
+        queue_size=config.pipeline.queue_size,
+        live_queue_size=config.pipeline.live_queue_size,
+        live_drop=config.pipeline.live_drop,
+        limits=limits,
+        status_interval_s=config.logging.status_interval_s,
+    )
+
+
+def _load_restorer(config: Config) -> TorchScriptRestorer | None:
+    settings = config.restoration
+    if not settings.enabled:
+        logger.info("restorer: off (restoration.enabled is false): faces are detected but not restored")
+        return None
+    return TorchScriptRestorer.load(
+        settings.model_path(),
+        device=settings.device,
+        fp16=settings.fp16,
+        bf16=settings.bf16,
+        threads=settings.threads or None,
+        max_batch=settings.batch_size,
+    )
+
+
+def _make_detector(config: Config) -> MediaPipeFaceDetector:
+    detection = config.detection
+    tiling = detection.tiling
+    options = (
+        TilingOptions(tile_size=tiling.tile_size, overlap=tiling.overlap, whole_frame=tiling.whole_frame)
+        if tiling.enabled
+        else None
+    )
+    logger.info(
+        "detector: %s (min score %.2f, every %d frames), tiling %s",
+        detection.model_path().name, detection.min_score, detection.every_n_frames,
+        f"on ({tiling.tile_size} px tiles, {tiling.overlap} px overlap)" if options else "off",
+    )
+    return MediaPipeFaceDetector(detection.model_path(), detection.min_score, options, detection.min_face_px)
+
+
+def _sink_options(config: Config) -> SinkOptions:
+    output = config.output
+    if output.codec == "ffv1":
+        return dataclasses.replace(LOSSLESS_FILE_OPTIONS, copy_audio=output.copy_audio,
+                                   transport=config.source.transport)
+    return SinkOptions(codec=output.codec, crf=output.crf, preset=output.preset, copy_audio=output.copy_audio,
+                       transport=config.source.transport)
+
+
+def _compositor(config: Config):
+    settings = config.compositing
+    options = compositing.CompositeOptions(feather=settings.feather, inset_scale=settings.inset_scale)
+    return functools.partial(compositing.compose, mode=settings.mode, options=options)
+

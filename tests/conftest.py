@@ -1,0 +1,62 @@
+"""Fixtures shared by the CLI and end-to-end tests: generated clips, test models, a CLI runner."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.media import make_face_frames, write_clip
+from tests.helpers.models import save_model
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FACE_CLIP_FRAMES = 24
+FACE_CLIP_SIZE = (320, 240)
+
+
+@dataclass(frozen=True)
+class FaceClip:
+    path: Path
+    boxes: list  # per frame, the ground-truth face boxes
+
+
+@dataclass(frozen=True)
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def error_lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.fixture(scope="session")
+def face_clip(tmp_path_factory) -> FaceClip:
+    """An H.264 + AAC clip with two CelebA faces (64 px wide) drifting over a moving scene."""
+    frames, boxes = make_face_frames(FACE_CLIP_FRAMES, FACE_CLIP_SIZE, face_px=64, faces=2, seed=3)
+    path = write_clip(tmp_path_factory.mktemp("media") / "faces.mp4", frames, fps=25, audio=True)
+    return FaceClip(path, boxes)
+
+
+@pytest.fixture(scope="session")
+def brighten_model(tmp_path_factory) -> Path:
+    """A contract-keeping restorer that visibly changes every face (adds 0.2 to each channel)."""
+    return save_model("brighten", tmp_path_factory.mktemp("models") / "brighten.ts")
+
+
+@pytest.fixture
+def run_cli():
+    """Run `python run_stream.py ARGS` in a subprocess (from another cwd, as a user would)."""
+
+    def run(*args: str, timeout_s: float = 120, env: dict[str, str] | None = None) -> CliResult:
+        completed = subprocess.run(
+            [sys.executable, str(REPO_ROOT / "run_stream.py"), *map(str, args)],
+            capture_output=True, text=True, timeout=timeout_s, cwd="/", env={**os.environ, **(env or {})},
+        )
+        return CliResult(completed.returncode, completed.stdout, completed.stderr)
+
+    return run

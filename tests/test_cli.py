@@ -1,0 +1,111 @@
+"""The command line as users meet it: help, config checks, bad input, batches (subprocesses)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.models import save_model
+from tests.helpers.rtsp_server import free_port
+
+QUICK_LIVE_CONFIG = "source:\n  open_timeout_s: 1\n  read_timeout_s: 1\n  connect_attempts: 1\n"
+
+
+def test_help_teaches_files_live_cameras_with_secrets_and_batches(run_cli):
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for example in ("samples/demo_cctv.mp4", "rtsp://admin:${CAM_PASS}@", "recordings/ -o out/", "--validate-config"):
+        assert example in result.stdout
+    assert "exit status" in result.stdout
+
+
+def test_validate_config_prints_the_effective_config_with_flags_applied(run_cli, tmp_path):
+    config = tmp_path / "cams.yaml"
+    config.write_text("source:\n  inputs: ['rtsp://admin:hunter2@cam/1']\ndetection:\n  every_n_frames: 5\n")
+    result = run_cli("--config", config, "--detect-every", "2", "--mode", "overlay", "--validate-config")
+    assert result.returncode == 0, result.stderr
+    assert "every_n_frames: 2" in result.stdout and "mode: overlay" in result.stdout
+    assert "rtsp://admin:***@cam/1" in result.stdout and "hunter2" not in result.stdout
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+def bad_input_cases(tmp: Path, clip: Path) -> dict[str, tuple[list, str]]:
+    """case -> (command-line arguments, what the one-line error must say)."""
+    out = tmp / "out" / "result.mp4"
+    quick = write(tmp / "quick.yaml", QUICK_LIVE_CONFIG)
+    port = free_port()
+    return {
+        "missing file": ([tmp / "nope.mp4", "-o", out], "nope.mp4: no such file"),
+        "not a video": ([write(tmp / "notes.mp4", "just text\n"), "-o", out], "notes.mp4: cannot open"),
+        "truncated mp4": ([write(tmp / "cut.mp4", clip.read_bytes()[: clip.stat().st_size // 2]), "-o", out],
+                          "cut.mp4"),
+        "unreachable url": ([f"rtsp://admin:hunter2@127.0.0.1:{port}/cam", "--config", quick, "-o", out],
+                            f"rtsp://admin:***@127.0.0.1:{port}/cam"),
+        "malformed url": (["rtsp://admin:hunter2@[bad", "--config", quick, "-o", out], "rtsp://admin:***@[bad"),
+        "unset env var in url": (["rtsp://admin:${NO_SUCH_VAR_X}@cam/1", "-o", out], "NO_SUCH_VAR_X is not set"),
+        "unknown config key": ([clip, "--config", write(tmp / "typo.yaml", "detection:\n  min_scor: 0.5\n"), "-o", out],
+                               "typo.yaml:2: detection.min_scor: unknown key"),
+        "bad config value": ([clip, "--config", write(tmp / "neg.yaml", "restoration:\n  batch_size: -4\n"), "-o", out],
+                             "neg.yaml:2: restoration.batch_size"),
+        "bad flag value": ([clip, "--detect-every", "0", "-o", out], "--detect-every: detection.every_n_frames"),
+        "model not torchscript": ([clip, "--model", write(tmp / "junk.ts", b"not a model"), "-o", out],
+                                  "junk.ts: not a TorchScript"),
+        "model breaks contract": ([clip, "--model", save_model("half_size", tmp / "half.ts"), "-o", out], "half.ts"),
+        "output exists": ([clip, "-o", write(tmp / "taken.mp4", b"keep me")], "taken.mp4: output exists"),
+    }
+
+
+CASES = [
+    "missing file", "not a video", "truncated mp4", "unreachable url", "malformed url", "unset env var in url",
+    "unknown config key", "bad config value", "bad flag value", "model not torchscript", "model breaks contract",
+    "output exists",
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_line_exit_2_and_no_output(run_cli, tmp_path, face_clip, brighten_model, case):
+    clip = shutil.copy(face_clip.path, tmp_path / "clip.mp4")
+    args, expected = bad_input_cases(tmp_path, Path(clip))[case]
+    if "--model" not in args:
+        args = [*args, "--model", brighten_model]
+    before = set(tmp_path.rglob("*"))
+    result = run_cli(*args, "-q")
+    assert result.returncode == 2, result.stderr
+    assert len(result.error_lines) == 1 and expected in result.error_lines[0], result.stderr
+    assert "Traceback" not in result.stderr and "hunter2" not in result.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert {p for p in set(tmp_path.rglob("*")) - before if p.is_file()} == set()
+
+
+def test_a_batch_skips_a_bad_file_reports_it_and_exits_1(run_cli, tmp_path, face_clip, brighten_model):
+    inputs = tmp_path / "recordings"
+    inputs.mkdir()
+    for name in ("a.mp4", "c.mp4"):
+        shutil.copy(face_clip.path, inputs / name)
+    write(inputs / "b.mp4", "not a video\n")
+    out = tmp_path / "out"
+    result = run_cli(inputs, "-o", out, "--model", brighten_model, "--max-frames", "5", "-q")
+    assert result.returncode == 1, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "c.mp4"]
+    assert "3 file(s): 2 done, 1 failed" in result.stderr
+    assert f"FAILED {inputs / 'b.mp4'}: {inputs / 'b.mp4'}: cannot open" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_glob_names_outputs_after_inputs_and_stats_json_has_every_file(run_cli, tmp_path, face_clip, brighten_model):
+    for name in ("day1.mp4", "day2.mp4"):
+        shutil.copy(face_clip.path, tmp_path / name)
+    stats = tmp_path / "stats.json"
+    result = run_cli(str(tmp_path / "day*.mp4"), "-o", tmp_path / "out", "--model", brighten_model,
+                     "--max-frames", "3", "--stats-json", stats, "-q")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["day1.mp4", "day2.mp4"]
+    runs = json.loads(stats.read_text())["runs"]
+    assert [run["ok"] for run in runs] == [True, True]
+    assert [run["sources"][0]["frames_out"] for run in runs] == [3, 3]
