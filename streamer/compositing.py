@@ -104,12 +104,15 @@ def blend_into(target: np.ndarray, patch: np.ndarray, weights: np.ndarray, left:
 
 
 def overlay_faces(image: np.ndarray, faces: Sequence[Face], options: CompositeOptions) -> np.ndarray:
-    """A copy of `image` with each restored face drawn enlarged beside its box, inside the frame."""
+    """A copy of `image` with each restored face drawn enlarged beside its box, inside the frame,
+    where it covers the fewest faces and earlier insets."""
     output = image.copy()
     height, width = image.shape[:2]
+    taken = [face.box for face in faces]
     for face in faces:
         side = _inset_side(face.crop_box.w * options.inset_scale, width, height)
-        left, top = inset_position(face.box, side, width, height)
+        left, top = place_inset(face.box, side, width, height, taken)
+        taken.append(Box(left, top, side, side))
         output[top : top + side, left : left + side] = resize_square(face.restored, side)
         _draw_box(output, face.box)
         cv2.rectangle(output, (left, top), (left + side - 1, top + side - 1), BORDER_RGB, 1)
@@ -123,14 +126,25 @@ def _inset_side(wanted: float, width: int, height: int) -> int:
     return int(max(8, min(round(wanted), INSET_MAX_FRACTION * min(width, height))))
 
 
-def inset_position(box: Box, side: int, width: int, height: int) -> tuple[int, int]:
-    """Top-left corner of a side x side inset: right of the box, else left of it, vertically
-    centred on it, and always moved inside the frame."""
-    left = int(round(box.x + box.w)) + INSET_MARGIN_PX
-    if left + side > width:
-        left = int(round(box.x)) - INSET_MARGIN_PX - side
-    top = int(round(box.center[1] - side / 2.0))
-    return min(max(0, left), width - side), min(max(0, top), height - side)
+def place_inset(box: Box, side: int, width: int, height: int, taken: Sequence[Box] = ()) -> tuple[int, int]:
+    """Top-left corner of a side x side inset for the face in `box`: right of it, left, below or
+    above (the first of these that covers the least of the `taken` boxes), moved inside the frame."""
+    cx, cy = box.center
+    candidates = [
+        (box.x + box.w + INSET_MARGIN_PX, cy - side / 2.0),
+        (box.x - INSET_MARGIN_PX - side, cy - side / 2.0),
+        (cx - side / 2.0, box.y + box.h + INSET_MARGIN_PX),
+        (cx - side / 2.0, box.y - INSET_MARGIN_PX - side),
+    ]
+    inside = [
+        (min(max(0, int(round(x))), width - side), min(max(0, int(round(y))), height - side)) for x, y in candidates
+    ]
+    return min(inside, key=lambda corner: _covered_area(Box(corner[0], corner[1], side, side), taken))
+
+
+def _covered_area(inset: Box, taken: Sequence[Box]) -> float:
+    # intersection = IoU x union, and union = a + b - intersection, so intersection = IoU (a + b) / (1 + IoU)
+    return sum(inset.iou(other) * (inset.area + other.area) / (1.0 + inset.iou(other)) for other in taken)
 
 
 def _draw_box(image: np.ndarray, box: Box) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamer.compositing import CompositeOptions, blend_mask, compose, inset_position
+from streamer.compositing import CompositeOptions, blend_mask, compose, place_inset
 from streamer.model_contract import resize_square, square_crop_box
 from streamer.values import Box, Face
 
@@ -89,10 +89,20 @@ def test_overlay_draws_the_whole_enlarged_face_inside_the_frame(face):
     output = compose(image, [face], "overlay", options)
     assert output.shape == image.shape
     side = int(round(face.crop_box.w * 1.5))
-    left, top = inset_position(face.box, side, WIDTH, HEIGHT)
+    left, top = place_inset(face.box, side, WIDTH, HEIGHT, [face.box])
     assert 0 <= left and left + side <= WIDTH and 0 <= top and top + side <= HEIGHT
     inset = resize_square(face.restored, side)
     np.testing.assert_array_equal(output[top + 1 : top + side - 1, left + 1 : left + side - 1], inset[1:-1, 1:-1])
+
+
+def test_insets_of_neighbouring_faces_cover_neither_each_other_nor_the_faces():
+    faces = [restored_face(Box(140, 80, 20, 20), track_id=1), restored_face(Box(170, 80, 20, 20), track_id=2)]
+    taken = [face.box for face in faces]
+    for face in faces:
+        left, top = place_inset(face.box, 50, WIDTH, HEIGHT, taken)
+        inset = Box(left, top, 50, 50)
+        assert all(inset.iou(other) == 0 for other in taken)
+        taken.append(inset)
 
 
 def test_overlay_writes_the_track_id():
