@@ -141,12 +141,14 @@ class MediaPipeFaceDetector:
 
     def _detect_tiled(self, image: np.ndarray, tiling: TilingOptions) -> list[Face]:
         height, width = image.shape[:2]
+        whole = Tile(0, 0, width, height)
+        tiles = [tile for tile in tile_grid(width, height, tiling) if tile != whole]
         faces: list[Face] = []
         cut: list[bool] = []
-        if tiling.whole_frame:
-            faces += self._detect_in(image, Tile(0, 0, width, height))
+        if tiling.whole_frame or not tiles:
+            faces += self._detect_in(image, whole)
             cut += [False] * len(faces)
-        for tile in tile_grid(width, height, tiling):
+        for tile in tiles:
             found = self._detect_in(image, tile)
             faces += found
             cut += [touches_inner_edge(face.box, tile, width, height) for face in found]
