@@ -36,7 +36,8 @@ import numpy as np
 from streamer.model_contract import ContractError, RestorerSpec, square_crop_box
 from streamer.restoration import ModelLoadError, TorchScriptRestorer
 from training import baselines, data, degrade, metrics
-from training.identity import Region, distances_to_clean
+from training.identity import distances_to_clean
+from training.metrics import Region
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from training.metrics import Region
+
 # 64-px crops are upscaled before alignment; dlib's chips are 150 px, its landmark model wants
 # faces of roughly that size.
 UPSCALE = 4
@@ -79,9 +81,6 @@ class AlignedReference:
 
     landmarks: object  # dlib.full_object_detection
     embedding: np.ndarray
-
-
-Region = tuple[int, int, int, int]  # (x0, y0, x1, y1): the face box in a crop's pixels
 
 
 def distances_to_clean(cleans: np.ndarray, regions: list[Region], candidates: list[list[np.ndarray]],

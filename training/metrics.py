@@ -18,6 +18,8 @@ import numpy as np
 
 from streamer.values import Box
 
+Region = tuple[int, int, int, int]  # (x0, y0, x1, y1): a face box in a crop's pixels, slice ends
+
 # An exact copy has infinite PSNR; a cap keeps means over many faces finite.
 PSNR_CAP_DB = 100.0
 
@@ -27,7 +29,7 @@ _SSIM_C1 = (0.01 * 255.0) ** 2
 _SSIM_C2 = (0.03 * 255.0) ** 2
 
 
-def face_region_in_crop(face: Box, crop_box: Box, size: int) -> tuple[int, int, int, int]:
+def face_region_in_crop(face: Box, crop_box: Box, size: int) -> Region:
     """The face box in the pixels of an S x S crop cut from `crop_box` (x0, y0, x1, y1; slice ends).
 
     Rounded to whole pixels and clipped to the crop, so it always holds at least one pixel."""
@@ -40,7 +42,7 @@ def face_region_in_crop(face: Box, crop_box: Box, size: int) -> tuple[int, int, 
     return x0, y0, max(x0 + 1, min(size, x1)), max(y0 + 1, min(size, y1))
 
 
-def cut_region(image: np.ndarray, region: tuple[int, int, int, int]) -> np.ndarray:
+def cut_region(image: np.ndarray, region: Region) -> np.ndarray:
     x0, y0, x1, y1 = region
     return image[y0:y1, x0:x1]
 
@@ -77,7 +79,7 @@ def ssim_map(image: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return numerator / denominator
 
 
-def face_scores(image: np.ndarray, truth: np.ndarray, region: tuple[int, int, int, int]) -> tuple[float, float]:
+def face_scores(image: np.ndarray, truth: np.ndarray, region: Region) -> tuple[float, float]:
     """(PSNR, SSIM) of `image` against `truth` on the face region of two crops.
 
     SSIM's windows see the whole crop (no artificial border at the region's edge); only the

@@ -11,7 +11,7 @@ from streamer.model_contract import SPEC_FILE_NAME, RestorerSpec, resize_square,
 from streamer.values import Box
 from tests.helpers.faces import require_faces
 from tests.helpers.models import TEST_INPUT_SIZE, save_model
-from training import baselines, data, evaluate, metrics
+from training import baselines, data, evaluate, metrics, video_check
 from training.identity import FaceEmbedder
 
 CELEBA_FACE = Box(64.0, 64.0, 128.0, 128.0)  # the face box in every celeba_wild_256 photo
@@ -171,3 +171,45 @@ def test_a_model_without_its_contract_is_rejected(tmp_path, capsys):
     argv = ["--subset", "2", "--model", str(bare), "--methods", "bicubic", "ours", "--out", str(tmp_path)]
     assert evaluate.main(argv) == 2
     assert SPEC_FILE_NAME in capsys.readouterr().err
+
+
+# --- the video check ---------------------------------------------------------------------------
+
+
+def _sample(track_id: int, frame_index: int, truth: np.ndarray) -> video_check.FaceSample:
+    return video_check.FaceSample(track_id, frame_index, 30.0, truth, truth, (0, 0, 64, 64))
+
+
+def test_temporal_error_is_zero_for_the_truth_and_the_truths_change_for_a_frozen_face():
+    truths = [_random_image(seed) for seed in range(3)]
+    samples = [_sample(1, index, truth) for index, truth in enumerate(truths)]
+    outputs = {"exact": np.stack(truths), "frozen": np.stack([truths[0]] * 3)}
+    track = video_check.temporal_scores(samples, outputs)[1]
+    assert track["frames"] == 3
+    assert track["exact"]["temporal_error"] == 0.0
+    assert track["frozen"]["change"] == 0.0
+    assert track["frozen"]["temporal_error"] == pytest.approx(track["truth"]["change"])
+
+
+def test_temporal_scores_skip_gaps_in_a_track():
+    samples = [_sample(1, 0, _random_image(0)), _sample(1, 5, _random_image(1))]
+    track = video_check.temporal_scores(samples, {"bicubic": np.stack([s.crop for s in samples])})[1]
+    assert track["bicubic"]["change"] is None
+
+
+def test_cctv_degradation_downscales_blurs_and_adds_noise():
+    flat = np.full((216, 384, 3), 128, np.uint8)
+    low = video_check.degrade_frame(flat, video_check.CctvSettings(height=72), np.random.default_rng(0))
+    assert low.shape == (72, 128, 3)
+    assert 1.0 < low.std() < 10.0  # sensor noise of a few levels, nothing else on a flat picture
+
+
+@pytest.mark.slow
+def test_video_check_restores_tracked_faces_of_the_crowd_video(tmp_path):
+    if not video_check.DEFAULT_VIDEO.is_file() or not evaluate.DEFAULT_MODEL.is_file():
+        pytest.skip("needs ../shared/data/videos and models/face_restorer.ts")
+    report = video_check.run(video_check.DEFAULT_VIDEO, video_check.CctvSettings(), video_check.DEFAULT_CONFIG,
+                             None, tmp_path)
+    assert report["tracks"] >= 3
+    assert report["totals"]["ours"]["psnr"] > report["totals"]["bicubic"]["psnr"]
+    assert (tmp_path / "grid.png").is_file()
