@@ -24,13 +24,16 @@ frame and FFmpeg converts it: with `LOSSLESS_FILE_OPTIONS` (FFV1, bgr0, in a .mk
 output equals the written RGB exactly, which is what pixel-exact tests need.
 
 Push targets (rtsp://, rtmp://): frames are encoded (libx264 with tune=zerolatency unless
-codec_options say otherwise) and sent as they come; no audio, no temporary file.
+codec_options say otherwise) and sent; no audio, no temporary file. Frames of a live source go
+out as they come; frames of a file are paced to their pts (like ffmpeg -re), so viewers and
+servers get a real-time stream instead of a burst they would drop.
 """
 from __future__ import annotations
 
 import heapq
 import logging
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -309,6 +312,22 @@ def _by_time(*timed_streams):
         yield packet
 
 
+class _RealTimePacer:
+    """Sleeps so that frames leave no earlier than their pts say, counted from the first frame."""
+
+    def __init__(self) -> None:
+        self._start: tuple[float, Fraction] | None = None  # (wall clock, stream seconds) of frame 0
+
+    def wait_for(self, frame: Frame) -> None:
+        if frame.pts is None:
+            return
+        seconds = frame.pts * frame.time_base
+        if self._start is None:
+            self._start = (time.monotonic(), seconds)
+        due = self._start[0] + float(seconds - self._start[1])
+        time.sleep(max(0.0, due - time.monotonic()))
+
+
 class PushSink(_Sink):
     """Encodes frames and pushes them to an rtsp:// (RTSP ANNOUNCE/RECORD) or rtmp:// (FLV) server."""
 
@@ -320,8 +339,11 @@ class PushSink(_Sink):
             open_args["options"] = {"rtsp_transport": options.transport}
         self._container = _open_output(target, self.masked_target, **open_args)
         self._encoder = _Encoder(self._container, info, options, push=True)
+        self._pacer = None if info.is_live else _RealTimePacer()
 
     def write(self, frame: Frame) -> None:
+        if self._pacer:
+            self._pacer.wait_for(frame)
         try:
             self._encoder.encode(frame)
         except (av.FFmpegError, OSError) as error:

@@ -119,13 +119,14 @@ class _AudioTone:
         self._container.mux(self._stream.encode(None))
 
 
-def read_frames(path: str | Path) -> tuple[list[np.ndarray], list[Fraction]]:
-    """Every decoded frame of the first video stream (RGB) and its time in seconds."""
+def read_frames(path: str | Path) -> tuple[list[np.ndarray], list[Fraction | None]]:
+    """Every decoded frame of the first video stream (RGB) and its time in seconds (None
+    without a timestamp, as in a raw .h264 file)."""
     images, times = [], []
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
             images.append(frame.to_ndarray(format="rgb24"))
-            times.append(frame.pts * frame.time_base)
+            times.append(None if frame.pts is None else frame.pts * frame.time_base)
     return images, times
 
 

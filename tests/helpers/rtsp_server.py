@@ -10,6 +10,10 @@ standard library at module level.
         server.kill(); server.restart()           # SIGKILL, then a new server on the same port
         server.freeze(); server.resume()          # SIGSTOP / SIGCONT: a stalled camera
 
+    with RtspTestServer.start(record_to=path) as server:
+        server.push_url                           # rtsp://127.0.0.1:PORT/push: what a client
+                                                  # pushes (ANNOUNCE/RECORD) lands in `path` as H.264
+
 `.ci/install_system_deps.sh` installs the Debian packages. When they are missing, tests call
 `require_gstreamer()`: it fails under CI (env CI set) and skips with the reason otherwise.
 """
@@ -27,6 +31,7 @@ from pathlib import Path
 
 GST_PYTHON = "/usr/bin/python3"
 MOUNT = "/stream"
+PUSH_MOUNT = "/push"
 START_TIMEOUT_S = 15.0
 
 
@@ -63,9 +68,23 @@ def _serve(args: argparse.Namespace) -> None:
     factory.set_launch(_pipeline_description(args.width, args.height, args.fps, args.frames_dir))
     factory.set_shared(True)  # one encoder for all clients: reconnecting clients join the same stream
     server.get_mount_points().add_factory(MOUNT, factory)
+    if args.record_to:
+        server.get_mount_points().add_factory(PUSH_MOUNT, _record_factory(GstRtspServer, args.record_to))
     if server.attach(None) == 0:
         sys.exit(f"cannot listen on 127.0.0.1:{args.port}")
     GLib.MainLoop().run()
+
+
+def _record_factory(GstRtspServer, path: str):
+    """A mount that accepts a pushed H.264 stream and writes it to `path` (Annex B)."""
+    factory = GstRtspServer.RTSPMediaFactory()
+    factory.set_transport_mode(GstRtspServer.RTSPTransportMode.RECORD)
+    # unbuffered: the session ends with a TEARDOWN, not an EOS that would flush a buffer
+    factory.set_launch(
+        "( rtph264depay name=depay0 ! h264parse ! video/x-h264,stream-format=byte-stream "
+        f"! filesink location={path} sync=false buffer-mode=unbuffered )"
+    )
+    return factory
 
 
 def gstreamer_problem() -> str | None:
@@ -108,27 +127,36 @@ def free_port() -> int:
 class RtspTestServer:
     """Controls one gst-rtsp-server subprocess; use as a context manager so it is always cleaned up."""
 
-    def __init__(self, port: int, width: int, height: int, fps: int, frames_dir: str | None) -> None:
+    def __init__(self, port: int, width: int, height: int, fps: int, frames_dir: str | None, record_to: str | None) -> None:
         self.port = port
         self._args = [
             GST_PYTHON, str(Path(__file__).resolve()), "--port", str(port),
             "--width", str(width), "--height", str(height), "--fps", str(fps),
-        ] + (["--frames-dir", str(frames_dir)] if frames_dir else [])
+        ] + (["--frames-dir", frames_dir] if frames_dir else []) + (["--record-to", record_to] if record_to else [])
         self._process: subprocess.Popen | None = None
         # A file, not a pipe: nobody reads the server's output while it runs, and a full pipe would block it.
         self._log = tempfile.TemporaryFile(mode="w+")
 
     @classmethod
     def start(
-        cls, width: int = 320, height: int = 240, fps: int = 15, frames_dir: str | Path | None = None
+        cls,
+        width: int = 320,
+        height: int = 240,
+        fps: int = 15,
+        frames_dir: str | Path | None = None,
+        record_to: str | Path | None = None,
     ) -> RtspTestServer:
-        server = cls(free_port(), width, height, fps, str(frames_dir) if frames_dir else None)
+        server = cls(free_port(), width, height, fps, _optional_str(frames_dir), _optional_str(record_to))
         server.restart()
         return server
 
     @property
     def url(self) -> str:
         return f"rtsp://127.0.0.1:{self.port}{MOUNT}"
+
+    @property
+    def push_url(self) -> str:
+        return f"rtsp://127.0.0.1:{self.port}{PUSH_MOUNT}"
 
     def restart(self) -> None:
         """Start the server process (again, on the same port) and wait until it listens."""
@@ -188,6 +216,10 @@ class RtspTestServer:
         self._log.close()
 
 
+def _optional_str(path: str | Path | None) -> str | None:
+    return str(path) if path else None
+
+
 def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="gst-rtsp-server for tests (run with /usr/bin/python3)")
     parser.add_argument("--port", type=int, required=True)
@@ -195,6 +227,7 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--height", type=int, default=240)
     parser.add_argument("--fps", type=int, default=15)
     parser.add_argument("--frames-dir", default=None)
+    parser.add_argument("--record-to", default=None, help="also accept pushes on /push, written here")
     return parser.parse_args()
 
 
