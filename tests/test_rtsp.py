@@ -16,8 +16,8 @@ import pytest
 from streamer.sinks import SinkOptions, open_sink
 from streamer.sources import LIVE_TIME_BASE, SourceOptions, open_source
 from streamer.values import Frame, StreamInfo
-from tests.helpers.media import make_frames, psnr, read_frames
-from tests.helpers.rtsp_server import RtspTestServer, require_gstreamer
+from tests.helpers.media import make_face_frames, make_frames, psnr, read_frames
+from tests.helpers.rtsp_server import RtspTestServer, require_gstreamer, write_frames_dir
 
 FPS = 25  # FFmpeg probes about 20 frames before av.open returns: a higher rate connects faster
 READ_TIMEOUT_S = 1.5
@@ -26,10 +26,17 @@ OPTIONS = SourceOptions(
 )
 
 
+@pytest.fixture(scope="module")
+def served_frames() -> list:
+    """What the camera shows, looped: faces drifting over a scene."""
+    return make_face_frames(FPS, (160, 120), face_px=40, faces=1)[0]
+
+
 @pytest.fixture
-def server():
+def server(tmp_path, served_frames):
     require_gstreamer()
-    with RtspTestServer.start(width=160, height=120, fps=FPS) as running:
+    frames_dir = write_frames_dir(tmp_path / "camera", served_frames)
+    with RtspTestServer.start(width=160, height=120, fps=FPS, frames_dir=frames_dir) as running:
         yield running
 
 
@@ -90,9 +97,11 @@ def assert_timeline_is_continuous(frames) -> None:
     assert all(later > earlier for earlier, later in zip(pts, pts[1:])), "live pts must always increase"
 
 
-def test_reads_a_live_stream(server):
+def test_reads_a_live_stream(server, served_frames):
     with reading(server.url, first_frames=30) as reader:
         reader.finish()
+    # every frame received is one the camera showed (RGB in the right order, not shifted)
+    assert all(max(psnr(frame.image, shown) for shown in served_frames) > 35 for frame in reader.frames[::5])
     info = reader.source.info
     assert (info.width, info.height, info.is_live) == (160, 120, True)
     assert info.rate == Fraction(FPS) and info.time_base == LIVE_TIME_BASE

@@ -5,7 +5,8 @@ Python does not, so this file is both the controller (imported by tests) and the
 (run as `/usr/bin/python3 rtsp_server.py --port N ...`). The script part imports only the
 standard library at module level.
 
-    with RtspTestServer.start() as server:        # or start(frames_dir=...) to loop JPEG frames
+    with RtspTestServer.start() as server:        # a moving test pattern, or loop your own frames:
+                                                  # start(frames_dir=write_frames_dir(folder, frames))
         url = server.url                          # rtsp://127.0.0.1:PORT/stream
         server.kill(); server.restart()           # SIGKILL, then a new server on the same port
         server.freeze(); server.resume()          # SIGSTOP / SIGCONT: a stalled camera
@@ -85,6 +86,17 @@ def _record_factory(GstRtspServer, path: str):
         f"! filesink location={path} sync=false buffer-mode=unbuffered )"
     )
     return factory
+
+
+def write_frames_dir(folder: str | Path, frames) -> Path:
+    """Write RGB `frames` as the JPEG sequence a frames_dir server loops over; returns `folder`."""
+    import cv2  # the controller side only: /usr/bin/python3 never runs this
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, image in enumerate(frames):
+        cv2.imwrite(str(folder / f"{index:05d}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    return folder
 
 
 def gstreamer_problem() -> str | None:
