@@ -21,6 +21,7 @@ Writes a JSON report and a comparison grid PNG, and prints a table.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -305,6 +306,26 @@ def save_png(image: np.ndarray, path: Path) -> None:
         raise EvaluationError(f"cannot write {path}")
 
 
+# --- the committed baseline --------------------------------------------------------------------
+
+
+def check_settings(model: Path = DEFAULT_MODEL) -> EvalSettings:
+    """The small evaluation tests/training/test_baseline_metrics.py repeats on every run of the suite."""
+    return EvalSettings(presets=CHECK_PRESETS, methods=CHECK_METHODS, subset=CHECK_SUBSET, model=model)
+
+
+def baseline_document(table: dict, check: dict, model: Path) -> dict:
+    """What BASELINE_FILE holds: the full table of the shipped model and the subset the tests repeat."""
+    return {
+        "about": "Scores of the shipped restorer; a new model must not be worse. Rewrite with "
+                 "`python -m training.evaluate --update-baseline` only for a model that is at least as good.",
+        "model": _repo_relative(model),
+        "model_sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
+        "check": check,
+        "table": table,
+    }
+
+
 # --- CLI ---------------------------------------------------------------------------------------
 
 
@@ -348,6 +369,10 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     save_png(comparison_grid(runs), args.out / "grid.png")
     print(f"wrote {args.out / 'report.json'} and {args.out / 'grid.png'}")
+    if args.update_baseline:
+        check, _ = evaluate(check_settings(settings.model))
+        BASELINE_FILE.write_text(json.dumps(baseline_document(report, check, settings.model), indent=2) + "\n")
+        print(f"wrote {_repo_relative(BASELINE_FILE)}")
     return 0
 
 

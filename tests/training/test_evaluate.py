@@ -29,24 +29,33 @@ def _add_noise(image: np.ndarray, std: float, seed: int = 1) -> np.ndarray:
 # --- metrics -----------------------------------------------------------------------------------
 
 
-def test_psnr_of_identical_images_is_the_cap_and_of_a_one_level_error_is_48_db():
+FULL_CROP = (0, 0, 64, 64)
+
+
+def test_identical_crops_score_the_psnr_cap_and_ssim_one():
     image = _random_image(0)
-    assert metrics.psnr(image, image) == metrics.PSNR_CAP_DB
+    psnr, ssim = metrics.face_scores(image, image, FULL_CROP)
+    assert psnr == pytest.approx(100.0)  # capped: an exact copy has infinite PSNR
+    assert ssim == pytest.approx(1.0)
+
+
+def test_a_one_level_error_scores_48_db():
+    image = _random_image(0)
     brighter = np.clip(image.astype(int) + 1, 0, 255).astype(np.uint8)
     brighter[image == 255] = 254  # keep every pixel exactly one level away
-    assert metrics.psnr(brighter, image) == pytest.approx(20 * np.log10(255.0), abs=1e-6)
+    assert metrics.face_scores(brighter, image, FULL_CROP)[0] == pytest.approx(20 * np.log10(255.0), abs=1e-6)
 
 
-def test_ssim_is_one_for_identical_images_and_falls_with_noise():
+def test_ssim_falls_with_noise():
     image = _random_image(0)
-    assert metrics.ssim(image, image) == pytest.approx(1.0)
-    slightly, heavily = metrics.ssim(_add_noise(image, 5), image), metrics.ssim(_add_noise(image, 40), image)
+    slightly = metrics.face_scores(_add_noise(image, 5), image, FULL_CROP)[1]
+    heavily = metrics.face_scores(_add_noise(image, 40), image, FULL_CROP)[1]
     assert 1.0 > slightly > heavily
 
 
-def test_metrics_reject_images_of_different_shapes():
+def test_scores_reject_crops_of_different_shapes():
     with pytest.raises(ValueError, match="differ in shape"):
-        metrics.psnr(_random_image(0), _random_image(0, (32, 32, 3)))
+        metrics.face_scores(_random_image(0), _random_image(0, (32, 32, 3)), FULL_CROP)
 
 
 def test_face_region_is_the_face_box_scaled_into_the_crop():
@@ -63,8 +72,8 @@ def test_face_scores_ignore_the_margin_outside_the_face():
     damaged_margin = truth.copy()
     damaged_margin[:8] = 0
     region = (11, 11, 53, 53)
-    assert metrics.face_scores(damaged_margin, truth, region)[0] == metrics.PSNR_CAP_DB
-    assert metrics.psnr(damaged_margin, truth) < 20
+    assert metrics.face_scores(damaged_margin, truth, region) == pytest.approx((100.0, 1.0))
+    assert metrics.face_scores(damaged_margin, truth, FULL_CROP)[0] < 20
 
 
 # --- baselines ---------------------------------------------------------------------------------
