@@ -154,7 +154,8 @@ def _first_frame(decoding: _Decoding, where: str) -> av.VideoFrame:
     frame = next(decoding.decoded, None)
     if frame is None:
         decoding.close()
-        raise SourceError(f"{where}: no decodable video frame (truncated or corrupt?)")
+        reason = decoding.error or f"{where}: no decodable video frame"
+        raise SourceError(f"{reason} (truncated or corrupt?)")
     return frame
 
 
@@ -163,12 +164,46 @@ def _rgb(frame: av.VideoFrame) -> np.ndarray:
 
 
 class _Source:
-    """What both kinds of source share: info, stats, and the context-manager protocol."""
+    """What both kinds of source share: info, stats, close(), and the context-manager protocol.
+
+    close() may come from another thread while frames() is blocked in FFmpeg (a pipeline
+    shutting down); closing the container under a running read would crash FFmpeg, so the close
+    is then left to the iterator, which releases everything as soon as it returns.
+    """
 
     info: StreamInfo
     stats: SourceStats
 
+    def __init__(self) -> None:
+        self._state_lock = threading.Lock()
+        self._iterating = False
+        self._closed = False
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        with self._state_lock:
+            if self._closed or self._iterating:
+                raise RuntimeError(f"{self.info.source_id}: frames() on a closed or already iterated source")
+            self._iterating = True
+        try:
+            yield from self._frames(stop)
+        finally:
+            with self._state_lock:
+                self._iterating = False
+                closed = self._closed
+            if closed:
+                self._release()
+
     def close(self) -> None:
+        with self._state_lock:
+            self._closed = True
+            busy = self._iterating
+        if not busy:
+            self._release()
+
+    def _frames(self, stop: threading.Event) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def _release(self) -> None:
         raise NotImplementedError
 
     def __enter__(self):
@@ -182,6 +217,7 @@ class FileSource(_Source):
     """Every frame of a video file, in order; see the module docstring for errors."""
 
     def __init__(self, path: str, source_id: str) -> None:
+        super().__init__()
         self.path = path
         self.stats = SourceStats()
         if not Path(path).exists():
@@ -202,7 +238,7 @@ class FileSource(_Source):
             audio_from=path if has_audio else None,
         )
 
-    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+    def _frames(self, stop: threading.Event) -> Iterator[Frame]:
         first, self._first = self._first, None
         if first is None:
             raise RuntimeError(f"{self.path}: frames() can be iterated only once")
@@ -221,7 +257,7 @@ class FileSource(_Source):
         if self.stats.last_error:
             logger.warning("%s", self.stats.last_error)
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self._decoding.close()
 
 
@@ -285,6 +321,7 @@ class LiveSource(_Source):
     """A live stream that reconnects forever once it has been seen; see the module docstring."""
 
     def __init__(self, url: str, source_id: str, options: SourceOptions) -> None:
+        super().__init__()
         self.url = url
         self.masked_url = mask_credentials(url)
         self.options = options
@@ -323,7 +360,7 @@ class LiveSource(_Source):
         decoding = _Decoding(container, self.masked_url, self.stats)
         return decoding, _first_frame(decoding, self.masked_url)
 
-    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+    def _frames(self, stop: threading.Event) -> Iterator[Frame]:
         """Frames until `stop` is set, reconnecting whenever the stream is lost."""
         backoff = _Backoff(self.options.reconnect_initial_s, self.options.reconnect_max_s)
         try:
@@ -384,5 +421,5 @@ class LiveSource(_Source):
             self._connection = None
         self._pending = None
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self._drop_connection()

@@ -207,3 +207,15 @@ def test_source_options_reject_bad_values():
         SourceOptions(transport="http")
     with pytest.raises(ValueError, match="read_timeout_s"):
         SourceOptions(read_timeout_s=0)
+
+
+def test_close_during_iteration_waits_for_the_iterator(lossless_clip):
+    # A pipeline may close its sources from another thread while a reader is still inside
+    # frames(); the reader must be able to finish instead of reading a closed container.
+    source = open_source(str(lossless_clip), "cam")
+    frames = source.frames(threading.Event())
+    next(frames)
+    source.close()
+    assert len(list(frames)) == COUNT - 1
+    with pytest.raises(RuntimeError, match="closed"):
+        next(source.frames(threading.Event()))
