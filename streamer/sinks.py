@@ -88,11 +88,26 @@ LOSSLESS_FILE_OPTIONS = SinkOptions(codec="ffv1", crf=None, preset=None, pix_fmt
 def open_sink(target: str, info: StreamInfo, options: SinkOptions | None = None) -> FileSink | PushSink:
     """A sink writing to a file path, or pushing to an rtsp:// or rtmp:// URL."""
     options = options or SinkOptions()
+    _check_encoder(options, mask_credentials(target))
     if url_scheme(target):
         if push_format(target) is None:
             raise SinkError(f"{mask_credentials(target)}: cannot push to this URL (use rtsp:// or rtmp://)")
         return PushSink(target, info, options)
     return FileSink(target, info, options)
+
+
+def _check_encoder(options: SinkOptions, shown_as: str) -> None:
+    """Refuse an unknown codec or a pixel format it cannot write before anything is created."""
+    try:
+        codec = av.codec.Codec(options.codec, "w")
+    except ValueError:  # av.codec.codec.UnknownCodecError
+        raise SinkError(f"{shown_as}: unknown encoder {options.codec!r}") from None
+    formats = [video_format.name for video_format in codec.video_formats or ()]
+    if codec.type != "video" or options.pix_fmt not in formats:
+        raise SinkError(
+            f"{shown_as}: encoder {options.codec} cannot write pix_fmt {options.pix_fmt!r} "
+            f"(it takes: {', '.join(formats) or 'no video'})"
+        )
 
 
 def _pad_to_even(image: np.ndarray) -> np.ndarray:

@@ -157,20 +157,24 @@ def test_missing_or_repeated_pts_are_placed_after_the_previous_frame(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "target, message",
+    "target, options, message",
     [
-        ("no_such_folder/out.mp4", "does not exist"),
-        ("out.unknownext", "cannot open for writing"),
-        ("srt://user:secret@127.0.0.1:9/x", "cannot push"),
+        ("no_such_folder/out.mp4", SinkOptions(), "does not exist"),
+        ("out.unknownext", SinkOptions(), "cannot open for writing"),
+        ("srt://user:secret@127.0.0.1:9/x", SinkOptions(), "cannot push"),
+        ("out.mp4", SinkOptions(codec="h264_nonexistent"), "unknown encoder"),
+        ("out.mp4", SinkOptions(codec="aac"), "cannot write pix_fmt"),
+        ("out.mp4", SinkOptions(pix_fmt="rgb24"), "cannot write pix_fmt 'rgb24'"),
     ],
 )
-def test_unwritable_target_is_a_one_line_sink_error(target, message, tmp_path):
+def test_unwritable_target_is_a_one_line_sink_error(target, options, message, tmp_path):
     target = target if "://" in target else str(tmp_path / target)
     with pytest.raises(SinkError) as raised:
-        open_sink(target, silent_info(64, 48))
+        open_sink(target, silent_info(64, 48), options)
     text = str(raised.value)
     assert message in text and "\n" not in text and "secret" not in text
     assert mask_credentials(target) in text
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_closing_without_frames_is_an_error_and_leaves_no_file(tmp_path):
