@@ -267,7 +267,8 @@ def _chain(first: av.VideoFrame, rest: Iterator[av.VideoFrame]) -> Iterator[av.V
 
 
 class _Backoff:
-    """Exponential backoff with full jitter in [delay/2, delay], capped."""
+    """Exponential backoff, capped, with jitter: each wait is drawn from [delay/2, delay] so that
+    cameras that dropped together do not all reconnect at the same instant."""
 
     def __init__(self, initial_s: float, max_s: float) -> None:
         self._initial_s = initial_s
