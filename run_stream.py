@@ -16,9 +16,7 @@ from typing import Any
 
 from streamer.batch import BatchRunner, JobResult, RunControl, UsageError, plan_jobs, summary_lines
 from streamer.config import REPO_ROOT, Config, ConfigError, effective_config_yaml, expand_env, load_config
-from streamer.detection import DetectorLoadError
 from streamer.model_contract import ContractError
-from streamer.restoration import ModelLoadError
 from streamer.sinks import SinkError
 from streamer.sources import SourceError
 from streamer.stats import write_stats_json
@@ -30,8 +28,10 @@ logger = logging.getLogger("run_stream")
 
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
 EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-# Errors the user can cause and fix: reported in one line, without a traceback.
-USER_ERRORS = (ConfigError, UsageError, SourceError, SinkError, ContractError, ModelLoadError, DetectorLoadError)
+# Errors the user can cause and fix: reported in one line, without a traceback. (The model
+# loaders' errors join them in _process: their modules load torch and mediapipe, which --help,
+# --validate-config and a bad command line do not wait for.)
+USER_ERRORS = (ConfigError, UsageError, SourceError, SinkError, ContractError)
 
 EPILOG = """\
 examples:
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="video file, folder, glob, or rtsp:// URL (${VAR} is taken from the environment); "
                              "default: source.inputs of the config")
     parser.add_argument("-o", "--output", help="output file, or folder (several inputs), or rtsp:// / rtmp:// URL")
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML config (default: %(default)s)")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML config (default: configs/default.yaml of this repository)")
     parser.add_argument("--mode", choices=["paste", "overlay", "side-by-side"], help="how restored faces are shown")
     parser.add_argument("--model", type=Path, help="restorer TorchScript file")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where the restorer runs")
@@ -125,14 +125,21 @@ def run(args: argparse.Namespace) -> int:
         print(effective_config_yaml(config, mask_credentials), end="")
         return EXIT_OK
     _configure_logging(config, args)
-    jobs = _plan(args, config)
-    from streamer.components import build_components, pipeline_settings  # torch and mediapipe load here
+    return _process(_plan(args, config), config, args)
 
+
+def _process(jobs: list[Job], config: Config, args: argparse.Namespace) -> int:
+    from streamer.components import LOAD_ERRORS, build_components, pipeline_settings  # loads torch, mediapipe
+
+    try:
+        components = build_components(config)
+    except LOAD_ERRORS as exc:
+        raise UsageError(str(exc)) from None
     runner = BatchRunner(
-        components=build_components(config),
+        components=components,
         settings=pipeline_settings(config, CaptureLimits(args.max_frames, args.duration)),
         control=RunControl(),
-        user_errors=USER_ERRORS,
+        user_errors=USER_ERRORS + LOAD_ERRORS,
         show_progress=not args.quiet,
     )
     with _signals_handled_by(runner.control):

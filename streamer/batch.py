@@ -92,7 +92,8 @@ def plan_jobs(arguments: list[str], output: str, container: str, overwrite: bool
         if len(inputs) > 1:
             raise UsageError(f"{mask_credentials(output)}: a stream URL output takes exactly one input")
         return [_job(1, inputs[0], output)]
-    into_folder = len(arguments) > 1 or any(_names_many(argument) for argument in arguments)
+    into_folder = (len(arguments) > 1 or any(_names_many(argument) for argument in arguments)
+                   or output.endswith(os.sep) or Path(output).is_dir())
     outputs = _output_paths(inputs, Path(output), container, into_folder)
     jobs = [_job(k, source, str(target)) for k, (source, target) in enumerate(zip(inputs, outputs), start=1)]
     for job in jobs:
@@ -109,7 +110,7 @@ def _job(number: int, source: str, output: str) -> Job:
 
 
 def _output_paths(inputs: list[str], output: Path, container: str, into_folder: bool) -> list[Path]:
-    if not into_folder and not output.is_dir() and not str(output).endswith(os.sep):
+    if not into_folder:
         return [output]
     names: list[str] = []
     cameras = 0

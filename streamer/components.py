@@ -7,9 +7,9 @@ import logging
 
 from streamer import compositing
 from streamer.config import Config
-from streamer.detection import MediaPipeFaceDetector, TilingOptions
+from streamer.detection import DetectorLoadError, MediaPipeFaceDetector, TilingOptions
 from streamer.pipeline import Components, PipelineSettings
-from streamer.restoration import TorchScriptRestorer, prepare_crops
+from streamer.restoration import ModelLoadError, TorchScriptRestorer, prepare_crops
 from streamer.sinks import LOSSLESS_FILE_OPTIONS, SinkOptions, open_sink
 from streamer.sources import SourceOptions, open_source
 from streamer.tracking import FaceTracker
@@ -17,9 +17,15 @@ from streamer.workers import Batching, CaptureLimits
 
 logger = logging.getLogger(__name__)
 
+# A model file that cannot be used (the contract's own ContractError is raised too).
+LOAD_ERRORS = (ModelLoadError, DetectorLoadError)
+
 
 def build_components(config: Config) -> Components:
-    """Load the models once (the restorer is shared by every source) and wire the stages."""
+    """Load the models once (the restorer is shared by every source) and wire the stages.
+    The detector model is tried here too, so a bad one fails before any output is opened."""
+    _make_detector(config).close()
+    _log_detection(config)
     restorer = _load_restorer(config)
     source_options = SourceOptions(**config.source.model_dump(exclude={"inputs"}))
     sink_options = _sink_options(config)
@@ -69,12 +75,16 @@ def _make_detector(config: Config) -> MediaPipeFaceDetector:
         if tiling.enabled
         else None
     )
+    return MediaPipeFaceDetector(detection.model_path(), detection.min_score, options, detection.min_face_px)
+
+
+def _log_detection(config: Config) -> None:
+    detection, tiling = config.detection, config.detection.tiling
     logger.info(
         "detector: %s (min score %.2f, every %d frames), tiling %s",
         detection.model_path().name, detection.min_score, detection.every_n_frames,
-        f"on ({tiling.tile_size} px tiles, {tiling.overlap} px overlap)" if options else "off",
+        f"on ({tiling.tile_size} px tiles, {tiling.overlap} px overlap)" if tiling.enabled else "off",
     )
-    return MediaPipeFaceDetector(detection.model_path(), detection.min_score, options, detection.min_face_px)
 
 
 def _sink_options(config: Config) -> SinkOptions:

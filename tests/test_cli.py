@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from streamer.batch import UsageError, plan_jobs
 from tests.helpers.models import save_model
 from tests.helpers.rtsp_server import free_port
 
@@ -57,6 +58,8 @@ def bad_input_cases(tmp: Path, clip: Path) -> dict[str, tuple[list, str]]:
         "model not torchscript": ([clip, "--model", write(tmp / "junk.ts", b"not a model"), "-o", out],
                                   "junk.ts: not a TorchScript"),
         "model breaks contract": ([clip, "--model", save_model("half_size", tmp / "half.ts"), "-o", out], "half.ts"),
+        "detector model not tflite": ([clip, "--config", write(tmp / "det.yaml", f"detection:\n  model: {clip}\n"),
+                                       "-o", out], "cannot load face-detection model"),
         "output exists": ([clip, "-o", write(tmp / "taken.mp4", b"keep me")], "taken.mp4: output exists"),
     }
 
@@ -64,7 +67,7 @@ def bad_input_cases(tmp: Path, clip: Path) -> dict[str, tuple[list, str]]:
 CASES = [
     "missing file", "not a video", "truncated mp4", "unreachable url", "malformed url", "unset env var in url",
     "unknown config key", "bad config value", "bad flag value", "model not torchscript", "model breaks contract",
-    "output exists",
+    "detector model not tflite", "output exists",
 ]
 
 
@@ -109,3 +112,24 @@ def test_a_glob_names_outputs_after_inputs_and_stats_json_has_every_file(run_cli
     runs = json.loads(stats.read_text())["runs"]
     assert [run["ok"] for run in runs] == [True, True]
     assert [run["sources"][0]["frames_out"] for run in runs] == [3, 3]
+
+
+@pytest.mark.parametrize(
+    "arguments, output, expected",
+    [
+        (["a/clip.mp4"], "out/x.mp4", ["out/x.mp4"]),
+        (["a/clip.mp4"], "out/", ["out/clip.mkv"]),
+        (["a/clip.mp4", "b/clip.mp4", "c/other.avi"], "out", ["out/clip.mkv", "out/clip_2.mkv", "out/other.mkv"]),
+        (["rtsp://u:p@cam-a/1", "rtsp://cam-b/1"], "out", ["out/cam1.mkv", "out/cam2.mkv"]),
+        (["rtsp://cam-a/1"], "rtmp://server/live/key", ["rtmp://server/live/key"]),
+    ],
+)
+def test_outputs_are_named_after_their_inputs(arguments, output, expected):
+    jobs = plan_jobs(arguments, output, container="mkv", overwrite=False)
+    assert [job.output for job in jobs] == expected
+    assert all("u:p@" not in job.label for job in jobs)
+
+
+def test_a_stream_url_output_takes_one_input():
+    with pytest.raises(UsageError, match="takes exactly one input"):
+        plan_jobs(["a.mp4", "b.mp4"], "rtsp://server/live", container="mp4", overwrite=False)

@@ -1,0 +1,169 @@
+"""The whole product path on real media: generated H.264 clips with CelebA faces, the real
+MediaPipe detector, a TorchScript restorer, PyAV output, and a real RTSP server."""
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from streamer.components import build_components, pipeline_settings
+from streamer.config import Config, load_config
+from streamer.pipeline import Job, Pipeline
+from streamer.workers import CaptureLimits
+from tests.conftest import REPO_ROOT
+from tests.helpers.media import make_frames, read_frames, write_clip
+from tests.helpers.rtsp_server import RtspTestServer, require_gstreamer
+
+
+LONG_CLIP_FRAMES = 800  # long enough that the run still goes a second after its output opened
+
+
+def make_config(**dotted) -> Config:
+    """The default config with `key__sub=value` overrides (double underscore for a dot)."""
+    return load_config(None, {key.replace("__", "."): (value, key) for key, value in dotted.items()})
+
+
+def face_centres_brightened(inputs: list[np.ndarray], outputs: list[np.ndarray], boxes: list) -> float:
+    """The fraction of (frame, face) pairs whose face centre got at least 15 levels brighter."""
+    brighter = []
+    for before, after, frame_boxes in zip(inputs, outputs, boxes):
+        for box in frame_boxes:
+            cx, cy, r = int(box.x + box.w / 2), int(box.y + box.h / 2), int(box.w / 4)
+            region = np.s_[cy - r : cy + r, cx - r : cx + r]
+            brighter.append(after[region].mean() - before[region].mean() >= 15)
+    return float(np.mean(brighter))
+
+
+def test_cli_restores_the_faces_of_a_file_and_keeps_frames_timestamps_and_audio(run_cli, tmp_path, face_clip,
+                                                                                 brighten_model):
+    output = tmp_path / "out" / "restored.mp4"
+    result = run_cli(face_clip.path, "-o", output, "--model", brighten_model, "--detect-every", "2", "-q")
+    assert result.returncode == 0, result.stderr
+    inputs, input_times = read_frames(face_clip.path)
+    outputs, output_times = read_frames(output)
+    assert len(outputs) == len(inputs) and output_times == input_times
+    with av.open(str(output)) as container:
+        assert len(container.streams.audio) == 1
+    assert face_centres_brightened(inputs, outputs, face_clip.boxes) >= 0.9
+    assert sorted(p.name for p in output.parent.iterdir()) == ["restored.mp4"]  # no temporary files left
+
+
+def test_paste_leaves_every_pixel_outside_the_face_crops_exactly_as_decoded(tmp_path, face_clip, brighten_model):
+    config = make_config(restoration__model=str(brighten_model), output__codec="ffv1", output__container="mkv",
+                         detection__every_n_frames=2)
+    components = build_components(config)
+    crop_boxes: list[list] = []
+    paste = components.compose
+
+    def recording_compose(image, faces):
+        crop_boxes.append([face.crop_box for face in faces if face.restored is not None])
+        return paste(image, faces)
+
+    components.compose = recording_compose
+    output = tmp_path / "lossless.mkv"
+    job = Job("cam1", str(face_clip.path), str(output), "clip")
+    Pipeline([job], components, pipeline_settings(config, CaptureLimits())).run()
+
+    inputs, _ = read_frames(face_clip.path)
+    outputs, _ = read_frames(output)
+    assert len(outputs) == len(inputs) == len(crop_boxes)
+    changed_inside = 0
+    for before, after, boxes in zip(inputs, outputs, crop_boxes):
+        outside = np.ones(before.shape[:2], bool)
+        for box in boxes:
+            outside[max(0, int(box.y)) : int(box.y + box.h), max(0, int(box.x)) : int(box.x + box.w)] = False
+        np.testing.assert_array_equal(after[outside], before[outside])
+        changed_inside += int(np.any(after[~outside] != before[~outside]))
+    assert changed_inside >= 0.9 * len(inputs)
+
+
+def test_sigint_mid_file_finishes_the_frames_in_flight_and_leaves_a_playable_file(tmp_path, brighten_model):
+    clip = write_clip(tmp_path / "long.mp4", itertools.islice(itertools.cycle(make_frames(25, 320, 240)), LONG_CLIP_FRAMES),
+                      fps=25, audio=True)
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "run_stream.py"), str(clip), "-o", str(out / "cut.mp4"),
+         "--model", str(brighten_model), "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        wait_until(lambda: any(out.glob("*.partial.*")), timeout_s=60, what="the output to be started")
+        time.sleep(1.0)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    frames, times = read_frames(out / "cut.mp4")
+    assert 0 < len(frames) < LONG_CLIP_FRAMES
+    assert times == sorted(times)
+    assert [p.name for p in out.iterdir()] == ["cut.mp4"]
+
+
+def wait_until(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+LIVE_SOURCE = dict(source__open_timeout_s=3.0, source__read_timeout_s=1.5, source__reconnect_initial_s=0.2,
+                   source__reconnect_max_s=1.0)
+
+
+@pytest.fixture
+def rtsp_server():
+    require_gstreamer()
+    with RtspTestServer.start(width=320, height=240, fps=25) as server:
+        yield server
+
+
+def test_cli_records_a_live_camera_until_max_frames(run_cli, tmp_path, rtsp_server, brighten_model):
+    config = tmp_path / "live.yaml"
+    config.write_text("source:\n  open_timeout_s: 5\n  read_timeout_s: 2\n")
+    stats_path = tmp_path / "stats.json"
+    result = run_cli(rtsp_server.url, "-o", f"{tmp_path}/out/", "--config", config, "--model", brighten_model,
+                     "--max-frames", "40", "--stats-json", stats_path, "-q")
+    assert result.returncode == 0, result.stderr
+    (run,) = json.loads(stats_path.read_text())["runs"]
+    (source,) = run["sources"]
+    assert source["frames_in"] == 40 and source["frames_out"] + source["drops"] == 40
+    frames, times = read_frames(tmp_path / "out" / "cam1.mp4")  # a live camera's output is named camN
+    assert len(frames) == source["frames_out"] > 0
+    assert times == sorted(times)
+
+
+def test_a_live_pipeline_survives_a_camera_restart_and_keeps_writing(tmp_path, rtsp_server, brighten_model):
+    config = make_config(restoration__model=str(brighten_model), **LIVE_SOURCE)
+    output = tmp_path / "live.mp4"
+    pipeline = Pipeline([Job("cam1", rtsp_server.url, str(output), "cam1")], build_components(config),
+                        pipeline_settings(config, CaptureLimits()))
+    outcome: list = []
+    runner = threading.Thread(target=lambda: outcome.append(pipeline.run()), daemon=True)
+    runner.start()
+    cam = pipeline.stats.sources["cam1"]
+    try:
+        wait_until(lambda: cam.frames_out >= 10, timeout_s=30, what="the first frames")
+        rtsp_server.kill()
+        time.sleep(1.0)
+        rtsp_server.restart()
+        before_restart = cam.frames_out
+        wait_until(lambda: cam.reconnects >= 1 and cam.frames_out >= before_restart + 10, timeout_s=30,
+                   what="frames after the camera came back")
+    finally:
+        pipeline.request_stop()
+        runner.join(timeout=30)
+    assert outcome, "the pipeline did not finish after request_stop"
+    frames, times = read_frames(output)
+    assert len(frames) == cam.frames_out and times == sorted(times)
