@@ -17,10 +17,13 @@ Live URLs (rtsp://, rtmp://, http(s)://, udp://, srt://, ...; a plain path is al
 read after `connect_attempts` tries, so a wrong URL is a clear start-up error. Once a stream has
 been seen, the iterator reconnects forever (exponential backoff with jitter, capped at
 `reconnect_max_s`) and only ends when `stop` is set. An end of stream (a killed camera ends
-FFmpeg's read loop without an error) and a read timeout (a stalled camera) both count as a
-disconnect. `stop` is checked between frames and during the backoff wait; a read blocked on a
-silent network returns within `read_timeout_s` (`open_timeout_s` while connecting), which
-bounds how long stopping can take.
+FFmpeg's read loop without an error) and a read timeout (a stalled camera: no frame for
+`read_timeout_s`) both count as a disconnect. `stop` is checked between frames and during the
+backoff wait; a read blocked on a silent network returns within `read_timeout_s`
+(`open_timeout_s` while connecting), which bounds how long stopping can take. An http(s) URL
+is live too: one that points at a finite file would be replayed after every end.
+
+close() is safe from another thread while frames() runs (see _Source).
 
 Live timestamps: frames get time base 1/90000 and pts starting at 0. Within a connection the
 pts follow the stream's pts (shifted); a frame whose pts is missing or does not increase, and
