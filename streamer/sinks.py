@@ -135,7 +135,9 @@ def _to_video_frame(image: np.ndarray, pix_fmt: str) -> av.VideoFrame:
 class _Encoder:
     """One video stream in an output container; its size is fixed by the first frame."""
 
-    def __init__(self, container: av.container.OutputContainer, info: StreamInfo, options: SinkOptions, push: bool) -> None:
+    def __init__(
+        self, container: av.container.OutputContainer, info: StreamInfo, options: SinkOptions, push: bool
+    ) -> None:
         self._container = container
         self._info = info
         self._options = options
@@ -166,7 +168,9 @@ class _Encoder:
         if self._stream is None:
             self._start(frame.image)
         if frame.image.shape != self._image_shape:
-            raise ValueError(f"frame {frame.index}: size {frame.image.shape} differs from the first frame's {self._image_shape}")
+            raise ValueError(
+                f"frame {frame.index}: size {frame.image.shape} differs from the first frame's {self._image_shape}"
+            )
         video_frame = _to_video_frame(frame.image, self._options.pix_fmt)
         video_frame.pts = self._next_pts(frame)
         video_frame.time_base = self._info.time_base
@@ -362,7 +366,8 @@ class PushSink(_Sink):
         try:
             self._encoder.encode(frame)
         except (av.FFmpegError, OSError) as error:
-            raise SinkError(mask_credentials(f"{self.masked_target}: cannot send frame {frame.index}: {error}")) from None
+            message = f"{self.masked_target}: cannot send frame {frame.index}: {error}"
+            raise SinkError(mask_credentials(message)) from None
 
     def close(self) -> None:
         if self._container is None:

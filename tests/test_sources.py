@@ -26,7 +26,8 @@ def frames() -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def lossless_clip(tmp_path_factory, frames) -> Path:
     """Lossless RGB H.264 with AAC audio: decoded frames must equal `frames` exactly."""
-    return write_clip(tmp_path_factory.mktemp("clips") / "lossless.mp4", frames, fps=FPS, audio=True, codec="libx264rgb")
+    path = tmp_path_factory.mktemp("clips") / "lossless.mp4"
+    return write_clip(path, frames, fps=FPS, audio=True, codec="libx264rgb")
 
 
 def read_all(path: str | Path, **kwargs):

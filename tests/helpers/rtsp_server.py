@@ -95,7 +95,8 @@ def write_frames_dir(folder: str | Path, frames) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for index, image in enumerate(frames):
-        cv2.imwrite(str(folder / f"{index:05d}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        cv2.imwrite(str(folder / f"{index:05d}.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
     return folder
 
 
@@ -139,7 +140,9 @@ def free_port() -> int:
 class RtspTestServer:
     """Controls one gst-rtsp-server subprocess; use as a context manager so it is always cleaned up."""
 
-    def __init__(self, port: int, width: int, height: int, fps: int, frames_dir: str | None, record_to: str | None) -> None:
+    def __init__(
+        self, port: int, width: int, height: int, fps: int, frames_dir: str | None, record_to: str | None
+    ) -> None:
         self.port = port
         self._args = [
             GST_PYTHON, str(Path(__file__).resolve()), "--port", str(port),
