@@ -1,8 +1,10 @@
 """Face detection: tiled detection finds the small faces whole-frame detection misses, once each."""
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -118,3 +120,14 @@ def test_non_contiguous_frame_is_rejected_not_silently_empty():
     with MediaPipeFaceDetector(FULL_RANGE) as detector:
         with pytest.raises(ValueError, match="contiguous"):
             detector.detect(np.zeros((100, 200, 3), np.uint8)[:, ::2])
+
+
+def test_the_demo_clip_is_small_and_its_faces_are_found_with_tiles():
+    demo = Path(__file__).resolve().parents[1] / "samples" / "demo_cctv.mp4"
+    assert demo.stat().st_size < 2_000_000
+    with av.open(str(demo)) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in itertools.islice(container.decode(video=0), 60, 100, 10)]
+    assert frames[0].shape == (360, 640, 3)
+    with MediaPipeFaceDetector(FULL_RANGE, min_score=0.5, tiling=TILING) as tiled:
+        counts = [len(tiled.detect(frame)) for frame in frames]
+    assert min(counts) >= 2, counts
