@@ -74,11 +74,15 @@ def write_state_dict(path):
         (lambda p: write_garbage(p / "garbage.ts"), ModelLoadError, "not a TorchScript"),
         (lambda p: write_state_dict(p / "weights.pt"), ModelLoadError, "not a TorchScript"),
         (lambda p: save_model("identity", p / "no_spec.ts", with_spec=False), ContractError, "no restorer.json"),
+        (lambda p: save_model("identity", p / "bad_spec.ts", spec='{"input_size": 32}'), ContractError, "lacks"),
         (lambda p: save_model("half_size", p / "half.ts"), ContractError, r"output shape 2 x 3 x 16 x 16 != input"),
         (lambda p: save_model("fixed_input_16", p / "fixed.ts"), ContractError, "forward fails on a 2 x 3 x 32 x 32"),
         (lambda p: save_model("bytes", p / "bytes.ts"), ContractError, "output range"),
     ],
-    ids=["missing", "not-torchscript", "state-dict", "no-restorer-json", "wrong-output-shape", "wrong-input-size", "wrong-range"],
+    ids=[
+        "missing", "not-torchscript", "state-dict", "no-restorer-json", "incomplete-restorer-json",
+        "wrong-output-shape", "wrong-input-size", "wrong-range",
+    ],
 )
 def test_bad_model_files_give_one_line_errors_naming_the_file(tmp_path, make, error, message):
     path = make(tmp_path)

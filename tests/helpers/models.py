@@ -72,9 +72,11 @@ def make_spec(input_size: int = TEST_INPUT_SIZE) -> RestorerSpec:
     return RestorerSpec(input_size=input_size, crop_scale=TEST_CROP_SCALE, training={"data": "none: a test model"})
 
 
-def save_model(kind: str, path: Path, spec: RestorerSpec | None = None, with_spec: bool = True) -> Path:
-    """Script a KINDS model and save it to `path`, with restorer.json unless `with_spec` is False."""
+def save_model(kind: str, path: Path, spec: RestorerSpec | str | None = None, with_spec: bool = True) -> Path:
+    """Script a KINDS model and save it to `path`, with restorer.json (`spec`, or raw JSON text
+    to test bad metadata; default make_spec()) unless `with_spec` is False."""
     module = torch.jit.script(KINDS[kind]().eval())
-    extra_files = {SPEC_FILE_NAME: (spec or make_spec()).to_json()} if with_spec else {}
+    spec_json = spec if isinstance(spec, str) else (spec or make_spec()).to_json()
+    extra_files = {SPEC_FILE_NAME: spec_json} if with_spec else {}
     torch.jit.save(module, str(path), _extra_files=extra_files)
     return path
