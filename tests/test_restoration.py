@@ -103,3 +103,17 @@ def test_prepare_crops_uses_the_contract_crop(models):
     # crop_box 40 px at (30, 20): 40 -> 32 px by area averaging; its centre matches the image's
     centre = prepared[0].crop[S // 2 - 2 : S // 2 + 2, S // 2 - 2 : S // 2 + 2].mean()
     assert abs(centre - image[45:55, 45:55].mean()) < 40
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_asking_for_cuda_without_it_is_a_clear_error(models):
+    with pytest.raises(ModelLoadError, match="CUDA is not available"):
+        TorchScriptRestorer.load(models["identity"], device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_restores_like_cpu(models):
+    crops = random_crops(20)
+    on_cpu = TorchScriptRestorer.load(models["brighten"], device="cpu").restore(crops)
+    on_gpu = TorchScriptRestorer.load(models["brighten"], device="cuda", fp16=True, max_batch=8).restore(crops)
+    assert np.abs(on_gpu.astype(int) - on_cpu.astype(int)).max() <= 1
