@@ -68,7 +68,8 @@ def plan_walkers(photos: list[FacePhoto], frames: int, rng: np.random.Generator)
         if index % 2 == 0:  # sideways, at a constant distance
             y, width = float(rng.uniform(90, 200)), float(rng.uniform(26, 34))
             xs = (40.0, WIDTH - 80.0) if index % 4 == 0 else (WIDTH - 80.0, 40.0)
-            walkers.append(Walker(photo, (xs[0], y), (xs[1], y + rng.uniform(-20, 20)), width, width, first, last, clothes))
+            end = (xs[1], y + float(rng.uniform(-20, 20)))
+            walkers.append(Walker(photo, (xs[0], y), end, width, width, first, last, clothes))
         else:  # toward the camera: from the vanishing point, down and bigger
             start = (float(rng.uniform(260, 360)), float(rng.uniform(70, 100)))
             end = (float(rng.uniform(80, WIDTH - 120)), float(rng.uniform(200, 240)))
@@ -167,7 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     truths = generate(args.output, args.seed)
     faces = sum(len(boxes) for boxes in truths)
-    logger.info("wrote %s: %d frames, %d faces, %.0f kB", args.output, len(truths), faces, args.output.stat().st_size / 1e3)
+    size_kb = args.output.stat().st_size / 1e3
+    logger.info("wrote %s: %d frames, %d faces, %.0f kB", args.output, len(truths), faces, size_kb)
     if args.check:
         for label, tiling in (("whole frame", None), ("tiles 320/96", TilingOptions(320, 96))):
             logger.info("detection rate, %s: %.2f", label, detection_rate(args.output, truths, tiling))

@@ -138,9 +138,8 @@ class TorchScriptRestorer:
             raise ValueError(f"restore: expected N x {size} x {size} x 3 uint8 crops, got {crops.shape} {crops.dtype}")
         if len(crops) == 0:
             return crops.copy()
-        return np.concatenate(
-            [self._restore_batch(crops[start : start + self.max_batch]) for start in range(0, len(crops), self.max_batch)]
-        )
+        starts = range(0, len(crops), self.max_batch)
+        return np.concatenate([self._restore_batch(crops[start : start + self.max_batch]) for start in starts])
 
     def _restore_batch(self, crops: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

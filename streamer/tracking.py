@@ -70,8 +70,10 @@ class FaceTracker:
     ) -> None:
         if max_missed < 0:
             raise ValueError(f"max_missed must be >= 0, got {max_missed}")
-        if not 0.0 < smoothing <= 1.0 or not 0.0 <= velocity_smoothing <= 1.0:
-            raise ValueError(f"smoothing must be in (0, 1] and velocity_smoothing in [0, 1], got {smoothing}, {velocity_smoothing}")
+        if not 0.0 < smoothing <= 1.0:
+            raise ValueError(f"smoothing must be in (0, 1], got {smoothing}")
+        if not 0.0 <= velocity_smoothing <= 1.0:
+            raise ValueError(f"velocity_smoothing must be in [0, 1], got {velocity_smoothing}")
         self.max_missed = max_missed
         self.iou_threshold = iou_threshold
         self.max_center_distance = max_center_distance  # in face sizes

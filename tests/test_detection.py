@@ -126,7 +126,8 @@ def test_the_demo_clip_is_small_and_its_faces_are_found_with_tiles():
     demo = Path(__file__).resolve().parents[1] / "samples" / "demo_cctv.mp4"
     assert demo.stat().st_size < 2_000_000
     with av.open(str(demo)) as container:
-        frames = [frame.to_ndarray(format="rgb24") for frame in itertools.islice(container.decode(video=0), 60, 100, 10)]
+        decoded = itertools.islice(container.decode(video=0), 60, 100, 10)
+        frames = [frame.to_ndarray(format="rgb24") for frame in decoded]
     assert frames[0].shape == (360, 640, 3)
     with MediaPipeFaceDetector(FULL_RANGE, min_score=0.5, tiling=TILING) as tiled:
         counts = [len(tiled.detect(frame)) for frame in frames]

@@ -65,7 +65,13 @@ class Bytes(nn.Module):
         return x * 255.0
 
 
-KINDS = {"identity": Identity, "brighten": Brighten, "half_size": HalfSize, "fixed_input_16": FixedInput16, "bytes": Bytes}
+KINDS = {
+    "identity": Identity,
+    "brighten": Brighten,
+    "half_size": HalfSize,
+    "fixed_input_16": FixedInput16,
+    "bytes": Bytes,
+}
 
 
 def make_spec(input_size: int = TEST_INPUT_SIZE) -> RestorerSpec:
