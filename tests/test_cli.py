@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer.batch import UsageError, plan_jobs
+from streamer.batch import RunControl, UsageError, plan_jobs
 from tests.helpers.models import save_model
 from tests.helpers.rtsp_server import free_port
 
@@ -133,3 +133,26 @@ def test_outputs_are_named_after_their_inputs(arguments, output, expected):
 def test_a_stream_url_output_takes_one_input():
     with pytest.raises(UsageError, match="takes exactly one input"):
         plan_jobs(["a.mp4", "b.mp4"], "rtsp://server/live", container="mp4", overwrite=False)
+
+
+class RecordingPipeline:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def request_stop(self) -> None:
+        self.calls.append("stop")
+
+    def abort(self) -> None:
+        self.calls.append("abort")
+
+
+def test_the_first_interrupt_stops_gracefully_and_the_second_aborts():
+    control, pipeline = RunControl(), RecordingPipeline()
+    control.attach(pipeline)
+    control.interrupt()
+    assert pipeline.calls == ["stop"] and not control.aborted.is_set()
+    control.interrupt()
+    assert pipeline.calls == ["stop", "abort"] and control.aborted.is_set()
+    later = RecordingPipeline()
+    control.attach(later)  # a batch's next file is stopped as soon as it starts
+    assert later.calls == ["stop"]

@@ -294,3 +294,11 @@ def test_max_frames_ends_a_run():
     harness = Harness([FakeSource("a", 1000)])
     stats = harness.pipeline(limits=CaptureLimits(max_frames=7)).run()
     assert stats.sources["a"].frames_out == 7 and harness.sinks["a"].closed
+
+
+def test_a_live_run_logs_a_status_line_with_fps_faces_and_drops(caplog):
+    harness = Harness([FakeSource("cam", 40, live=True, delay_s=0.01)])
+    with caplog.at_level("INFO", logger="streamer.pipeline"):
+        harness.pipeline(status_interval_s=0.1, limits=CaptureLimits(max_frames=40)).run()
+    status = [r.getMessage() for r in caplog.records if r.getMessage().startswith("status: ")]
+    assert status and all(" fps, " in line and " faces, " in line and " dropped" in line for line in status)
