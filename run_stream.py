@@ -129,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _process(jobs: list[Job], config: Config, args: argparse.Namespace) -> int:
+    # OpenMP threads that spin while idle starve the pipeline's other stages of CPU; OpenMP reads
+    # this when torch loads it, just below.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from streamer.components import LOAD_ERRORS, build_components, pipeline_settings  # loads torch, mediapipe
 
     try:

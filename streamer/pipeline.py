@@ -137,30 +137,37 @@ class Pipeline:
         return sinks
 
     def _start(self, sources: dict[str, Source], sinks: dict[str, Sink], detectors: list) -> list[WriteWorker]:
-        settings, components = self.settings, self.components
-        restore_inbox: queue.Queue = queue.Queue(settings.queue_size * len(self.jobs))
-        write_inboxes = {job.source_id: queue.Queue(settings.queue_size) for job in self.jobs}
-        writers = []
-        for job, detector in zip(self.jobs, detectors):
-            source, stats = sources[job.source_id], self.stats.sources[job.source_id]
-            detect_inbox: queue.Queue = queue.Queue(
-                settings.live_queue_size if source.info.is_live else settings.queue_size
-            )
-            capture = CaptureWorker(source, detect_inbox, (self.drain, self.halt), stats, settings.limits,
-                                    settings.live_drop)
-            detect = DetectWorker((detect_inbox, restore_inbox), self.halt, detector, components.make_tracker(),
-                                  components.crop_faces if components.restorer else None,
-                                  settings.every_n_frames, stats)
-            writer = WriteWorker(write_inboxes[job.source_id], self.halt, components.compose,
-                                 sinks[job.source_id], stats)
-            writers.append(writer)
-            self._spawn(f"capture-{job.source_id}", capture.run)
-            self._spawn(f"detect-{job.source_id}", detect.run)
-            self._spawn(f"write-{job.source_id}", writer.run)
-        restore = RestoreWorker(restore_inbox, write_inboxes, self.halt, components.restorer, settings.batching,
-                                (self.stats.restorer, self.stats.sources))
+        """Start every worker thread; returns the writers (whose sinks the supervisor may abort)."""
+        restore_inbox: queue.Queue = queue.Queue(self.settings.queue_size * len(self.jobs))
+        write_inboxes = {job.source_id: queue.Queue(self.settings.queue_size) for job in self.jobs}
+        writers = [
+            self._start_source(job, sources[job.source_id], detector, (restore_inbox, write_inboxes[job.source_id]),
+                               sinks[job.source_id])
+            for job, detector in zip(self.jobs, detectors)
+        ]
+        restore = RestoreWorker(restore_inbox, write_inboxes, self.halt, self.components.restorer,
+                                self.settings.batching, (self.stats.restorer, self.stats.sources))
         self._spawn("restore", restore.run)
         return writers
+
+    def _start_source(
+        self, job: Job, source: Source, detector: Detector, queues: tuple[queue.Queue, queue.Queue], sink: Sink
+    ) -> WriteWorker:
+        """Start the capture, detect and write threads of one source; `queues` are the shared
+        restorer's inbox and this source's write inbox."""
+        settings, components, stats = self.settings, self.components, self.stats.sources[job.source_id]
+        restore_inbox, write_inbox = queues
+        detect_inbox: queue.Queue = queue.Queue(settings.live_queue_size if source.info.is_live else settings.queue_size)
+        capture = CaptureWorker(source, detect_inbox, (self.drain, self.halt), stats, settings.limits,
+                                settings.live_drop)
+        crop_faces = components.crop_faces if components.restorer else None
+        detect = DetectWorker((detect_inbox, restore_inbox), self.halt, detector, components.make_tracker(),
+                              crop_faces, settings.every_n_frames, stats)
+        writer = WriteWorker(write_inbox, self.halt, components.compose, sink, stats)
+        self._spawn(f"capture-{job.source_id}", capture.run)
+        self._spawn(f"detect-{job.source_id}", detect.run)
+        self._spawn(f"write-{job.source_id}", writer.run)
+        return writer
 
     def _spawn(self, name: str, work: Callable[[], None]) -> None:
         thread = threading.Thread(target=self._guarded, args=(work,), name=name, daemon=True)
