@@ -1,0 +1,100 @@
+"""Faces per second of the face restorer on the CPU, against reference networks in the same run.
+
+    python bench/restorer_speed.py [--model models/face_restorer.ts] [--threads 2] [--seconds 3]
+
+Rows: the shipped TorchScript model; the `probe` U-Net (the earlier 0.70M-parameter size); the
+seed notebook's autoencoder; and plain bicubic upscaling of a 24x24 crop (what `resize_square`
+costs, the no-model baseline). Columns: batch 1, 4, 16 (the pipeline's batch sizes). Each cell is
+the best of three timed windows, so a burst of load from other processes counts less. The last
+column is the shipped model's cost relative to the row at batch 16.
+
+OpenMP's default spin-waiting collapses 2-thread PyTorch on a shared CPU; run with
+OMP_WAIT_POLICY=PASSIVE (the header says which policy was in effect).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from streamer.model_contract import resize_square  # noqa: E402
+from training.model import build_model, count_parameters  # noqa: E402
+
+BATCHES = (1, 4, 16)
+SIZE = 64
+
+
+def faces_per_second(run_batch, batch: int, seconds: float) -> float:
+    """Best throughput of three windows of `seconds` / 3 each, after a warm-up."""
+    for _ in range(3):
+        run_batch(batch)
+    best = 0.0
+    for _ in range(3):
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds / 3:
+            run_batch(batch)
+            count += batch
+        best = max(best, count / (time.perf_counter() - started))
+    return best
+
+
+def torch_runner(module: torch.nn.Module):
+    inputs = {b: torch.rand(b, 3, SIZE, SIZE).contiguous(memory_format=torch.channels_last) for b in BATCHES}
+
+    def run(batch: int) -> None:
+        with torch.inference_mode():
+            module(inputs[batch])
+
+    return run
+
+
+def traced(arch: str) -> tuple[torch.nn.Module, int]:
+    model = build_model(arch).eval().to(memory_format=torch.channels_last)
+    example = torch.rand(4, 3, SIZE, SIZE).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        return torch.jit.trace(model, example), count_parameters(model)
+
+
+def bicubic_runner():
+    crops = [np.random.default_rng(0).integers(0, 255, (24, 24, 3), dtype=np.uint8)] * max(BATCHES)
+
+    def run(batch: int) -> None:
+        for crop in crops[:batch]:
+            resize_square(crop, SIZE)
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=Path("models/face_restorer.ts"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per cell")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+    shipped = torch.jit.load(str(args.model), map_location="cpu").eval()
+    rows = {f"shipped ({args.model.name}, {sum(p.numel() for p in shipped.parameters()) / 1e6:.2f}M)": torch_runner(shipped)}
+    for arch in ("probe", "seed"):
+        module, params = traced(arch)
+        rows[f"{arch} ({params / 1e6:.2f}M)"] = torch_runner(module)
+    rows["bicubic only (24 px -> 64)"] = bicubic_runner()
+
+    print(f"threads={args.threads} OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')} "
+          f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f}")
+    print(f"{'faces/s':40s}" + "".join(f"{'batch ' + str(b):>12s}" for b in BATCHES) + f"{'shipped/row @16':>18s}")
+    results = {name: [faces_per_second(run, b, args.seconds) for b in BATCHES] for name, run in rows.items()}
+    shipped_16 = next(iter(results.values()))[-1]
+    for name, speeds in results.items():
+        print(f"{name:40s}" + "".join(f"{s:12.0f}" for s in speeds) + f"{shipped_16 / speeds[-1]:18.2f}")
+
+
+if __name__ == "__main__":
+    main()

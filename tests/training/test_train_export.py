@@ -1,0 +1,74 @@
+"""`--quick` training learns, and its export is a model the pipeline can load."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from streamer.model_contract import SPEC_FILE_NAME, ContractError, RestorerSpec
+from training import train
+from training.export import export_model, load_run, verify_export
+from training.model import ARCHITECTURES, build_model
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> tuple[Path, train.RunState]:
+    root = tmp_path_factory.mktemp("quick")
+    config = train.load_config(None, {**train.QUICK, "out": str(root / "run"), "cache_dir": str(root / "cache")})
+    return Path(config.out), train.train(config)
+
+
+@pytest.mark.timeout(150)
+def test_quick_training_lowers_the_validation_loss(quick_run):
+    run_dir, state = quick_run
+    first, last = state.val_history[0], state.val_history[-1]
+    assert last["loss"] < first["loss"]
+    assert last["psnr"] > first["psnr"]
+    for name in ("config.yaml", "last.pt", "best.pt", "loss_curve.png"):
+        assert (run_dir / name).is_file(), name
+
+
+def test_quick_training_resumes_from_its_checkpoint(quick_run):
+    run_dir, state = quick_run
+    config, _, _ = load_run(run_dir)
+    resumed = train.Trainer(config).run()  # the budget is spent: it resumes, validates, and stops
+    assert resumed.step == state.step
+    assert resumed.val_history[: len(state.val_history)] == state.val_history
+
+
+def test_export_round_trips_the_contract_and_metadata(quick_run, tmp_path):
+    run_dir, _ = quick_run
+    config, model, _ = load_run(run_dir)
+    spec = RestorerSpec(config.input_size, config.crop_scale, training={"licence": "test", "steps": 3})
+    path = tmp_path / "restorer.ts"
+    export_model(model, spec, path)
+
+    assert verify_export(path, reference=model) == spec
+    extra = {SPEC_FILE_NAME: ""}
+    loaded = torch.jit.load(str(path), _extra_files=extra)
+    assert json.loads(extra[SPEC_FILE_NAME])["training"] == {"licence": "test", "steps": 3}
+    x = torch.rand(5, 3, 64, 64) * 1.2 - 0.1  # a little outside [0, 1]: output must still be inside
+    y = loaded(x)
+    assert y.shape == x.shape and float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+
+
+def test_verify_rejects_a_model_that_breaks_the_contract(tmp_path):
+    class Shrinks(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x[:, :, ::2, ::2]
+
+    path = tmp_path / "bad.ts"
+    torch.jit.save(torch.jit.script(Shrinks()), str(path),
+                   _extra_files={SPEC_FILE_NAME: RestorerSpec(64, 1.5).to_json()})
+    with pytest.raises(ContractError, match="output"):
+        verify_export(path)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_every_architecture_keeps_the_shape_and_range(arch):
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        y = build_model(arch)(x)
+    assert y.shape == x.shape and float(y.min()) >= 0.0 and float(y.max()) <= 1.0
