@@ -7,7 +7,7 @@ Secrets stay out of the file: `${VAR}` in a source URL is taken from the environ
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -177,7 +177,7 @@ def load_config(
         raise ConfigError(_describe_validation_error(exc, origin, root_node, overrides)) from None
 
 
-def effective_config_yaml(config: Config, mask: Any) -> str:
+def effective_config_yaml(config: Config, mask: Callable[[str], str]) -> str:
     """The config as YAML, with `mask` applied to every source URL (credentials never printed)."""
     data = config.model_dump(mode="json")
     data["source"]["inputs"] = [mask(url) for url in data["source"]["inputs"]]
