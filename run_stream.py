@@ -55,7 +55,7 @@ examples:
   python run_stream.py 'recordings/2024-*.mp4' -o out/ --overwrite
 
   # check a config (prints the effective config, flags applied) without running
-  python run_stream.py --config configs/live_rtsp.yaml --tiles --validate-config
+  python run_stream.py --config configs/batch.yaml --no-tiles --validate-config
 
 exit status:
   0 every input was processed; 1 some files of a batch failed (each is listed at the end,
@@ -117,11 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"error: {mask_credentials(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:  # before the pipeline's own handler is installed (e.g. loading the model)
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, config_overrides(args))
     if args.validate_config:
+        _expanded_inputs(args, config)  # a ${VAR} that is not set is a config error too
         print(effective_config_yaml(config, mask_credentials), end="")
         return EXIT_OK
     _configure_logging(config, args)
@@ -156,13 +160,18 @@ def _process(jobs: list[Job], config: Config, args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace, config: Config) -> list[Job]:
     if not args.output:
         raise UsageError("no output: give -o OUTPUT (a file, a folder, or a stream URL)")
-    where = "SOURCE" if args.sources else "source.inputs"
-    arguments = [expand_env(text, os.environ, f"{where}[{k}]") for k, text in enumerate(args.sources or config.source.inputs)]
-    jobs = plan_jobs(arguments, args.output, config.output.container, args.overwrite)
+    jobs = plan_jobs(_expanded_inputs(args, config), args.output, config.output.container, args.overwrite)
     for job in jobs:
         if push_format(job.output) is None:
             Path(job.output).parent.mkdir(parents=True, exist_ok=True)
     return jobs
+
+
+def _expanded_inputs(args: argparse.Namespace, config: Config) -> list[str]:
+    """The SOURCE arguments (or the config's inputs) with ${VAR} taken from the environment."""
+    where = "SOURCE" if args.sources else "source.inputs"
+    inputs = args.sources or config.source.inputs
+    return [expand_env(text, os.environ, f"{where}[{k}]") for k, text in enumerate(inputs)]
 
 
 def _report(results: list[JobResult], args: argparse.Namespace) -> None:
