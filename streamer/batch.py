@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import av
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from streamer.pipeline import Components, Job, Pipeline, PipelineSettings
 from streamer.stats import RunStats
@@ -212,7 +214,7 @@ class BatchRunner:
         return message
 
     def _run_file(self, job: Job) -> JobResult:
-        with _ProgressBar(job, enabled=self.show_progress) as bar:
+        with _ProgressBar(job, self.show_progress, self.settings.limits.max_frames) as bar:
             stats = self._run_pipeline([job], progress=bar.update)
             bar.update(stats)
         source = stats.sources[job.source_id]
@@ -232,19 +234,24 @@ class BatchRunner:
 class _ProgressBar:
     """A tqdm bar with the frames written and the fps of one file."""
 
-    def __init__(self, job: Job, enabled: bool) -> None:
+    def __init__(self, job: Job, enabled: bool, max_frames: int | None) -> None:
         self.job = job
-        self.bar = tqdm(total=_frame_count(job.input), unit="frame", desc=Path(job.input).name, disable=not enabled,
+        total = min(filter(None, (_frame_count(job.input), max_frames)), default=None)
+        self.bar = tqdm(total=total, unit="frame", desc=Path(job.input).name, disable=not enabled,
                         dynamic_ncols=True, leave=True)
+        # Log lines go through tqdm.write while the bar is shown, so they do not break it.
+        self._logs_around_bar = logging_redirect_tqdm() if enabled else contextlib.nullcontext()
 
     def update(self, stats: RunStats) -> None:
         self.bar.update(stats.sources[self.job.source_id].frames_out - self.bar.n)
 
     def __enter__(self) -> _ProgressBar:
+        self._logs_around_bar.__enter__()
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.bar.close()
+        self._logs_around_bar.__exit__(*exc_info)
 
 
 def _frame_count(path: str) -> int | None:
