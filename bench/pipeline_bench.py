@@ -4,7 +4,8 @@
 
 For each video of ../shared/data/videos (crowd_walk_1080p: whole-frame detection; office_cctv_360p:
 tiling on), in one run and with the same components and codec settings:
-  bound       PyAV decode + encode alone (source -> sink, one thread): what I/O allows
+  bound       PyAV decode + encode alone (source -> sink; a decode thread and an encode thread, as in
+              the pipeline): what the pipeline's I/O allows
   serial      every stage in one loop, one frame after another (restorer batch = one frame's faces)
   pipeline    the threaded pipeline (streamer/pipeline.py)
   no-restore  the threaded pipeline with the restorer off (detect, track, composite, write)
@@ -18,6 +19,7 @@ import argparse
 import dataclasses
 import itertools
 import os
+import queue
 import sys
 import tempfile
 import threading
@@ -65,13 +67,24 @@ def run_pipeline(job: Job, components: Components, config: Config, limit: int | 
 
 
 def run_bound(job: Job, components: Components, limit: int | None) -> int:
-    """Decode and encode only, with the same source and sink code and options."""
+    """Decode and encode only, with the same source and sink code and options, in two threads
+    joined by a queue (as in the pipeline): what the pipeline's I/O alone allows."""
+    frames: queue.Queue = queue.Queue(8)
     with components.open_source(job.input, job.source_id) as source:
         sink = components.open_sink(job.output, source.info)
+
+        def decode() -> None:
+            for frame in itertools.islice(source.frames(threading.Event()), limit):
+                frames.put(frame)
+            frames.put(None)
+
+        decoder = threading.Thread(target=decode, daemon=True)
+        decoder.start()
         count = 0
-        for frame in itertools.islice(source.frames(threading.Event()), limit):
+        for frame in iter(frames.get, None):
             sink.write(frame)
             count += 1
+        decoder.join()
         sink.close()
     return count
 
