@@ -6,7 +6,7 @@ Rows: the shipped TorchScript model; the `probe` U-Net (the earlier 0.70M-parame
 seed notebook's autoencoder; and plain bicubic upscaling of a 24x24 crop (what `resize_square`
 costs, the no-model baseline). Columns: batch 1, 4, 16 (the pipeline's batch sizes). Each cell is
 the best of three timed windows, so a burst of load from other processes counts less. The last
-column is the shipped model's cost relative to the row at batch 16.
+column is the shipped model's speed divided by the row's, at batch 16 (0.5: half as fast).
 
 OpenMP's default spin-waiting collapses 2-thread PyTorch on a shared CPU; run with
 OMP_WAIT_POLICY=PASSIVE (the header says which policy was in effect).
@@ -89,11 +89,11 @@ def main() -> None:
 
     print(f"threads={args.threads} OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')} "
           f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f}")
-    print(f"{'faces/s':40s}" + "".join(f"{'batch ' + str(b):>12s}" for b in BATCHES) + f"{'shipped/row @16':>18s}")
+    print(f"{'faces/s':40s}" + "".join(f"{'batch ' + str(b):>12s}" for b in BATCHES) + f"{'shipped / row @16':>20s}")
     results = {name: [faces_per_second(run, b, args.seconds) for b in BATCHES] for name, run in rows.items()}
     shipped_16 = next(iter(results.values()))[-1]
     for name, speeds in results.items():
-        print(f"{name:40s}" + "".join(f"{s:12.0f}" for s in speeds) + f"{shipped_16 / speeds[-1]:18.2f}")
+        print(f"{name:40s}" + "".join(f"{s:12.0f}" for s in speeds) + f"{shipped_16 / speeds[-1]:20.2f}")
 
 
 if __name__ == "__main__":

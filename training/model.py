@@ -6,7 +6,7 @@ Both map N x 3 x S x S float RGB in [0, 1] to the same shape (the model contract
 works at S/2 from its first layer and costs a quarter of a full-resolution one), three levels of
 residual blocks (S/2, S/4, S/8), skip connections by addition, pixel-shuffle upsampling, and a
 head that predicts a *residual* over the input: a face that needs no change costs no capacity.
-The output is clamped to [0, 1].
+The output is clamped to [0, 1] in eval mode (the exported model).
 """
 from __future__ import annotations
 
@@ -78,7 +78,10 @@ class RestorerUNet(nn.Module):
         y = self.mid(self.down2(s2))
         y = self.dec2(self.up2(y) + s2)
         y = self.dec1(self.up1(y) + s1)
-        return torch.clamp(x + F.pixel_shuffle(self.head(y), 2), 0.0, 1.0)
+        out = x + F.pixel_shuffle(self.head(y), 2)
+        # Clamp only for inference: in training a clamp passes no gradient where the output
+        # overshoots, and a step that pushes many pixels past [0, 1] can leave the net stuck there.
+        return out if self.training else torch.clamp(out, 0.0, 1.0)
 
 
 class SeedAutoencoder(nn.Module):
