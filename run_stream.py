@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from streamer.batch import BatchRunner, JobResult, RunControl, UsageError, plan_jobs, summary_lines
+from streamer.batch import BatchRunner, JobResult, RunControl, UsageError, plan_jobs, results_as_json, summary_lines
 from streamer.config import REPO_ROOT, Config, ConfigError, effective_config_yaml, expand_env, load_config
 from streamer.model_contract import ContractError
 from streamer.sinks import SinkError
@@ -182,7 +182,7 @@ def _report(results: list[JobResult], args: argparse.Namespace) -> None:
         for line in summary_lines(results):
             print(line, file=sys.stderr)
     if args.stats_json:
-        write_stats_json(args.stats_json, [result.as_dict() for result in results])
+        write_stats_json(args.stats_json, results_as_json(results))
 
 
 class _signals_handled_by:

@@ -43,16 +43,29 @@ class UsageError(Exception):
 @dataclass(frozen=True)
 class JobResult:
     job: Job
-    stats: RunStats | None
+    stats: RunStats | None  # the stats of the run that processed the job (cameras share one run)
     error: str | None  # one line; None when the job succeeded
 
     def as_dict(self) -> dict:
         result = {"input": self.job.label, "output": mask_credentials(self.job.output), "ok": self.error is None}
         if self.error:
             result["error"] = self.error
-        if self.stats is not None:
-            result.update(self.stats.as_dict())
         return result
+
+
+def results_as_json(results: list[JobResult]) -> list[dict]:
+    """One entry per pipeline run (its jobs, counters and timings); a failed file is a run of its own."""
+    runs: list[dict] = []
+    by_stats: dict[int, dict] = {}
+    for result in results:
+        if result.stats is None:
+            runs.append({"jobs": [result.as_dict()]})
+            continue
+        if id(result.stats) not in by_stats:
+            by_stats[id(result.stats)] = {"jobs": [], **result.stats.as_dict()}
+            runs.append(by_stats[id(result.stats)])
+        by_stats[id(result.stats)]["jobs"].append(result.as_dict())
+    return runs
 
 
 def expand_inputs(arguments: list[str]) -> list[str]:
@@ -266,6 +279,6 @@ def _frame_count(path: str) -> int | None:
 def summary_lines(results: list[JobResult]) -> list[str]:
     """What a batch did: counts, then one line per failed file."""
     failed = [result for result in results if result.error]
-    lines = [f"{len(results)} file(s): {len(results) - len(failed)} done, {len(failed)} failed"]
+    lines = [f"{len(results)} inputs: {len(results) - len(failed)} done, {len(failed)} failed"]
     lines += [f"  FAILED {result.job.label}: {result.error}" for result in failed]
     return lines

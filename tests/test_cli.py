@@ -96,7 +96,7 @@ def test_a_batch_skips_a_bad_file_reports_it_and_exits_1(run_cli, tmp_path, face
     result = run_cli(inputs, "-o", out, "--model", brighten_model, "--max-frames", "5", "-q")
     assert result.returncode == 1, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "c.mp4"]
-    assert "3 file(s): 2 done, 1 failed" in result.stderr
+    assert "3 inputs: 2 done, 1 failed" in result.stderr
     assert f"FAILED {inputs / 'b.mp4'}: {inputs / 'b.mp4'}: cannot open" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -110,7 +110,7 @@ def test_a_glob_names_outputs_after_inputs_and_stats_json_has_every_file(run_cli
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["day1.mp4", "day2.mp4"]
     runs = json.loads(stats.read_text())["runs"]
-    assert [run["ok"] for run in runs] == [True, True]
+    assert [run["jobs"][0]["ok"] for run in runs] == [True, True]
     assert [run["sources"][0]["frames_out"] for run in runs] == [3, 3]
 
 

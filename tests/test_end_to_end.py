@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
@@ -20,7 +21,7 @@ from streamer.config import Config, load_config
 from streamer.pipeline import Job, Pipeline
 from streamer.workers import CaptureLimits
 from tests.conftest import REPO_ROOT
-from tests.helpers.media import make_frames, read_frames, write_clip
+from tests.helpers.media import make_face_frames, make_frames, read_frames, write_clip
 from tests.helpers.rtsp_server import RtspTestServer, require_gstreamer
 
 
@@ -142,6 +143,34 @@ def test_cli_records_a_live_camera_until_max_frames(run_cli, tmp_path, rtsp_serv
     frames, times = read_frames(tmp_path / "out" / "cam1.mp4")  # a live camera's output is named camN
     assert len(frames) == source["frames_out"] > 0
     assert times == sorted(times)
+
+
+def write_jpeg_frames(folder: Path, count: int, seed: int) -> Path:
+    """Frames with two moving faces, as the JPEG sequence the RTSP test server loops."""
+    folder.mkdir()
+    frames, _ = make_face_frames(count, (320, 240), face_px=64, faces=2, seed=seed)
+    for index, image in enumerate(frames):
+        cv2.imwrite(str(folder / f"{index:05d}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return folder
+
+
+def test_two_cameras_in_one_run_share_one_restorer_and_get_one_output_each(run_cli, tmp_path, brighten_model):
+    require_gstreamer()
+    stats_path = tmp_path / "stats.json"
+    with RtspTestServer.start(fps=25, frames_dir=write_jpeg_frames(tmp_path / "a", 25, seed=1)) as cam_a, \
+            RtspTestServer.start(fps=25, frames_dir=write_jpeg_frames(tmp_path / "b", 25, seed=2)) as cam_b:
+        result = run_cli(cam_a.url.replace("rtsp://", "rtsp://viewer:${CAM_PASS}@"), cam_b.url,
+                         "-o", f"{tmp_path}/out/", "--model", brighten_model, "--max-frames", "30",
+                         "--stats-json", stats_path, env={"CAM_PASS": "hunter2"})
+    assert result.returncode == 0, result.stderr
+    assert "hunter2" not in result.stderr + stats_path.read_text()
+    (run,) = json.loads(stats_path.read_text())["runs"]  # one run: both cameras went through one pipeline
+    assert run["sources"][0]["source"].startswith("rtsp://viewer:***@127.0.0.1:")
+    assert [source["frames_in"] for source in run["sources"]] == [30, 30]
+    assert all(source["restored_faces"] > 0 for source in run["sources"])
+    assert run["restorer"]["faces"] == sum(source["restored_faces"] for source in run["sources"])
+    for name, source in zip(("cam1.mp4", "cam2.mp4"), run["sources"]):
+        assert len(read_frames(tmp_path / "out" / name)[0]) == source["frames_out"] > 0
 
 
 def test_a_live_pipeline_survives_a_camera_restart_and_keeps_writing(tmp_path, rtsp_server, brighten_model):
