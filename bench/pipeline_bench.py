@@ -1,6 +1,6 @@
 """Pipeline throughput against a serial loop of the same stages and the decode+encode bound.
 
-    OMP_WAIT_POLICY=PASSIVE python bench/pipeline_bench.py [--max-frames N] [--model PATH] [--threads N]
+    python bench/pipeline_bench.py [--max-frames N] [--model PATH] [--threads N] [--videos NAME ...]
 
 For each video of ../shared/data/videos (crowd_walk_1080p: whole-frame detection; office_cctv_360p:
 tiling on), in one run and with the same components and codec settings:
@@ -30,6 +30,9 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+# As run_stream.py does: idle OpenMP threads that spin starve the other stages (and the serial
+# loop collapses: 5 fps instead of 20-30 on office_cctv_360p). Must be set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from streamer.components import build_components, pipeline_settings  # noqa: E402
 from streamer.config import Config, load_config  # noqa: E402
 from streamer.pipeline import Components, Job, Pipeline  # noqa: E402
