@@ -55,6 +55,7 @@ class Row:
     faces: int = 0
     stage_ms: dict[str, float] = dataclasses.field(default_factory=dict)
     restorer_in_pipeline: float = 0.0  # faces/s while the restorer thread was busy
+    mean_batch: float = 0.0  # faces per restorer call in the pipeline
     restorer_standalone: tuple[int, float] = (0, 0.0)  # (best batch, faces/s)
 
 
@@ -160,6 +161,7 @@ def bench_video(name: str, overrides: dict, args: argparse.Namespace, out_dir: P
         faces=source.faces,
         stage_ms=stats.stage_ms_per_frame(),
         restorer_in_pipeline=stats.restorer.faces_per_s,
+        mean_batch=stats.restorer.faces / max(1, stats.restorer.batches),
         restorer_standalone=restorer_standalone(components),
     )
 
@@ -169,14 +171,14 @@ def print_table(rows: list[Row]) -> None:
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')}")
     header = (f"{'video':24} {'frames':>6} {'faces':>6} {'bound':>7} {'serial':>7} {'pipeline':>8} {'no-rest':>7}"
               f" {'pipe/serial':>11} {'pipe/bound':>10} {'norest/bound':>12} {'restorer f/s pipe':>17}"
-              f" {'standalone (batch)':>18} {'ratio':>5}")
+              f" {'(batch)':>7} {'standalone (batch)':>18} {'ratio':>5}")
     print(header)
     for row in rows:
         fps, (best_batch, standalone) = row.fps, row.restorer_standalone
         print(f"{row.video:24} {row.frames:>6} {row.faces:>6} {fps['bound']:>7.1f} {fps['serial']:>7.1f}"
               f" {fps['pipeline']:>8.1f} {fps['no-restore']:>7.1f} {fps['pipeline'] / fps['serial']:>11.2f}"
               f" {fps['pipeline'] / fps['bound']:>10.2f} {fps['no-restore'] / fps['bound']:>12.2f}"
-              f" {row.restorer_in_pipeline:>17.0f} {standalone:>11.0f} ({best_batch:>2})"
+              f" {row.restorer_in_pipeline:>17.0f} {row.mean_batch:>7.1f} {standalone:>11.0f} ({best_batch:>4})"
               f" {row.restorer_in_pipeline / standalone if standalone else 0:>5.2f}")
     print("fps columns: frames per second, wall clock, whole run incl. opening the file")
     for row in rows:
