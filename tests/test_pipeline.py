@@ -302,3 +302,19 @@ def test_a_live_run_logs_a_status_line_with_fps_faces_and_drops(caplog):
         harness.pipeline(status_interval_s=0.1, limits=CaptureLimits(max_frames=40)).run()
     status = [r.getMessage() for r in caplog.records if r.getMessage().startswith("status: ")]
     assert status and all(" fps, " in line and " faces, " in line and " dropped" in line for line in status)
+
+
+def test_a_face_the_tracker_carried_out_of_the_picture_is_not_restored():
+    class DriftingTracker:
+        """Reports one face inside the 8x6 frame and one that drifted past its right edge."""
+
+        def update(self, frame_index, detections):
+            return [Face(Box(1, 1, 2, 2), 0.9), Face(Box(8.5, 1, 2, 2), 0.9)]
+
+    def crop_inside_only(image, faces):
+        assert all(face.box.x < image.shape[1] for face in faces), "asked to crop a face outside the frame"
+        return crop_with_source_mark(image, faces)
+
+    harness = Harness([FakeSource("a", 5)], make_tracker=DriftingTracker, crop_faces=crop_inside_only)
+    stats = harness.pipeline().run()
+    assert stats.sources["a"].faces == stats.sources["a"].restored == 5
