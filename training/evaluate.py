@@ -119,7 +119,8 @@ def face_regions(records: list[data.FaceRecord], spec: RestorerSpec) -> list[Reg
     ]
 
 
-def degraded_pairs(records: list[data.FaceRecord], preset: str, spec: RestorerSpec, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def degraded_pairs(records: list[data.FaceRecord], preset: str, spec: RestorerSpec,
+                   seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(inputs, truths) for `records` under `preset`: the same for the same (records, preset, seed)."""
     rng = np.random.default_rng([seed, zlib.crc32(preset.encode())])
     squares = [data.clean_square(r, spec.crop_scale) for r in records]
@@ -157,7 +158,8 @@ def quality_scores(outputs: np.ndarray, truths: np.ndarray, regions: list[Region
     return np.array([metrics.face_scores(out, truth, region) for out, truth, region in zip(outputs, truths, regions)])
 
 
-def identity_distances(runs: dict[str, PresetRun], regions: list[Region], workers: int) -> dict[str, dict[str, np.ndarray]]:
+def identity_distances(runs: dict[str, PresetRun], regions: list[Region],
+                       workers: int) -> dict[str, dict[str, np.ndarray]]:
     """Per preset and method, each face's identity distance to its clean face (the same for every preset)."""
     keys = [(preset, method) for preset, run in runs.items() for method in run.outputs]
     truths = next(iter(runs.values())).truths
@@ -193,7 +195,8 @@ def check_targets(results: dict) -> dict:
         return {}
     checks = {}
     if "bicubic" in scores:
-        checks["psnr_gain_over_bicubic_db"] = _target(ours["psnr"] - scores["bicubic"]["psnr"], TARGET_GAIN_OVER_BICUBIC_DB)
+        gain = ours["psnr"] - scores["bicubic"]["psnr"]
+        checks["psnr_gain_over_bicubic_db"] = _target(gain, TARGET_GAIN_OVER_BICUBIC_DB)
     if "seed_architecture" in scores:
         gain = ours["psnr"] - scores["seed_architecture"]["psnr"]
         checks["psnr_gain_over_seed_architecture_db"] = _target(gain, TARGET_GAIN_OVER_SEED_ARCH_DB)
@@ -252,7 +255,8 @@ def format_table(report: dict) -> str:
                 f"{_optional(distance, '8.4f'):>8} {_optional(closer, '10.0%'):>10}"
             )
     for name, check in report["targets"].items():
-        lines.append(f"target {name}: {check['value']:.3f} (>= {check['target']}) {'met' if check['met'] else 'NOT MET'}")
+        verdict = "met" if check["met"] else "NOT MET"
+        lines.append(f"target {name}: {check['value']:.3f} (>= {check['target']}) {verdict}")
     return "\n".join(lines)
 
 

@@ -35,7 +35,7 @@ import numpy as np
 from streamer.components import build_components
 from streamer.config import ConfigError, load_config
 from streamer.model_contract import ContractError, extract_crop, square_crop_box
-from streamer.restoration import ModelLoadError
+from streamer.restoration import ModelLoadError, TorchScriptRestorer
 from streamer.sources import SourceError, open_source
 from streamer.values import Box
 from training import degrade, metrics
@@ -134,7 +134,8 @@ def scaled_box(box: Box, factor: float) -> Box:
     return Box(*(float(round(v * factor)) for v in (box.x, box.y, box.w, box.h)))
 
 
-def collect_faces(original: Path, degraded: Path, config_path: Path, model: Path | None) -> tuple[list[FaceSample], object]:
+def collect_faces(original: Path, degraded: Path, config_path: Path,
+                  model: Path | None) -> tuple[list[FaceSample], TorchScriptRestorer]:
     """Detect and track faces in the degraded video as the pipeline does; pair each crop with its truth.
 
     Returns the samples and the pipeline's restorer."""
@@ -226,12 +227,15 @@ def summarise(samples: list[FaceSample], outputs: dict[str, np.ndarray]) -> dict
 def format_tables(report: dict) -> str:
     totals = report["totals"]
     lines = [
-        f"{report['faces']} face crops in {report['tracks']} tracks; degraded video {report['degraded']['bitrate_kbps']} kbit/s",
+        f"{report['faces']} face crops in {report['tracks']} tracks; "
+        f"degraded video {report['degraded']['bitrate_kbps']} kbit/s",
         f"{'method':<9} {'PSNR dB':>8} {'SSIM':>7} {'change':>7} {'temporal err':>12}",
     ]
     for method in ("bicubic", "ours"):
         t = totals[method]
-        lines.append(f"{method:<9} {t['psnr']:>8.2f} {t['ssim']:>7.4f} {t['change']:>7.2f} {t['temporal_error']:>12.2f}")
+        lines.append(
+            f"{method:<9} {t['psnr']:>8.2f} {t['ssim']:>7.4f} {t['change']:>7.2f} {t['temporal_error']:>12.2f}"
+        )
     lines.append(f"{'truth':<9} {'':>8} {'':>7} {totals['truth']['change']:>7.2f}")
     lines.append("")
     lines.append(f"{'track':>5} {'frames':>6} {'face px':>7} {'PSNR bic':>8} {'PSNR ours':>9} "
@@ -240,7 +244,8 @@ def format_tables(report: dict) -> str:
         if t["frames"] < MIN_TRACK_FRAMES or t["truth"]["change"] is None:
             continue
         lines.append(
-            f"{track_id:>5} {t['frames']:>6} {t['face_px']:>7.1f} {t['bicubic']['psnr']:>8.2f} {t['ours']['psnr']:>9.2f} "
+            f"{track_id:>5} {t['frames']:>6} {t['face_px']:>7.1f} "
+            f"{t['bicubic']['psnr']:>8.2f} {t['ours']['psnr']:>9.2f} "
             f"{t['truth']['change']:>9.2f} {t['bicubic']['change']:>7.2f} {t['ours']['change']:>8.2f} "
             f"{t['bicubic']['temporal_error']:>8.2f} {t['ours']['temporal_error']:>9.2f}"
         )
@@ -250,7 +255,8 @@ def format_tables(report: dict) -> str:
 # --- CLI ---------------------------------------------------------------------------------------
 
 
-def track_grid(samples: list[FaceSample], outputs: dict[str, np.ndarray], tracks: int = 4, frames: int = 3) -> np.ndarray:
+def track_grid(samples: list[FaceSample], outputs: dict[str, np.ndarray], tracks: int = 4,
+               frames: int = 3) -> np.ndarray:
     """Comparison grid (evaluate.comparison_grid) of a few frames of the longest tracks."""
     by_track: dict[int, list[int]] = {}
     for index, sample in enumerate(samples):
