@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="video file, folder, glob, or rtsp:// URL (${VAR} is taken from the environment); "
                              "default: source.inputs of the config")
     parser.add_argument("-o", "--output", help="output file, or folder (several inputs), or rtsp:// / rtmp:// URL")
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML config (default: configs/default.yaml of this repository)")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                        help="YAML config (default: configs/default.yaml of this repository)")
     parser.add_argument("--mode", choices=["paste", "overlay", "side-by-side"], help="how restored faces are shown")
     parser.add_argument("--model", type=Path, help="restorer TorchScript file")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where the restorer runs")

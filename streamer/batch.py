@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import av
 from tqdm import tqdm
@@ -73,7 +74,7 @@ def expand_inputs(arguments: list[str]) -> list[str]:
     inputs: list[str] = []
     for argument in arguments:
         if is_live_url(argument):
-            inputs.append(argument)
+            inputs.append(_checked_url(argument))
         elif Path(argument).is_dir():
             inputs += _videos_in(Path(argument))
         elif _GLOB_CHARS & set(argument):
@@ -81,6 +82,17 @@ def expand_inputs(arguments: list[str]) -> list[str]:
         else:
             inputs.append(argument)  # a missing file is reported when it is opened
     return inputs
+
+
+def _checked_url(url: str) -> str:
+    """The URL, if it names a host (a malformed one fails here, not after connection attempts)."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError as exc:
+        raise UsageError(f"{mask_credentials(url)}: malformed URL ({exc})") from None
+    if not host:
+        raise UsageError(f"{mask_credentials(url)}: malformed URL (no host)")
+    return url
 
 
 def _videos_in(folder: Path) -> list[str]:

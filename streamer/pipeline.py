@@ -157,7 +157,8 @@ class Pipeline:
         restorer's inbox and this source's write inbox."""
         settings, components, stats = self.settings, self.components, self.stats.sources[job.source_id]
         restore_inbox, write_inbox = queues
-        detect_inbox: queue.Queue = queue.Queue(settings.live_queue_size if source.info.is_live else settings.queue_size)
+        inbox_size = settings.live_queue_size if source.info.is_live else settings.queue_size
+        detect_inbox: queue.Queue = queue.Queue(inbox_size)
         capture = CaptureWorker(source, detect_inbox, (self.drain, self.halt), stats, settings.limits,
                                 settings.live_drop)
         crop_faces = components.crop_faces if components.restorer else None

@@ -48,7 +48,9 @@ def bad_input_cases(tmp: Path, clip: Path) -> dict[str, tuple[list, str]]:
                           "cut.mp4"),
         "unreachable url": ([f"rtsp://admin:hunter2@127.0.0.1:{port}/cam", "--config", quick, "-o", out],
                             f"rtsp://admin:***@127.0.0.1:{port}/cam"),
-        "malformed url": (["rtsp://admin:hunter2@[bad", "--config", quick, "-o", out], "rtsp://admin:***@[bad"),
+        "malformed url": (["rtsp://admin:hunter2@[bad/stream", "-o", out],
+                          "rtsp://admin:***@[bad/stream: malformed URL"),
+        "url without host": (["rtsp:///stream", "-o", out], "rtsp:///stream: malformed URL (no host)"),
         "unset env var in url": (["rtsp://admin:${NO_SUCH_VAR_X}@cam/1", "-o", out], "NO_SUCH_VAR_X is not set"),
         "unknown config key": ([clip, "--config", write(tmp / "typo.yaml", "detection:\n  min_scor: 0.5\n"), "-o", out],
                                "typo.yaml:2: detection.min_scor: unknown key"),
@@ -65,7 +67,8 @@ def bad_input_cases(tmp: Path, clip: Path) -> dict[str, tuple[list, str]]:
 
 
 CASES = [
-    "missing file", "not a video", "truncated mp4", "unreachable url", "malformed url", "unset env var in url",
+    "missing file", "not a video", "truncated mp4", "unreachable url", "malformed url", "url without host",
+    "unset env var in url",
     "unknown config key", "bad config value", "bad flag value", "model not torchscript", "model breaks contract",
     "detector model not tflite", "output exists",
 ]

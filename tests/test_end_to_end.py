@@ -88,8 +88,8 @@ def test_paste_leaves_every_pixel_outside_the_face_crops_exactly_as_decoded(tmp_
 
 
 def test_sigint_mid_file_finishes_the_frames_in_flight_and_leaves_a_playable_file(tmp_path, brighten_model):
-    clip = write_clip(tmp_path / "long.mp4", itertools.islice(itertools.cycle(make_frames(25, 320, 240)), LONG_CLIP_FRAMES),
-                      fps=25, audio=True)
+    repeated = itertools.islice(itertools.cycle(make_frames(25, 320, 240)), LONG_CLIP_FRAMES)
+    clip = write_clip(tmp_path / "long.mp4", repeated, fps=25, audio=True)
     out = tmp_path / "out"
     process = subprocess.Popen(
         [sys.executable, str(REPO_ROOT / "run_stream.py"), str(clip), "-o", str(out / "cut.mp4"),
