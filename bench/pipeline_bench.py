@@ -10,7 +10,8 @@ tiling on), in one run and with the same components and codec settings:
   pipeline    the threaded pipeline (streamer/pipeline.py)
   no-restore  the threaded pipeline with the restorer off (detect, track, composite, write)
 and the restorer alone on random crops at batch 1..32 (its best faces/s), against its faces/s
-inside the pipeline (faces / the restorer thread's busy time). Prints one table and the ratios
+inside the pipeline (faces / the restorer thread's busy time), and the CPU cores each mode kept busy
+(CPU time / wall time: a loaded machine shows below 2 on 2 cores). Prints one table and the ratios
 the targets are stated in. Not a test: numbers depend on the machine and its load (printed).
 """
 from __future__ import annotations
@@ -57,12 +58,17 @@ class Row:
     restorer_in_pipeline: float = 0.0  # faces/s while the restorer thread was busy
     mean_batch: float = 0.0  # faces per restorer call in the pipeline
     restorer_standalone: tuple[int, float] = (0, 0.0)  # (best batch, faces/s)
+    cores_used: dict[str, float] = dataclasses.field(default_factory=dict)  # mode -> CPU s / wall s
 
 
-def timed(work) -> tuple[float, object]:
-    started = time.perf_counter()
+def timed(work, cores_used: dict[str, float], mode: str) -> tuple[float, object]:
+    """Wall seconds of work() and its result; records the CPU cores it kept busy on average
+    (process CPU time / wall time: 2.0 = both cores of a 2-core machine)."""
+    started, cpu_started = time.perf_counter(), time.process_time()
     result = work()
-    return time.perf_counter() - started, result
+    wall = time.perf_counter() - started
+    cores_used[mode] = (time.process_time() - cpu_started) / wall
+    return wall, result
 
 
 def run_pipeline(job: Job, components: Components, config: Config, limit: int | None):
@@ -147,11 +153,14 @@ def bench_video(name: str, overrides: dict, args: argparse.Namespace, out_dir: P
     job = Job("bench", str(VIDEOS_DIR / name), "", name)
     output = lambda tag: dataclasses.replace(job, output=str(out_dir / f"{tag}_{name}"))  # noqa: E731
 
-    bound_s, frames = timed(lambda: run_bound(output("bound"), components, args.max_frames))
+    cores: dict[str, float] = {}
+    bound_s, frames = timed(lambda: run_bound(output("bound"), components, args.max_frames), cores, "bound")
     serial_s, _ = timed(lambda: run_serial(output("serial"), components, config.detection.every_n_frames,
-                                           args.max_frames))
-    pipeline_s, stats = timed(lambda: run_pipeline(output("pipeline"), components, config, args.max_frames))
-    bare_s, _ = timed(lambda: run_pipeline(output("bare"), without_restorer, config, args.max_frames))
+                                           args.max_frames), cores, "serial")
+    pipeline_s, stats = timed(lambda: run_pipeline(output("pipeline"), components, config, args.max_frames),
+                              cores, "pipeline")
+    bare_s, _ = timed(lambda: run_pipeline(output("bare"), without_restorer, config, args.max_frames), cores,
+                      "no-restore")
     source = stats.sources["bench"]
     return Row(
         video=name,
@@ -163,6 +172,7 @@ def bench_video(name: str, overrides: dict, args: argparse.Namespace, out_dir: P
         restorer_in_pipeline=stats.restorer.faces_per_s,
         mean_batch=stats.restorer.faces / max(1, stats.restorer.batches),
         restorer_standalone=restorer_standalone(components),
+        cores_used=cores,
     )
 
 
@@ -183,7 +193,8 @@ def print_table(rows: list[Row]) -> None:
     print("fps columns: frames per second, wall clock, whole run incl. opening the file")
     for row in rows:
         stages = "  ".join(f"{stage} {ms:.1f}" for stage, ms in row.stage_ms.items())
-        print(f"{row.video}: pipeline busy ms/frame: {stages}")
+        cores = "  ".join(f"{mode} {used:.2f}" for mode, used in row.cores_used.items())
+        print(f"{row.video}: pipeline busy ms/frame: {stages}; CPU cores kept busy: {cores}")
 
 
 def main() -> None:
