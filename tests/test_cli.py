@@ -45,7 +45,7 @@ def bad_input_cases(tmp: Path, clip: Path) -> dict[str, tuple[list, str]]:
         "missing file": ([tmp / "nope.mp4", "-o", out], "nope.mp4: no such file"),
         "not a video": ([write(tmp / "notes.mp4", "just text\n"), "-o", out], "notes.mp4: cannot open"),
         "truncated mp4": ([write(tmp / "cut.mp4", clip.read_bytes()[: clip.stat().st_size // 2]), "-o", out],
-                          "cut.mp4"),
+                          "cut.mp4: cannot open"),
         "unreachable url": ([f"rtsp://admin:hunter2@127.0.0.1:{port}/cam", "--config", quick, "-o", out],
                             f"rtsp://admin:***@127.0.0.1:{port}/cam"),
         "malformed url": (["rtsp://admin:hunter2@[bad/stream", "-o", out],
