@@ -129,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
         _expanded_inputs(args, config)  # a ${VAR} that is not set is a config error too
         print(effective_config_yaml(config, mask_credentials), end="")
         return EXIT_OK
+    if not args.verbose:
+        _hide_native_logs()
     _configure_logging(config, args)
     return _process(_plan(args, config), config, args)
 
@@ -200,6 +202,17 @@ class _signals_handled_by:
     def __exit__(self, *exc_info) -> None:
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
+
+
+def _hide_native_logs() -> None:
+    """MediaPipe's native runtime writes ~50 INFO/WARNING lines per detector straight to file
+    descriptor 2, burying our log and errors. Point fd 2 at /dev/null and keep Python's
+    sys.stderr (log, progress bar, errors, tracebacks) on the real stderr. --verbose keeps both."""
+    real_stderr = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    sys.stderr = os.fdopen(real_stderr, "w", buffering=1)
 
 
 def _configure_logging(config: Config, args: argparse.Namespace) -> None:

@@ -84,6 +84,8 @@ def test_bad_input_is_one_line_exit_2_and_no_output(run_cli, tmp_path, face_clip
     result = run_cli(*args, "-q")
     assert result.returncode == 2, result.stderr
     assert len(result.error_lines) == 1 and expected in result.error_lines[0], result.stderr
+    # Nothing else but our own warnings (e.g. a failed connection attempt): no native library noise.
+    assert all(" WARNING streamer." in line for line in result.stderr.splitlines()[:-1]), result.stderr
     assert "Traceback" not in result.stderr and "hunter2" not in result.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     assert {p for p in set(tmp_path.rglob("*")) - before if p.is_file()} == set()
