@@ -18,6 +18,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from streamer.stats import RunStats
+from streamer.urls import mask_credentials
 from streamer.values import StreamInfo
 from streamer.workers import (
     Batching,
@@ -129,7 +130,11 @@ class Pipeline:
         sinks: dict[str, Sink] = {}
         try:
             for job in self.jobs:
-                sinks[job.source_id] = self.components.open_sink(job.output, sources[job.source_id].info)
+                info = sources[job.source_id].info
+                sinks[job.source_id] = self.components.open_sink(job.output, info)
+                logger.info("%s: %s -> %s (%dx%d, %.2f fps, %s)", job.source_id, job.label,
+                            mask_credentials(job.output), info.width, info.height, float(info.rate),
+                            "live" if info.is_live else "file")
         except BaseException:
             for sink in sinks.values():
                 sink.abort()
