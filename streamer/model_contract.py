@@ -86,12 +86,18 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def cut_square(image: np.ndarray, square: Box) -> np.ndarray:
-    """The pixels of `square` at native resolution; parts outside the image repeat its border."""
+    """The pixels of `square` at native resolution; parts outside the image repeat its border.
+
+    A square wholly outside the image (a tracked face carried past the edge) repeats the nearest
+    edge pixels rather than failing, so every face always yields a crop."""
     h, w = image.shape[:2]
     x0, y0, side = int(square.x), int(square.y), int(square.w)
-    pad_left, pad_top = max(0, -x0), max(0, -y0)
-    pad_right, pad_bottom = max(0, x0 + side - w), max(0, y0 + side - h)
-    inside = image[max(0, y0) : min(h, y0 + side), max(0, x0) : min(w, x0 + side)]
+    xs, ys = min(max(x0, 0), w - 1), min(max(y0, 0), h - 1)
+    xe, ye = max(min(x0 + side, w), xs + 1), max(min(y0 + side, h), ys + 1)
+    pad_left = min(max(0, xs - x0), side - (xe - xs))
+    pad_top = min(max(0, ys - y0), side - (ye - ys))
+    pad_right, pad_bottom = side - pad_left - (xe - xs), side - pad_top - (ye - ys)
+    inside = image[ys:ye, xs:xe]
     if pad_left or pad_top or pad_right or pad_bottom:
         inside = cv2.copyMakeBorder(inside, pad_top, pad_bottom, pad_left, pad_right, cv2.BORDER_REPLICATE)
     return np.ascontiguousarray(inside)
