@@ -19,7 +19,7 @@ import numpy as np
 
 from streamer.detection import MediaPipeFaceDetector, TilingOptions
 from streamer.values import Box
-from tests.helpers.faces import FacePhoto, Placement, cctv_background, load_faces, paste_face
+from samples.scene import FacePhoto, Placement, cctv_background, load_faces, paste_face
 
 logger = logging.getLogger(__name__)
 

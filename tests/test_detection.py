@@ -18,7 +18,8 @@ from streamer.detection import (
     touches_inner_edge,
 )
 from streamer.values import Box, Face
-from tests.helpers.faces import Placement, frame_with_faces, grid_placements, require_faces
+from samples.scene import Placement, frame_with_faces, grid_placements
+from tests.helpers.faces import require_faces
 
 FULL_RANGE = Path(__file__).resolve().parents[1] / "models" / "face_detection_full_range_sparse.tflite"
 TILING = TilingOptions(tile_size=320, overlap=96)
