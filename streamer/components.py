@@ -35,9 +35,15 @@ def build_components(config: Config) -> Components:
         make_detector=functools.partial(_make_detector, config),
         make_tracker=functools.partial(FaceTracker, **config.tracking.model_dump()),
         restorer=restorer,
-        crop_faces=functools.partial(prepare_crops, spec=restorer.spec) if restorer else None,
+        crop_faces=_crop_faces(config, restorer),
         compose=_compositor(config),
     )
+
+
+def _crop_faces(config: Config, restorer: TorchScriptRestorer | None):
+    if restorer is None:
+        return None
+    return functools.partial(prepare_crops, spec=restorer.spec, max_face_px=config.restoration.max_face_px)
 
 
 def pipeline_settings(config: Config, limits: CaptureLimits) -> PipelineSettings:

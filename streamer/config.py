@@ -91,6 +91,9 @@ class RestorationConfig(_Section):
     fp16: bool = False  # CUDA only
     bf16: bool = False  # CPU autocast, where the CPU supports it
     threads: int = Field(0, ge=0, le=256)  # 0: torch chooses
+    # Faces larger than this keep their own pixels: the shipped model outputs a face ~43 px wide
+    # (64 / 1.5), so restoring a larger one would blur it. 0: restore every face.
+    max_face_px: int = Field(48, ge=0, le=4096)
 
     def model_path(self) -> Path:
         return resolve_repo_path(self.model)

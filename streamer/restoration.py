@@ -207,10 +207,17 @@ def _read_model(path: Path, device: torch.device) -> tuple[torch.jit.ScriptModul
     return module.eval(), spec
 
 
-def prepare_crops(image: np.ndarray, faces: Sequence[Face], spec: RestorerSpec) -> list[Face]:
-    """The faces with `crop_box` (the square the model sees) and `crop` (its S x S pixels) set."""
+def prepare_crops(image: np.ndarray, faces: Sequence[Face], spec: RestorerSpec, max_face_px: float = 0) -> list[Face]:
+    """The faces with `crop_box` (the square the model sees) and `crop` (its S x S pixels) set.
+
+    A face wider or taller than `max_face_px` (when > 0) is returned without a crop, so it keeps
+    its own pixels: the model's output holds a face only S / crop_scale pixels wide, and pasting
+    it over a larger face would blur it."""
     prepared = []
     for face in faces:
+        if max_face_px > 0 and max(face.box.w, face.box.h) > max_face_px:
+            prepared.append(face)
+            continue
         crop_box = square_crop_box(face.box, spec.crop_scale)
         crop = extract_crop(image, crop_box, spec.input_size)
         prepared.append(dataclasses.replace(face, crop_box=crop_box, crop=crop))

@@ -117,3 +117,11 @@ def test_cuda_restores_like_cpu(models):
     on_cpu = TorchScriptRestorer.load(models["brighten"], device="cpu").restore(crops)
     on_gpu = TorchScriptRestorer.load(models["brighten"], device="cuda", fp16=True, max_batch=8).restore(crops)
     assert np.abs(on_gpu.astype(int) - on_cpu.astype(int)).max() <= 1
+
+
+def test_faces_larger_than_max_face_px_keep_their_own_pixels():
+    image = np.zeros((200, 200, 3), np.uint8)
+    small, large = Face(Box(10, 10, 30, 30), 0.9, track_id=1), Face(Box(80, 80, 90, 90), 0.9, track_id=2)
+    prepared = prepare_crops(image, [small, large], make_spec(), max_face_px=48)
+    assert prepared[0].crop is not None
+    assert prepared[1] == large  # no crop: the restorer skips it and compositing leaves it alone
