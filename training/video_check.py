@@ -8,8 +8,10 @@ camera and its encoder would: optical blur, downscaling (to 640 x 360 by default
 (training/degrade.py's noise model), then H.264 at a high CRF with P-frames (a real stream,
 encoded with PyAV). The pipeline's detector and tracker (configs/default.yaml: detection every
 N frames, tracking in between) find the faces in the *degraded* video; each face is cropped from
-the degraded frame by the model contract, restored, and compared with the same square cut from
-the original frame (its coordinates scaled up; `resize_square` to S, as training's truth).
+the degraded frame by the pipeline's `prepare_crops`, restored (a face larger than
+restoration.max_face_px keeps its pixels, as in the pipeline: "ours" is then the crop itself), and
+compared with the same square cut from the original frame (its coordinates scaled up;
+`resize_square` to S, as training's truth).
 
 Reported, on each face's face region (`metrics.face_region_in_crop`):
 - PSNR and SSIM of bicubic (the crop itself) and of our model against the truth;
@@ -34,10 +36,10 @@ import numpy as np
 
 from streamer.components import build_components
 from streamer.config import ConfigError, load_config
-from streamer.model_contract import ContractError, extract_crop, square_crop_box
+from streamer.model_contract import ContractError, RestorerSpec, extract_crop, square_crop_box
 from streamer.restoration import ModelLoadError, TorchScriptRestorer
 from streamer.sources import SourceError, open_source
-from streamer.values import Box
+from streamer.values import Box, Face
 from training import degrade, metrics
 from training.evaluate import PresetRun, comparison_grid, save_png
 
@@ -81,6 +83,7 @@ class FaceSample:
     crop: np.ndarray
     truth: np.ndarray
     region: metrics.Region
+    restored: bool  # False: the pipeline leaves this face's pixels alone (restoration.max_face_px)
 
 
 # --- degrading the video -----------------------------------------------------------------------
@@ -136,7 +139,7 @@ def scaled_box(box: Box, factor: float) -> Box:
 
 def collect_faces(original: Path, degraded: Path, config_path: Path,
                   model: Path | None) -> tuple[list[FaceSample], TorchScriptRestorer]:
-    """Detect and track faces in the degraded video as the pipeline does; pair each crop with its truth.
+    """Detect, track and crop faces in the degraded video as the pipeline does; pair each crop with its truth.
 
     Returns the samples and the pipeline's restorer."""
     overrides = {"restoration.device": ("cpu", "--device")}
@@ -151,15 +154,33 @@ def collect_faces(original: Path, degraded: Path, config_path: Path,
         for index, (truth_frame, frame) in enumerate(zip(read_frames(original), read_frames(degraded), strict=True)):
             factor = truth_frame.shape[0] / frame.shape[0]
             detections = detector.detect(frame) if index % every_n == 0 else None
-            for face in tracker.update(index, detections):
-                crop_box = square_crop_box(face.box, spec.crop_scale)
-                samples.append(FaceSample(
-                    track_id=face.track_id, frame_index=index, face_px=max(face.box.w, face.box.h),
-                    crop=extract_crop(frame, crop_box, spec.input_size),
-                    truth=extract_crop(truth_frame, scaled_box(crop_box, factor), spec.input_size),
-                    region=metrics.face_region_in_crop(face.box, crop_box, spec.input_size),
-                ))
+            for face in components.crop_faces(frame, tracker.update(index, detections)):
+                samples.append(_sample(face, index, frame, truth_frame, factor, spec))
     return samples, components.restorer
+
+
+def _sample(face: Face, index: int, frame: np.ndarray, truth_frame: np.ndarray, factor: float,
+            spec: RestorerSpec) -> FaceSample:
+    """A face as the pipeline cropped it; a face it leaves alone (too large) is cropped the same way,
+    to be scored, and marked as not restored."""
+    crop_box = face.crop_box or square_crop_box(face.box, spec.crop_scale)
+    return FaceSample(
+        track_id=face.track_id, frame_index=index, face_px=max(face.box.w, face.box.h),
+        crop=face.crop if face.crop is not None else extract_crop(frame, crop_box, spec.input_size),
+        truth=extract_crop(truth_frame, scaled_box(crop_box, factor), spec.input_size),
+        region=metrics.face_region_in_crop(face.box, crop_box, spec.input_size),
+        restored=face.crop is not None,
+    )
+
+
+def restore_as_the_pipeline(samples: list[FaceSample], restorer: TorchScriptRestorer) -> np.ndarray:
+    """Our output per sample: the model's for the faces the pipeline restores, the crop itself for the others."""
+    crops = np.stack([s.crop for s in samples])
+    chosen = [i for i, s in enumerate(samples) if s.restored]
+    outputs = crops.copy()
+    if chosen:
+        outputs[chosen] = restorer.restore(crops[chosen])
+    return outputs
 
 
 # --- scores ------------------------------------------------------------------------------------
@@ -227,7 +248,8 @@ def summarise(samples: list[FaceSample], outputs: dict[str, np.ndarray]) -> dict
 def format_tables(report: dict) -> str:
     totals = report["totals"]
     lines = [
-        f"{report['faces']} face crops in {report['tracks']} tracks; "
+        f"{report['faces']} face crops in {report['tracks']} tracks ({report['restored_faces']} restored, the "
+        "others larger than restoration.max_face_px); "
         f"degraded video {report['degraded']['bitrate_kbps']} kbit/s",
         f"{'method':<9} {'PSNR dB':>8} {'SSIM':>7} {'change':>7} {'temporal err':>12}",
     ]
@@ -279,9 +301,9 @@ def run(video: Path, settings: CctvSettings, config: Path, model: Path | None, o
     samples, restorer = collect_faces(video, degraded, config, model)
     if not samples:
         raise SourceError(f"{degraded}: the detector found no faces in the degraded video")
-    crops = np.stack([s.crop for s in samples])
-    outputs = {"bicubic": crops, "ours": restorer.restore(crops)}
+    outputs = {"bicubic": np.stack([s.crop for s in samples]), "ours": restore_as_the_pipeline(samples, restorer)}
     report = summarise(samples, outputs)
+    report["restored_faces"] = sum(s.restored for s in samples)
     save_png(track_grid(samples, outputs), out_dir / "grid.png")
     report["degraded"] = {"file": str(degraded), "bitrate_kbps": round(bitrate / 1000), **vars(settings)}
     report["video"] = str(video)

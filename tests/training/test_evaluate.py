@@ -186,7 +186,7 @@ def test_a_model_without_its_contract_is_rejected(tmp_path, capsys):
 
 
 def _sample(track_id: int, frame_index: int, truth: np.ndarray) -> video_check.FaceSample:
-    return video_check.FaceSample(track_id, frame_index, 30.0, truth, truth, (0, 0, 64, 64))
+    return video_check.FaceSample(track_id, frame_index, 30.0, truth, truth, (0, 0, 64, 64), restored=True)
 
 
 def test_temporal_error_is_zero_for_the_truth_and_the_truths_change_for_a_frozen_face():
