@@ -15,6 +15,7 @@ from tests.helpers.models import save_model
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FACE_CLIP_FRAMES = 24
 FACE_CLIP_SIZE = (320, 240)
+FACE_PX = 36
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,8 @@ class CliResult:
 
 @pytest.fixture(scope="session")
 def face_clip(tmp_path_factory) -> FaceClip:
-    """An H.264 + AAC clip with two CelebA faces (64 px wide) drifting over a moving scene."""
-    frames, boxes = make_face_frames(FACE_CLIP_FRAMES, FACE_CLIP_SIZE, face_px=64, faces=2, seed=3)
+    """An H.264 + AAC clip with two CelebA faces (FACE_PX wide: CCTV-sized, under restoration.max_face_px) drifting over a moving scene."""
+    frames, boxes = make_face_frames(FACE_CLIP_FRAMES, FACE_CLIP_SIZE, face_px=FACE_PX, faces=2, seed=3)
     path = write_clip(tmp_path_factory.mktemp("media") / "faces.mp4", frames, fps=25, audio=True)
     return FaceClip(path, boxes)
 

@@ -20,7 +20,7 @@ from streamer.components import build_components, pipeline_settings
 from streamer.config import Config, load_config
 from streamer.pipeline import Job, Pipeline
 from streamer.workers import CaptureLimits
-from tests.conftest import REPO_ROOT
+from tests.conftest import FACE_PX, REPO_ROOT
 from tests.helpers.media import make_face_frames, make_frames, read_frames, write_clip
 from tests.helpers.rtsp_server import RtspTestServer, require_gstreamer
 
@@ -148,7 +148,7 @@ def test_cli_records_a_live_camera_until_max_frames(run_cli, tmp_path, rtsp_serv
 def write_jpeg_frames(folder: Path, count: int, seed: int) -> Path:
     """Frames with two moving faces, as the JPEG sequence the RTSP test server loops."""
     folder.mkdir()
-    frames, _ = make_face_frames(count, (320, 240), face_px=64, faces=2, seed=seed)
+    frames, _ = make_face_frames(count, (320, 240), face_px=FACE_PX, faces=2, seed=seed)
     for index, image in enumerate(frames):
         cv2.imwrite(str(folder / f"{index:05d}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     return folder
