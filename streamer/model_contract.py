@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 import cv2
 import numpy as np
+import torch
 
 from streamer.values import Box
 
@@ -108,11 +109,11 @@ def extract_crop(image: np.ndarray, square: Box, size: int) -> np.ndarray:
     return resize_square(cut_square(image, square), size)
 
 
-def crops_to_tensor_layout(crops: np.ndarray) -> np.ndarray:
-    """N x S x S x 3 uint8 -> N x 3 x S x S float32 in [0, 1]."""
-    return np.ascontiguousarray(crops.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+def crops_to_batch(pixels: torch.Tensor) -> torch.Tensor:
+    """N x S x S x 3 uint8 crops -> the model's N x 3 x S x S float32 input in [0, 1]."""
+    return pixels.permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def tensor_layout_to_crops(batch: np.ndarray) -> np.ndarray:
-    """N x 3 x S x S float in [0, 1] -> N x S x S x 3 uint8 (rounded, clipped)."""
-    return np.ascontiguousarray((np.clip(batch, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(0, 2, 3, 1))
+def batch_to_crops(batch: torch.Tensor) -> torch.Tensor:
+    """The model's N x 3 x S x S output -> N x S x S x 3 uint8 crops (clipped, rounded half up)."""
+    return (batch.float().clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous()

@@ -16,7 +16,15 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from streamer.model_contract import SPEC_FILE_NAME, ContractError, RestorerSpec, extract_crop, square_crop_box
+from streamer.model_contract import (
+    SPEC_FILE_NAME,
+    ContractError,
+    RestorerSpec,
+    batch_to_crops,
+    crops_to_batch,
+    extract_crop,
+    square_crop_box,
+)
 from streamer.values import Face
 
 logger = logging.getLogger(__name__)
@@ -146,7 +154,7 @@ class TorchScriptRestorer:
             if self.device.type == "cuda":
                 return self._restore_on_cuda(crops)
             pixels = torch.from_numpy(np.ascontiguousarray(crops))
-            return _to_uint8_nhwc(self._forward(_to_float_nchw(pixels))).numpy()
+            return batch_to_crops(self._forward(crops_to_batch(pixels))).numpy()
 
     def _restore_on_cuda(self, crops: np.ndarray) -> np.ndarray:
         """uint8 crops go up (4x smaller than float) from pinned memory, asynchronously; the
@@ -155,7 +163,7 @@ class TorchScriptRestorer:
         pinned_in, pinned_out = self._pinned_buffers()
         pinned_in[:count].numpy()[...] = crops
         pixels = pinned_in[:count].to(self.device, non_blocking=True)
-        pinned_out[:count].copy_(_to_uint8_nhwc(self._forward(_to_float_nchw(pixels))), non_blocking=True)
+        pinned_out[:count].copy_(batch_to_crops(self._forward(crops_to_batch(pixels))), non_blocking=True)
         torch.cuda.current_stream(self.device).synchronize()
         return pinned_out[:count].numpy().copy()
 
@@ -177,16 +185,6 @@ class TorchScriptRestorer:
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     return self._module(batch).float()
             return self._module(batch)
-
-
-def _to_float_nchw(pixels: torch.Tensor) -> torch.Tensor:
-    """N x S x S x 3 uint8 -> N x 3 x S x S float32 in [0, 1]; model_contract.crops_to_tensor_layout in torch."""
-    return pixels.permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def _to_uint8_nhwc(batch: torch.Tensor) -> torch.Tensor:
-    """model_contract.tensor_layout_to_crops in torch: clip, scale, round half up."""
-    return (batch.float().clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 def _read_model(path: Path, device: torch.device) -> tuple[torch.jit.ScriptModule, RestorerSpec]:

@@ -1,15 +1,16 @@
 """The crop geometry and metadata that training and the pipeline share."""
 import numpy as np
 import pytest
+import torch
 
 from streamer.model_contract import (
     ContractError,
     RestorerSpec,
-    crops_to_tensor_layout,
+    batch_to_crops,
+    crops_to_batch,
     cut_square,
     extract_crop,
     square_crop_box,
-    tensor_layout_to_crops,
 )
 from streamer.values import Box
 
@@ -42,10 +43,10 @@ def test_extract_crop_gives_the_model_size():
 
 
 def test_tensor_layout_round_trips_uint8_crops():
-    crops = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
-    batch = crops_to_tensor_layout(crops)
-    assert batch.shape == (3, 3, 8, 8) and batch.dtype == np.float32 and batch.max() <= 1.0
-    assert np.array_equal(tensor_layout_to_crops(batch), crops)
+    crops = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8))
+    batch = crops_to_batch(crops)
+    assert batch.shape == (3, 3, 8, 8) and batch.dtype == torch.float32 and float(batch.max()) <= 1.0
+    assert torch.equal(batch_to_crops(batch), crops)
 
 
 def test_spec_metadata_round_trips():

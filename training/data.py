@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from streamer.model_contract import cut_square, resize_square, square_crop_box
+from streamer.model_contract import crops_to_batch, cut_square, resize_square, square_crop_box
 from streamer.values import Box
 from training import degrade
 
@@ -249,8 +249,8 @@ def load_shards(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """N x S x S x 3 uint8 -> N x 3 x S x S float32 in [0, 1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+    """N x S x S x 3 uint8 -> the model's N x 3 x S x S float32 input (the contract's layout)."""
+    return crops_to_batch(torch.from_numpy(images))
 
 
 class PairBatches:
