@@ -150,8 +150,9 @@ class Pipeline:
                                sinks[job.source_id])
             for job, detector in zip(self.jobs, detectors)
         ]
+        live = frozenset(source_id for source_id, source in sources.items() if source.info.is_live)
         restore = RestoreWorker(restore_inbox, write_inboxes, self.halt, self.components.restorer,
-                                self.settings.batching, (self.stats.restorer, self.stats.sources))
+                                self.settings.batching, (self.stats.restorer, self.stats.sources), live)
         self._spawn("restore", restore.run)
         return writers
 

@@ -202,7 +202,11 @@ class Batching:
 
 class RestoreWorker:
     """One thread for all sources: batches crops from every camera, up to `batch_size` crops or
-    `max_latency_s`, runs the restorer once per batch, and routes each packet back to its source."""
+    `max_latency_s`, runs the restorer once per batch, and routes each packet back to its source.
+
+    A file's writer that falls behind holds the restorer back (no frame is lost); a live camera's
+    writer never does: when its queue is full its oldest frame is dropped and counted, so one
+    stuck output (a push server that stopped reading) cannot stall the other cameras."""
 
     def __init__(
         self,
@@ -212,9 +216,11 @@ class RestoreWorker:
         restorer: Restorer | None,
         batching: Batching,
         stats: tuple[RestorerStats, dict[str, SourceStats]],
+        live_sources: frozenset[str] = frozenset(),
     ) -> None:
         self.inbox, self.outboxes, self.halt, self.restorer, self.batching = inbox, outboxes, halt, restorer, batching
         self.stats, self.source_stats = stats
+        self.live_sources = live_sources
 
     def run(self) -> None:
         open_sources = set(self.outboxes)
@@ -222,9 +228,16 @@ class RestoreWorker:
             items = self._restore(self._collect())
             for item in items:
                 source_id = item.source_id if isinstance(item, EndOfStream) else item.frame.source_id
-                put(self.outboxes[source_id], item, self.halt)
+                self._hand_over(source_id, item)
                 if isinstance(item, EndOfStream):
                     open_sources.discard(source_id)
+
+    def _hand_over(self, source_id: str, item: Any) -> None:
+        # Dropping the oldest never drops an EndOfStream: it is the last item a source sends.
+        if source_id in self.live_sources:
+            self.source_stats[source_id].drops += put_dropping(self.outboxes[source_id], item, "oldest")
+        else:
+            put(self.outboxes[source_id], item, self.halt)
 
     def _collect(self) -> list:
         """The next items, in arrival order: at least one; more while the batch has room and time."""

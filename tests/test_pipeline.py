@@ -279,6 +279,36 @@ def test_several_sources_share_one_restorer_and_their_crops_batch_together():
     assert sum(len(batch) for batch in batches) == stats.restorer.faces == 45
 
 
+class BlockingSink(FakeSink):
+    """An output that stopped accepting frames (a push server that stopped reading) until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def write(self, frame: Frame) -> None:
+        self.release.wait()
+        super().write(frame)
+
+
+def test_a_stuck_live_output_drops_its_own_frames_and_does_not_stall_the_other_camera():
+    harness = Harness([FakeSource(name, 150, live=True, delay_s=0.002) for name in ("stuck", "ok")])
+    stuck = harness.sinks["stuck"] = BlockingSink()
+    pipeline = harness.pipeline(queue_size=2, live_queue_size=2, limits=CaptureLimits(max_frames=150))
+    thread = threading.Thread(target=pipeline.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15.0
+    while not harness.sinks["ok"].closed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ok_finished_while_stuck = harness.sinks["ok"].closed
+    stuck.release.set()
+    thread.join(15.0)
+    assert ok_finished_while_stuck and not thread.is_alive()
+    ok, blocked = pipeline.stats.sources["ok"], pipeline.stats.sources["stuck"]
+    assert ok.frames_out + ok.drops == 150 and ok.frames_out > 0
+    assert blocked.drops > 0 and blocked.frames_out + blocked.drops == 150 == blocked.frames_in
+
+
 class OffsetSource(FakeSource):
     def __init__(self, source_id: str, count: int, offset: int) -> None:
         super().__init__(source_id, count)
