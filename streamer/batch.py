@@ -115,6 +115,10 @@ def plan_jobs(arguments: list[str], output: str, container: str, overwrite: bool
     inputs = expand_inputs(arguments)
     if not inputs:
         raise UsageError("no inputs: name a file, folder, glob or URL (or source.inputs in the config)")
+    if len(inputs) == 1 and not is_live_url(inputs[0]) and not Path(inputs[0]).exists():
+        # The run's only input: say so now, not after seconds of loading models. In a batch a
+        # missing file is one failed job, reported when it is opened, and the others still run.
+        raise UsageError(f"{inputs[0]}: no such file")
     if push_format(output) is not None:
         if len(inputs) > 1:
             raise UsageError(f"{mask_credentials(output)}: a stream URL output takes exactly one input")

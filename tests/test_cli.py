@@ -129,7 +129,12 @@ def test_a_glob_names_outputs_after_inputs_and_stats_json_has_every_file(run_cli
         (["rtsp://cam-a/1"], "rtmp://server/live/key", ["rtmp://server/live/key"]),
     ],
 )
-def test_outputs_are_named_after_their_inputs(arguments, output, expected):
+def test_outputs_are_named_after_their_inputs(arguments, output, expected, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for argument in arguments:
+        if "://" not in argument:
+            Path(argument).parent.mkdir(parents=True, exist_ok=True)
+            Path(argument).touch()
     jobs = plan_jobs(arguments, output, container="mkv", overwrite=False)
     assert [job.output for job in jobs] == expected
     assert all("u:p@" not in job.label for job in jobs)
@@ -138,6 +143,15 @@ def test_outputs_are_named_after_their_inputs(arguments, output, expected):
 def test_a_stream_url_output_takes_one_input():
     with pytest.raises(UsageError, match="takes exactly one input"):
         plan_jobs(["a.mp4", "b.mp4"], "rtsp://server/live", container="mp4", overwrite=False)
+
+
+def test_a_missing_only_input_fails_at_planning_but_a_missing_batch_file_is_left_to_its_job(tmp_path):
+    present = write(tmp_path / "present.mp4", b"")
+    with pytest.raises(UsageError, match="nope.mp4: no such file"):
+        plan_jobs([str(tmp_path / "nope.mp4")], str(tmp_path / "out.mp4"), container="mp4", overwrite=False)
+    jobs = plan_jobs([str(present), str(tmp_path / "nope.mp4")], str(tmp_path / "out"), container="mp4",
+                     overwrite=False)
+    assert [Path(job.input).name for job in jobs] == ["present.mp4", "nope.mp4"]
 
 
 class RecordingPipeline:
