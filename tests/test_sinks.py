@@ -14,6 +14,7 @@ from streamer.sources import open_source
 from streamer.urls import mask_credentials
 from streamer.values import Frame, StreamInfo
 from tests.helpers.media import make_frames, psnr, read_frames, write_clip
+from tests.helpers.rtmp_server import RtmpTestServer
 from tests.helpers.rtsp_server import free_port
 
 FPS = 25
@@ -191,3 +192,18 @@ def test_push_to_a_server_that_is_not_there_is_a_masked_sink_error():
         with open_sink(target, silent_info(64, 48)) as sink:
             sink.write(frame)
     assert "secret" not in str(raised.value) and "rtsp://user:***@127.0.0.1" in str(raised.value)
+
+
+def test_push_sink_delivers_every_frame_to_an_rtmp_server(tmp_path):
+    images = make_frames(40, 160, 120, noise=0)
+    server = RtmpTestServer(tmp_path / "received.npy")
+    try:
+        info = StreamInfo("cam", 160, 120, Fraction(25), Fraction(1, 25), is_live=True)  # live: not paced
+        with open_sink(server.push_url, info, SinkOptions()) as sink:
+            for index, image in enumerate(images):
+                sink.write(Frame("cam", index, index, Fraction(1, 25), image))
+        received = server.frames()
+    finally:
+        server.stop()
+    assert len(received) == len(images)
+    assert min(psnr(got, want) for got, want in zip(received, images)) > 30
