@@ -219,7 +219,7 @@ def training_shards(records: list[FaceRecord], variants: int, size: int, crop_sc
     """Cache `variants` augmented+degraded copies of every training record; return the shard paths.
 
     Each variant shuffles the records anew, so a shard mixes identities and CRFs."""
-    directory = cache_dir / f"train_s{size}_c{crop_scale}_n{len(records)}_seed{seed}"
+    directory = cache_dir / f"train_s{size}_c{crop_scale}_n{len(records)}_seed{seed}_d{degrade.fingerprint()}"
     jobs = []
     for variant in range(variants):
         order = np.random.default_rng(_seed_for(seed, "order", variant)).permutation(len(records))
@@ -233,7 +233,7 @@ def training_shards(records: list[FaceRecord], variants: int, size: int, crop_sc
 def validation_pairs(records: list[FaceRecord], preset: str, size: int, crop_scale: float,
                      cache_dir: Path = DEFAULT_CACHE_DIR, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(inputs, targets) for the validation records under one evaluation preset (cached, deterministic)."""
-    path = cache_dir / f"val_{preset}_s{size}_c{crop_scale}_n{len(records)}_seed{seed}.npz"
+    path = cache_dir / f"val_{preset}_s{size}_c{crop_scale}_n{len(records)}_seed{seed}_d{degrade.fingerprint()}.npz"
     _run_jobs([ShardJob(tuple(records), path, _seed_for(seed, "val", preset), size, crop_scale, preset)], 1)
     return load_shards([path])
 

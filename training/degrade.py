@@ -20,7 +20,9 @@ presets for training, including `wide`, which spans all of them.
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import math
 from dataclasses import asdict, dataclass
 
@@ -47,8 +49,11 @@ class Severity:
     face_px: width of the face box after downscaling, in pixels of the (simulated) frame.
     blur_sigma: Gaussian defocus sigma in low-resolution pixels.
     motion_px: length of a straight motion-blur streak in low-resolution pixels (any angle).
-    exposure: fraction of normal light reaching the sensor (1 = daylight).
-    auto_gain: how much of the missing light the camera's gain gives back (0 = none, 1 = all).
+    exposure: light reaching the sensor relative to what renders the face right (1 = a well-exposed
+        face; < 1 a dark or backlit face; > 1 a face the camera over-exposes, e.g. a lit face against
+        a dark scene). Daylight ranges straddle 1 so that a model cannot learn "always brighten":
+        trained on one-sided (<= 1) ranges it brightened correctly exposed video faces by 4-6 levels.
+    auto_gain: how much of the exposure error the camera's gain takes back (0 = none, 1 = all).
     color_cast: maximum relative change of the red/blue gains (white-balance error).
     shot_noise: Poisson noise strength, as the std in 8-bit levels at mid-grey and full gain.
     read_noise: Gaussian noise std in 8-bit levels.
@@ -74,19 +79,19 @@ class Severity:
 PRESETS: dict[str, Severity] = {
     # A well-lit face close to the camera, a good encoder.
     "mild": Severity(
-        face_px=(40, 56), blur_sigma=(0.3, 0.6), motion_px=(0, 1), exposure=(0.8, 1.0), auto_gain=(0.8, 1.0),
+        face_px=(40, 56), blur_sigma=(0.3, 0.6), motion_px=(0, 1), exposure=(0.8, 1.25), auto_gain=(0.8, 1.0),
         color_cast=0.03, shot_noise=(1, 2), read_noise=(1, 2), luma_noise_share=(0.3, 0.7), crf=(23, 27),
         jpeg_probability=0.0, jpeg_quality=(90, 95),
     ),
     # A typical CCTV face: ~20-28 px wide, slightly soft, visibly noisy, CRF ~32.
     "moderate": Severity(
-        face_px=(20, 28), blur_sigma=(0.5, 1.0), motion_px=(0, 2), exposure=(0.6, 1.0), auto_gain=(0.7, 1.0),
+        face_px=(20, 28), blur_sigma=(0.5, 1.0), motion_px=(0, 2), exposure=(0.6, 1.6), auto_gain=(0.7, 1.0),
         color_cast=0.06, shot_noise=(2, 4), read_noise=(2, 4), luma_noise_share=(0.3, 0.7), crf=(30, 34),
         jpeg_probability=0.2, jpeg_quality=(70, 90),
     ),
     # A distant face: 12-18 px, blurred, noisy, starved of bits.
     "severe": Severity(
-        face_px=(12, 18), blur_sigma=(0.7, 1.4), motion_px=(0, 3), exposure=(0.5, 1.0), auto_gain=(0.6, 1.0),
+        face_px=(12, 18), blur_sigma=(0.7, 1.4), motion_px=(0, 3), exposure=(0.5, 1.8), auto_gain=(0.6, 1.0),
         color_cast=0.08, shot_noise=(3, 6), read_noise=(3, 6), luma_noise_share=(0.3, 0.7), crf=(36, 40),
         jpeg_probability=0.3, jpeg_quality=(50, 80),
     ),
@@ -98,7 +103,7 @@ PRESETS: dict[str, Severity] = {
     ),
     # Training only: spans all presets (and a bit beyond) so the model sees every in-between case.
     "wide": Severity(
-        face_px=(12, 64), blur_sigma=(0.2, 1.6), motion_px=(0, 4), exposure=(0.08, 1.0), auto_gain=(0.3, 1.0),
+        face_px=(12, 64), blur_sigma=(0.2, 1.6), motion_px=(0, 4), exposure=(0.08, 1.8), auto_gain=(0.3, 1.0),
         color_cast=0.15, shot_noise=(0, 8), read_noise=(0, 6), luma_noise_share=(0.0, 1.0), crf=(20, 42),
         jpeg_probability=0.25, jpeg_quality=(40, 95),
     ),
@@ -161,6 +166,13 @@ def describe_presets() -> dict:
         "training_mix": dict(TRAINING_MIX),
         "codec": f"H.264 libx264 preset={X264_PRESET}, intra, yuv420p, crops tiled on 16-px macroblocks",
     }
+
+
+def fingerprint() -> str:
+    """A short hash of the presets, the mix and the codec settings: cached pairs are named with it,
+    so editing a preset never trains or evaluates on pairs made by the old one."""
+    text = json.dumps(describe_presets(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 # --- stage 1: optics ---------------------------------------------------------------------------

@@ -82,6 +82,25 @@ def test_low_light_lowers_mean_luma(squares):
     assert luma(dark) < 0.7 * luma(bright)
 
 
+def test_over_exposure_raises_mean_luma_and_daylight_presets_err_both_ways(squares):
+    rng = np.random.default_rng(0)
+    normal = degrade.sensor_image(squares[0], params_with(), CROP_SCALE, rng)
+    bright = degrade.sensor_image(squares[0], params_with(exposure=1.6, auto_gain=0.7), CROP_SCALE, rng)
+    assert luma(bright) > 1.03 * luma(normal)
+    # A model trained only on faces rendered darker than the truth learns to brighten every face.
+    for preset in ("mild", "moderate", "severe"):
+        low, high = degrade.PRESETS[preset].exposure
+        assert low < 1.0 < high
+
+
+def test_editing_a_preset_changes_the_cache_fingerprint(monkeypatch):
+    before = degrade.fingerprint()
+    assert before == degrade.fingerprint()
+    edited = dict(degrade.PRESETS, moderate=degrade.Severity(**{**degrade.PRESETS["moderate"].__dict__, "crf": (40, 44)}))
+    monkeypatch.setattr(degrade, "PRESETS", edited)
+    assert degrade.fingerprint() != before
+
+
 def high_frequency_energy(image: np.ndarray) -> float:
     grey = image.astype(np.float64).mean(axis=2)
     spectrum = np.abs(np.fft.fftshift(np.fft.fft2(grey - grey.mean())))
