@@ -15,7 +15,7 @@ import hashlib
 import logging
 import math
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -219,7 +219,8 @@ def training_shards(records: list[FaceRecord], variants: int, size: int, crop_sc
     """Cache `variants` augmented+degraded copies of every training record; return the shard paths.
 
     Each variant shuffles the records anew, so a shard mixes identities and CRFs."""
-    directory = cache_dir / f"train_s{size}_c{crop_scale}_n{len(records)}_seed{seed}_d{degrade.fingerprint()}"
+    tag = degrade.fingerprint(asdict(Augment()))
+    directory = cache_dir / f"train_s{size}_c{crop_scale}_n{len(records)}_seed{seed}_d{tag}"
     jobs = []
     for variant in range(variants):
         order = np.random.default_rng(_seed_for(seed, "order", variant)).permutation(len(records))

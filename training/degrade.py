@@ -168,10 +168,11 @@ def describe_presets() -> dict:
     }
 
 
-def fingerprint() -> str:
-    """A short hash of the presets, the mix and the codec settings: cached pairs are named with it,
-    so editing a preset never trains or evaluates on pairs made by the old one."""
-    text = json.dumps(describe_presets(), sort_keys=True)
+def fingerprint(*other_settings: dict) -> str:
+    """A short hash of the presets, the mix and the codec settings, and of `other_settings` (e.g.
+    training's augmentation): cached pairs are named with it, so editing a preset never trains or
+    evaluates on pairs made by the old one."""
+    text = json.dumps([describe_presets(), *other_settings], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 

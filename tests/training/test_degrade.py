@@ -93,12 +93,13 @@ def test_over_exposure_raises_mean_luma_and_daylight_presets_err_both_ways(squar
         assert low < 1.0 < high
 
 
-def test_editing_a_preset_changes_the_cache_fingerprint(monkeypatch):
+def test_editing_a_preset_or_the_augmentation_changes_the_cache_fingerprint(monkeypatch):
     before = degrade.fingerprint()
     assert before == degrade.fingerprint()
     edited = dict(degrade.PRESETS, moderate=degrade.Severity(**{**degrade.PRESETS["moderate"].__dict__, "crf": (40, 44)}))
     monkeypatch.setattr(degrade, "PRESETS", edited)
     assert degrade.fingerprint() != before
+    assert degrade.fingerprint({"max_shift": 0.04}) != degrade.fingerprint({"max_shift": 0.08})
 
 
 def high_frequency_energy(image: np.ndarray) -> float:
