@@ -44,6 +44,11 @@ class Box:
     def area(self) -> float:
         return self.w * self.h
 
+    def overlaps_frame(self, width: int, height: int) -> bool:
+        """False for a box wholly outside a width x height frame (a face the tracker carried out of
+        the picture): it has no pixels to restore."""
+        return self.x + self.w >= 1 and self.y + self.h >= 1 and self.x <= width - 1 and self.y <= height - 1
+
     def iou(self, other: Box) -> float:
         ix = max(0.0, min(self.x + self.w, other.x + other.w) - max(self.x, other.x))
         iy = max(0.0, min(self.y + self.h, other.y + other.h) - max(self.y, other.y))

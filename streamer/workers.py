@@ -188,7 +188,9 @@ class DetectWorker:
     def _process(self, frame: Frame, detect: bool) -> FramePacket:
         # Count frames processed, not frame.index: a live source's drops leave gaps in the index.
         detections = self.detector.detect(frame.image) if detect else None
-        faces = [face for face in self.tracker.update(frame.index, detections) if _visible(face, frame.image)]
+        height, width = frame.image.shape[:2]
+        tracked = self.tracker.update(frame.index, detections)
+        faces = [face for face in tracked if face.box.overlaps_frame(width, height)]
         if self.crop_faces is not None and faces:
             faces = self.crop_faces(frame.image, faces)
         return FramePacket(frame, tuple(faces))
@@ -311,13 +313,6 @@ def _timed(frames: Iterable[Frame], clock: StageClock) -> Iterator[Frame]:
         if frame is None:
             return
         yield frame
-
-
-def _visible(face: Face, image: np.ndarray) -> bool:
-    """False for a face the tracker carried out of the picture: it has no pixels to restore."""
-    height, width = image.shape[:2]
-    box = face.box
-    return box.x + box.w >= 1 and box.y + box.h >= 1 and box.x <= width - 1 and box.y <= height - 1
 
 
 def _faces_to_restore(item: Any) -> list[Face]:

@@ -154,7 +154,9 @@ def collect_faces(original: Path, degraded: Path, config_path: Path,
         for index, (truth_frame, frame) in enumerate(zip(read_frames(original), read_frames(degraded), strict=True)):
             factor = truth_frame.shape[0] / frame.shape[0]
             detections = detector.detect(frame) if index % every_n == 0 else None
-            for face in components.crop_faces(frame, tracker.update(index, detections)):
+            height, width = frame.shape[:2]
+            tracked = [f for f in tracker.update(index, detections) if f.box.overlaps_frame(width, height)]
+            for face in components.crop_faces(frame, tracked):
                 samples.append(_sample(face, index, frame, truth_frame, factor, spec))
     return samples, components.restorer
 
