@@ -104,6 +104,7 @@ def _sink_options(config: Config) -> SinkOptions:
 
 def _compositor(config: Config):
     settings = config.compositing
-    options = compositing.CompositeOptions(feather=settings.feather, inset_scale=settings.inset_scale)
+    options = compositing.CompositeOptions(feather=settings.feather, inset_scale=settings.inset_scale,
+                                           keep_brightness=settings.keep_brightness)
     return functools.partial(compositing.compose, mode=settings.mode, options=options)
 

@@ -8,10 +8,14 @@ Modes:
   its track id, for an operator watching a live view.
 - `side-by-side`: input | paste result, twice as wide, for review.
 
+In every mode, a face in a well-lit frame first gets back its own brightness (`brightness`:
+the model cannot tell a dark face from a dark picture; the frame can).
+
 `compose` never changes the input array; it returns a new image.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,7 +23,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from streamer.model_contract import resize_square
+from streamer import brightness
+from streamer.model_contract import face_region_in_crop, resize_square
 from streamer.values import Box, Face, check_rgb_image
 
 MODES = ("paste", "overlay", "side-by-side")
@@ -37,6 +42,7 @@ class CompositeOptions:
     feather: float = 0.15  # width of the blend ramp, as a fraction of the crop side
     inset_scale: float = 2.0  # overlay: inset side / crop side
     label: bool = True  # overlay: write the track id on the inset
+    keep_brightness: bool = True  # in a lit frame a face keeps its own brightness (needs each face's crop)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.feather <= 0.5:
@@ -52,6 +58,8 @@ def compose(
     paste and overlay keep the size; side-by-side returns H x 2W."""
     check_rgb_image(image, "compose input")
     restored = [face for face in faces if face.restored is not None and face.crop_box is not None]
+    if options.keep_brightness:
+        restored = _with_kept_brightness(image, restored)
     if mode == "paste":
         return paste_faces(image, restored, options.feather)
     if mode == "overlay":
@@ -59,6 +67,22 @@ def compose(
     if mode == "side-by-side":
         return np.hstack((image, paste_faces(image, restored, options.feather)))
     raise ValueError(f"unknown compositing mode {mode!r}; expected one of {', '.join(MODES)}")
+
+
+def _with_kept_brightness(image: np.ndarray, faces: Sequence[Face]) -> list[Face]:
+    """The faces with their restored crops relit as far as the frame's light says (`brightness`)."""
+    share = brightness.kept_share(brightness.frame_luma(image))
+    if share == 0.0:
+        return list(faces)
+    return [dataclasses.replace(face, restored=_kept_brightness(face, share)) for face in faces]
+
+
+def _kept_brightness(face: Face, share: float) -> np.ndarray:
+    """The face's restored crop with `share` of its input crop's brightness put back."""
+    if face.crop is None:
+        raise ValueError("compose: keep_brightness needs each restored face's input crop (Face.crop)")
+    region = face_region_in_crop(face.box, face.crop_box, face.crop.shape[0])
+    return brightness.keep_face_brightness(face.crop, face.restored, region, share)
 
 
 @lru_cache(maxsize=64)

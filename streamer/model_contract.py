@@ -18,6 +18,8 @@ from streamer.values import Box
 
 SPEC_FILE_NAME = "restorer.json"
 
+Region = tuple[int, int, int, int]  # (x0, y0, x1, y1): a face box in a crop's pixels, slice ends
+
 
 class ContractError(ValueError):
     """A model file or its metadata breaks the restorer contract."""
@@ -72,6 +74,20 @@ def square_crop_box(face: Box, crop_scale: float) -> Box:
     side = max(1, int(round(crop_scale * max(face.w, face.h))))
     cx, cy = face.center
     return Box(float(int(round(cx - side / 2.0))), float(int(round(cy - side / 2.0))), float(side), float(side))
+
+
+def face_region_in_crop(face: Box, crop_box: Box, size: int) -> Region:
+    """The face box in the pixels of an S x S crop cut from `crop_box` (for a square box, the
+    central 1/crop_scale of the crop: the face without the margin of hair and background).
+
+    Rounded to whole pixels and clipped to the crop, so it always holds at least one pixel."""
+    scale = size / crop_box.w
+    x0 = round((face.x - crop_box.x) * scale)
+    y0 = round((face.y - crop_box.y) * scale)
+    x1 = round((face.x + face.w - crop_box.x) * scale)
+    y1 = round((face.y + face.h - crop_box.y) * scale)
+    x0, y0 = min(max(0, x0), size - 1), min(max(0, y0), size - 1)
+    return x0, y0, max(x0 + 1, min(size, x1)), max(y0 + 1, min(size, y1))
 
 
 def resize_square(image: np.ndarray, size: int) -> np.ndarray:

@@ -44,9 +44,10 @@ def face_clip(tmp_path_factory) -> FaceClip:
 
 
 @pytest.fixture(scope="session")
-def brighten_model(tmp_path_factory) -> Path:
-    """A contract-keeping restorer that visibly changes every face (adds 0.2 to each channel)."""
-    return save_model("brighten", tmp_path_factory.mktemp("models") / "brighten.ts")
+def checker_model(tmp_path_factory) -> Path:
+    """A contract-keeping restorer that visibly changes every face, in detail rather than brightness
+    (a checkerboard), so the change survives the compositor's keep_brightness."""
+    return save_model("checker", tmp_path_factory.mktemp("models") / "checker.ts")
 
 
 @pytest.fixture

@@ -75,11 +75,11 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_bad_input_is_one_line_exit_2_and_no_output(run_cli, tmp_path, face_clip, brighten_model, case):
+def test_bad_input_is_one_line_exit_2_and_no_output(run_cli, tmp_path, face_clip, checker_model, case):
     clip = shutil.copy(face_clip.path, tmp_path / "clip.mp4")
     args, expected = bad_input_cases(tmp_path, Path(clip))[case]
     if "--model" not in args:
-        args = [*args, "--model", brighten_model]
+        args = [*args, "--model", checker_model]
     before = set(tmp_path.rglob("*"))
     result = run_cli(*args, "-q")
     assert result.returncode == 2, result.stderr
@@ -91,14 +91,14 @@ def test_bad_input_is_one_line_exit_2_and_no_output(run_cli, tmp_path, face_clip
     assert {p for p in set(tmp_path.rglob("*")) - before if p.is_file()} == set()
 
 
-def test_a_batch_skips_a_bad_file_reports_it_and_exits_1(run_cli, tmp_path, face_clip, brighten_model):
+def test_a_batch_skips_a_bad_file_reports_it_and_exits_1(run_cli, tmp_path, face_clip, checker_model):
     inputs = tmp_path / "recordings"
     inputs.mkdir()
     for name in ("a.mp4", "c.mp4"):
         shutil.copy(face_clip.path, inputs / name)
     write(inputs / "b.mp4", "not a video\n")
     out = tmp_path / "out"
-    result = run_cli(inputs, "-o", out, "--model", brighten_model, "--max-frames", "5", "-q")
+    result = run_cli(inputs, "-o", out, "--model", checker_model, "--max-frames", "5", "-q")
     assert result.returncode == 1, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "c.mp4"]
     assert "3 inputs: 2 done, 1 failed" in result.stderr
@@ -106,11 +106,11 @@ def test_a_batch_skips_a_bad_file_reports_it_and_exits_1(run_cli, tmp_path, face
     assert "Traceback" not in result.stderr
 
 
-def test_a_glob_names_outputs_after_inputs_and_stats_json_has_every_file(run_cli, tmp_path, face_clip, brighten_model):
+def test_a_glob_names_outputs_after_inputs_and_stats_json_has_every_file(run_cli, tmp_path, face_clip, checker_model):
     for name in ("day1.mp4", "day2.mp4"):
         shutil.copy(face_clip.path, tmp_path / name)
     stats = tmp_path / "stats.json"
-    result = run_cli(str(tmp_path / "day*.mp4"), "-o", tmp_path / "out", "--model", brighten_model,
+    result = run_cli(str(tmp_path / "day*.mp4"), "-o", tmp_path / "out", "--model", checker_model,
                      "--max-frames", "3", "--stats-json", stats, "-q")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["day1.mp4", "day2.mp4"]

@@ -19,7 +19,8 @@ def frame(seed: int = 0) -> np.ndarray:
 def restored_face(box: Box, value: int = 230, track_id: int = 1) -> Face:
     crop_box = square_crop_box(box, 2.0)
     restored = np.full((S, S, 3), value, np.uint8)
-    return Face(box, 0.9, track_id=track_id, crop_box=crop_box, restored=restored)
+    # the input crop as bright as the output: keep_brightness leaves these faces as they are
+    return Face(box, 0.9, track_id=track_id, crop_box=crop_box, crop=restored.copy(), restored=restored)
 
 
 def inside_any(faces: list[Face]) -> np.ndarray:

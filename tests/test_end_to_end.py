@@ -33,33 +33,33 @@ def make_config(**dotted) -> Config:
     return load_config(None, {key.replace("__", "."): (value, key) for key, value in dotted.items()})
 
 
-def face_centres_brightened(inputs: list[np.ndarray], outputs: list[np.ndarray], boxes: list) -> float:
-    """The fraction of (frame, face) pairs whose face centre got at least 15 levels brighter."""
-    brighter = []
+def face_centres_changed(inputs: list[np.ndarray], outputs: list[np.ndarray], boxes: list) -> float:
+    """The fraction of (frame, face) pairs whose face centre changed by at least 15 levels on average."""
+    changed = []
     for before, after, frame_boxes in zip(inputs, outputs, boxes):
         for box in frame_boxes:
             cx, cy, r = int(box.x + box.w / 2), int(box.y + box.h / 2), int(box.w / 4)
             region = np.s_[cy - r : cy + r, cx - r : cx + r]
-            brighter.append(after[region].mean() - before[region].mean() >= 15)
-    return float(np.mean(brighter))
+            changed.append(np.abs(after[region].astype(float) - before[region]).mean() >= 15)
+    return float(np.mean(changed))
 
 
 def test_cli_restores_the_faces_of_a_file_and_keeps_frames_timestamps_and_audio(run_cli, tmp_path, face_clip,
-                                                                                 brighten_model):
+                                                                                 checker_model):
     output = tmp_path / "out" / "restored.mp4"
-    result = run_cli(face_clip.path, "-o", output, "--model", brighten_model, "--detect-every", "2", "-q")
+    result = run_cli(face_clip.path, "-o", output, "--model", checker_model, "--detect-every", "2", "-q")
     assert result.returncode == 0, result.stderr
     inputs, input_times = read_frames(face_clip.path)
     outputs, output_times = read_frames(output)
     assert len(outputs) == len(inputs) and output_times == input_times
     with av.open(str(output)) as container:
         assert len(container.streams.audio) == 1
-    assert face_centres_brightened(inputs, outputs, face_clip.boxes) >= 0.9
+    assert face_centres_changed(inputs, outputs, face_clip.boxes) >= 0.9
     assert sorted(p.name for p in output.parent.iterdir()) == ["restored.mp4"]  # no temporary files left
 
 
-def test_paste_leaves_every_pixel_outside_the_face_crops_exactly_as_decoded(tmp_path, face_clip, brighten_model):
-    config = make_config(restoration__model=str(brighten_model), output__codec="ffv1", output__container="mkv",
+def test_paste_leaves_every_pixel_outside_the_face_crops_exactly_as_decoded(tmp_path, face_clip, checker_model):
+    config = make_config(restoration__model=str(checker_model), output__codec="ffv1", output__container="mkv",
                          detection__every_n_frames=2)
     components = build_components(config)
     crop_boxes: list[list] = []
@@ -87,13 +87,13 @@ def test_paste_leaves_every_pixel_outside_the_face_crops_exactly_as_decoded(tmp_
     assert changed_inside >= 0.9 * len(inputs)
 
 
-def test_sigint_mid_file_finishes_the_frames_in_flight_and_leaves_a_playable_file(tmp_path, brighten_model):
+def test_sigint_mid_file_finishes_the_frames_in_flight_and_leaves_a_playable_file(tmp_path, checker_model):
     repeated = itertools.islice(itertools.cycle(make_frames(25, 320, 240)), LONG_CLIP_FRAMES)
     clip = write_clip(tmp_path / "long.mp4", repeated, fps=25, audio=True)
     out = tmp_path / "out"
     process = subprocess.Popen(
         [sys.executable, str(REPO_ROOT / "run_stream.py"), str(clip), "-o", str(out / "cut.mp4"),
-         "--model", str(brighten_model), "-q"],
+         "--model", str(checker_model), "-q"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -130,11 +130,11 @@ def rtsp_server():
         yield server
 
 
-def test_cli_records_a_live_camera_until_max_frames(run_cli, tmp_path, rtsp_server, brighten_model):
+def test_cli_records_a_live_camera_until_max_frames(run_cli, tmp_path, rtsp_server, checker_model):
     config = tmp_path / "live.yaml"
     config.write_text("source:\n  open_timeout_s: 5\n  read_timeout_s: 2\n")
     stats_path = tmp_path / "stats.json"
-    result = run_cli(rtsp_server.url, "-o", f"{tmp_path}/out/", "--config", config, "--model", brighten_model,
+    result = run_cli(rtsp_server.url, "-o", f"{tmp_path}/out/", "--config", config, "--model", checker_model,
                      "--max-frames", "40", "--stats-json", stats_path, "-q")
     assert result.returncode == 0, result.stderr
     (run,) = json.loads(stats_path.read_text())["runs"]
@@ -154,13 +154,13 @@ def write_jpeg_frames(folder: Path, count: int, seed: int) -> Path:
     return folder
 
 
-def test_two_cameras_in_one_run_share_one_restorer_and_get_one_output_each(run_cli, tmp_path, brighten_model):
+def test_two_cameras_in_one_run_share_one_restorer_and_get_one_output_each(run_cli, tmp_path, checker_model):
     require_gstreamer()
     stats_path = tmp_path / "stats.json"
     with RtspTestServer.start(fps=25, frames_dir=write_jpeg_frames(tmp_path / "a", 25, seed=1)) as cam_a, \
             RtspTestServer.start(fps=25, frames_dir=write_jpeg_frames(tmp_path / "b", 25, seed=2)) as cam_b:
         result = run_cli(cam_a.url.replace("rtsp://", "rtsp://viewer:${CAM_PASS}@"), cam_b.url,
-                         "-o", f"{tmp_path}/out/", "--model", brighten_model, "--max-frames", "30",
+                         "-o", f"{tmp_path}/out/", "--model", checker_model, "--max-frames", "30",
                          "--stats-json", stats_path, env={"CAM_PASS": "hunter2"})
     assert result.returncode == 0, result.stderr
     assert "hunter2" not in result.stderr + stats_path.read_text()
@@ -173,8 +173,8 @@ def test_two_cameras_in_one_run_share_one_restorer_and_get_one_output_each(run_c
         assert len(read_frames(tmp_path / "out" / name)[0]) == source["frames_out"] > 0
 
 
-def test_a_live_pipeline_survives_a_camera_restart_and_keeps_writing(tmp_path, rtsp_server, brighten_model):
-    config = make_config(restoration__model=str(brighten_model), **LIVE_SOURCE)
+def test_a_live_pipeline_survives_a_camera_restart_and_keeps_writing(tmp_path, rtsp_server, checker_model):
+    config = make_config(restoration__model=str(checker_model), **LIVE_SOURCE)
     output = tmp_path / "live.mp4"
     pipeline = Pipeline([Job("cam1", rtsp_server.url, str(output), "cam1")], build_components(config),
                         pipeline_settings(config, CaptureLimits()))

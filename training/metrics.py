@@ -2,8 +2,9 @@
 
 The model sees an S x S crop whose side is `crop_scale` x the face box, so its outer margin is
 background, hair and shoulders. Scores are computed on the *face region*: the detector's face
-box mapped into crop pixels (`face_region_in_crop`; for a square box, the central 1/crop_scale
-of the crop), so a model is judged on the face, not on the padded margin around it.
+box mapped into crop pixels (`face_region_in_crop`, from the model contract, which the pipeline
+shares; for a square box, the central 1/crop_scale of the crop), so a model is judged on the
+face, not on the padded margin around it.
 
 The measures are training's own (`training.losses`), so evaluation and the validation PSNR
 logged in training mean the same thing: PSNR over the RGB values of the region (capped at
@@ -15,23 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from streamer.values import Box
+from streamer.model_contract import Region, face_region_in_crop  # noqa: F401 (the scores' region, re-exported)
 from training.losses import psnr_per_image, ssim_per_image
-
-Region = tuple[int, int, int, int]  # (x0, y0, x1, y1): a face box in a crop's pixels, slice ends
-
-
-def face_region_in_crop(face: Box, crop_box: Box, size: int) -> Region:
-    """The face box in the pixels of an S x S crop cut from `crop_box`.
-
-    Rounded to whole pixels and clipped to the crop, so it always holds at least one pixel."""
-    scale = size / crop_box.w
-    x0 = round((face.x - crop_box.x) * scale)
-    y0 = round((face.y - crop_box.y) * scale)
-    x1 = round((face.x + face.w - crop_box.x) * scale)
-    y1 = round((face.y + face.h - crop_box.y) * scale)
-    x0, y0 = min(max(0, x0), size - 1), min(max(0, y0), size - 1)
-    return x0, y0, max(x0 + 1, min(size, x1)), max(y0 + 1, min(size, y1))
 
 
 def cut_region(image: np.ndarray, region: Region) -> np.ndarray:

@@ -13,10 +13,13 @@ restoration.max_face_px keeps its pixels, as in the pipeline: "ours" is then the
 compared with the same square cut from the original frame (its coordinates scaled up;
 `resize_square` to S, as training's truth).
 
-Reported, on each face's face region (`metrics.face_region_in_crop`):
-- PSNR and SSIM of bicubic (the crop itself) and of our model against the truth;
+Reported, on each face's face region (`metrics.face_region_in_crop`), for bicubic (the crop
+itself), "model" (the restorer's output) and "ours" (what the pipeline pastes: the model's output
+with the face's own brightness kept as far as the frame's light says, `streamer.brightness`,
+unless the config turns compositing.keep_brightness off):
+- PSNR and SSIM against the truth;
 - per track, the mean absolute frame-to-frame change of the face (8-bit levels) for the truth,
-  bicubic and ours, and the temporal error: mean |(x_t - x_t-1) - (truth_t - truth_t-1)|, the part
+  each method, and the temporal error: mean |(x_t - x_t-1) - (truth_t - truth_t-1)|, the part
   of a face's change over time that the truth does not have (flicker).
 """
 from __future__ import annotations
@@ -34,6 +37,7 @@ import av
 import cv2
 import numpy as np
 
+from streamer import brightness
 from streamer.components import build_components
 from streamer.config import ConfigError, load_config
 from streamer.model_contract import ContractError, RestorerSpec, extract_crop, square_crop_box
@@ -49,6 +53,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEO = REPO_ROOT.parent / "shared" / "data" / "videos" / "crowd_walk_1080p.mp4"
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
 DEFAULT_OUT_DIR = REPO_ROOT / "runs" / "video_check"
+METHODS = ("bicubic", "model", "ours")  # ours: the model's output as the pipeline pastes it
 MIN_TRACK_FRAMES = 5  # shorter tracks are listed in the totals but not one by one
 
 
@@ -84,6 +89,7 @@ class FaceSample:
     truth: np.ndarray
     region: metrics.Region
     restored: bool  # False: the pipeline leaves this face's pixels alone (restoration.max_face_px)
+    kept_share: float = 0.0  # how much of its own brightness the face keeps in its frame (brightness.kept_share)
 
 
 # --- degrading the video -----------------------------------------------------------------------
@@ -149,6 +155,7 @@ def collect_faces(original: Path, degraded: Path, config_path: Path,
     components = build_components(config)
     spec, every_n = components.restorer.spec, config.detection.every_n_frames
     tracker = components.make_tracker()
+    keep_brightness = config.compositing.keep_brightness
     samples = []
     with components.make_detector() as detector:
         for index, (truth_frame, frame) in enumerate(zip(read_frames(original), read_frames(degraded), strict=True)):
@@ -156,13 +163,14 @@ def collect_faces(original: Path, degraded: Path, config_path: Path,
             detections = detector.detect(frame) if index % every_n == 0 else None
             height, width = frame.shape[:2]
             tracked = [f for f in tracker.update(index, detections) if f.box.overlaps_frame(width, height)]
+            share = brightness.kept_share(brightness.frame_luma(frame)) if keep_brightness else 0.0
             for face in components.crop_faces(frame, tracked):
-                samples.append(_sample(face, index, frame, truth_frame, factor, spec))
+                samples.append(_sample(face, index, frame, truth_frame, factor, spec, share))
     return samples, components.restorer
 
 
 def _sample(face: Face, index: int, frame: np.ndarray, truth_frame: np.ndarray, factor: float,
-            spec: RestorerSpec) -> FaceSample:
+            spec: RestorerSpec, kept_share: float) -> FaceSample:
     """A face as the pipeline cropped it; a face it leaves alone (too large) is cropped the same way,
     to be scored, and marked as not restored."""
     crop_box = face.crop_box or square_crop_box(face.box, spec.crop_scale)
@@ -172,17 +180,26 @@ def _sample(face: Face, index: int, frame: np.ndarray, truth_frame: np.ndarray, 
         truth=extract_crop(truth_frame, scaled_box(crop_box, factor), spec.input_size),
         region=metrics.face_region_in_crop(face.box, crop_box, spec.input_size),
         restored=face.crop is not None,
+        kept_share=kept_share,
     )
 
 
-def restore_as_the_pipeline(samples: list[FaceSample], restorer: TorchScriptRestorer) -> np.ndarray:
-    """Our output per sample: the model's for the faces the pipeline restores, the crop itself for the others."""
+def restore_with_model(samples: list[FaceSample], restorer: TorchScriptRestorer) -> np.ndarray:
+    """The model's output for the faces the pipeline restores, the crop itself for the others."""
     crops = np.stack([s.crop for s in samples])
     chosen = [i for i, s in enumerate(samples) if s.restored]
     outputs = crops.copy()
     if chosen:
         outputs[chosen] = restorer.restore(crops[chosen])
     return outputs
+
+
+def as_the_pipeline_pastes(samples: list[FaceSample], model_outputs: np.ndarray) -> np.ndarray:
+    """The model's outputs with each face's own brightness kept as the compositor keeps it."""
+    return np.stack([
+        brightness.keep_face_brightness(s.crop, out, s.region, s.kept_share) if s.restored else out
+        for s, out in zip(samples, model_outputs)
+    ])
 
 
 # --- scores ------------------------------------------------------------------------------------
@@ -255,21 +272,21 @@ def format_tables(report: dict) -> str:
         f"degraded video {report['degraded']['bitrate_kbps']} kbit/s",
         f"{'method':<9} {'PSNR dB':>8} {'SSIM':>7} {'change':>7} {'temporal err':>12}",
     ]
-    for method in ("bicubic", "ours"):
+    for method in METHODS:
         t = totals[method]
         lines.append(
             f"{method:<9} {t['psnr']:>8.2f} {t['ssim']:>7.4f} {t['change']:>7.2f} {t['temporal_error']:>12.2f}"
         )
     lines.append(f"{'truth':<9} {'':>8} {'':>7} {totals['truth']['change']:>7.2f}")
     lines.append("")
-    lines.append(f"{'track':>5} {'frames':>6} {'face px':>7} {'PSNR bic':>8} {'PSNR ours':>9} "
+    lines.append(f"{'track':>5} {'frames':>6} {'face px':>7} {'PSNR bic':>8} {'PSNR model':>10} {'PSNR ours':>9} "
                  f"{'chg truth':>9} {'chg bic':>7} {'chg ours':>8} {'terr bic':>8} {'terr ours':>9}")
     for track_id, t in sorted(report["per_track"].items()):
         if t["frames"] < MIN_TRACK_FRAMES or t["truth"]["change"] is None:
             continue
         lines.append(
             f"{track_id:>5} {t['frames']:>6} {t['face_px']:>7.1f} "
-            f"{t['bicubic']['psnr']:>8.2f} {t['ours']['psnr']:>9.2f} "
+            f"{t['bicubic']['psnr']:>8.2f} {t['model']['psnr']:>10.2f} {t['ours']['psnr']:>9.2f} "
             f"{t['truth']['change']:>9.2f} {t['bicubic']['change']:>7.2f} {t['ours']['change']:>8.2f} "
             f"{t['bicubic']['temporal_error']:>8.2f} {t['ours']['temporal_error']:>9.2f}"
         )
@@ -303,7 +320,9 @@ def run(video: Path, settings: CctvSettings, config: Path, model: Path | None, o
     samples, restorer = collect_faces(video, degraded, config, model)
     if not samples:
         raise SourceError(f"{degraded}: the detector found no faces in the degraded video")
-    outputs = {"bicubic": np.stack([s.crop for s in samples]), "ours": restore_as_the_pipeline(samples, restorer)}
+    model_outputs = restore_with_model(samples, restorer)
+    outputs = {"bicubic": np.stack([s.crop for s in samples]), "model": model_outputs,
+               "ours": as_the_pipeline_pastes(samples, model_outputs)}
     report = summarise(samples, outputs)
     report["restored_faces"] = sum(s.restored for s in samples)
     save_png(track_grid(samples, outputs), out_dir / "grid.png")

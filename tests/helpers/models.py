@@ -1,7 +1,7 @@
 """Small TorchScript restorers for tests, saved with (or without) restorer.json.
 
 `save_model(kind, path)` writes one of KINDS: models that keep the contract ("identity",
-"brighten") and models that break it in one way each.
+"brighten", "checker") and models that break it in one way each.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from streamer.model_contract import SPEC_FILE_NAME, RestorerSpec
 TEST_INPUT_SIZE = 32
 TEST_CROP_SCALE = 2.0
 BRIGHTEN_BY = 0.2
+CHECKER_AMPLITUDE, CHECKER_SQUARE_PX = 0.2, 4
 
 
 class Identity(nn.Module):
@@ -38,6 +39,22 @@ class Brighten(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.clamp(x + self.amount, 0.0, 1.0)
+
+
+class Checker(nn.Module):
+    """Changes every face visibly but not its brightness: +-CHECKER_AMPLITUDE in a checkerboard of
+    CHECKER_SQUARE_PX squares (large enough to survive upscaling and H.264), so the compositor's
+    keep_brightness (which undoes a change of a face's mean) leaves the change in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.amplitude, self.square = CHECKER_AMPLITUDE, CHECKER_SQUARE_PX
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = torch.arange(x.shape[2], device=x.device) // self.square
+        cols = torch.arange(x.shape[3], device=x.device) // self.square
+        signs = ((rows[:, None] + cols[None, :]) % 2).to(x.dtype) * 2.0 - 1.0
+        return torch.clamp(x + self.amplitude * signs, 0.0, 1.0)
 
 
 class HalfSize(nn.Module):
@@ -68,6 +85,7 @@ class Bytes(nn.Module):
 KINDS = {
     "identity": Identity,
     "brighten": Brighten,
+    "checker": Checker,
     "half_size": HalfSize,
     "fixed_input_16": FixedInput16,
     "bytes": Bytes,

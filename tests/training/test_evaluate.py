@@ -220,7 +220,9 @@ def test_video_check_restores_tracked_faces_of_the_crowd_video(tmp_path):
     report = video_check.run(video_check.DEFAULT_VIDEO, video_check.CctvSettings(), video_check.DEFAULT_CONFIG,
                              None, tmp_path)
     assert report["tracks"] >= 3
-    # SSIM, not PSNR: the shipped model brightens daylight faces by a few levels, which costs it
-    # ~0.2 dB of PSNR against bicubic on this video while the structure it restores is closer.
-    assert report["totals"]["ours"]["ssim"] > report["totals"]["bicubic"]["ssim"]
+    # What the pipeline pastes beats bicubic in both; the model alone loses PSNR here, because it
+    # brightens dark daylight faces, which the compositor's keep_brightness undoes.
+    totals = report["totals"]
+    assert totals["ours"]["ssim"] > totals["bicubic"]["ssim"]
+    assert totals["ours"]["psnr"] > totals["bicubic"]["psnr"]
     assert (tmp_path / "grid.png").is_file()
