@@ -157,15 +157,18 @@ def _jitter_colour(image: np.ndarray, aug: Augment, rng: np.random.Generator) ->
 
 
 def make_pairs(squares: list[np.ndarray], presets: list[str], rng: np.random.Generator, size: int,
-               crop_scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """(inputs, targets) for high-resolution squares, each degraded with its preset."""
+               crop_scale: float) -> tuple[np.ndarray, np.ndarray, list[degrade.DegradeParams]]:
+    """(inputs, targets, each input's degradation) for high-resolution squares, each degraded with its preset."""
     inputs = np.empty((len(squares), size, size, 3), np.uint8)
+    params: list[degrade.DegradeParams | None] = [None] * len(squares)
     for name in sorted(set(presets)):
         members = [i for i, p in enumerate(presets) if p == name]
-        degraded, _ = degrade.degrade_batch([squares[i] for i in members], name, rng, size, crop_scale)
+        degraded, drawn = degrade.degrade_batch([squares[i] for i in members], name, rng, size, crop_scale)
         inputs[members] = degraded
+        for index, one in zip(members, drawn):
+            params[index] = one
     targets = np.stack([resize_square(sq, size) for sq in squares])
-    return inputs, targets
+    return inputs, targets, params
 
 
 def _seed_for(*parts: object) -> int:
@@ -192,7 +195,7 @@ def _write_shard(job: ShardJob) -> Path:
     else:
         squares = [clean_square(r, job.crop_scale) for r in job.records]
         presets = [job.preset] * len(squares)
-    inputs, targets = make_pairs(squares, presets, rng, job.size, job.crop_scale)
+    inputs, targets, _ = make_pairs(squares, presets, rng, job.size, job.crop_scale)
     tmp = job.path.with_suffix(".partial.npz")
     np.savez(tmp, inputs=inputs, targets=targets)
     tmp.replace(job.path)

@@ -15,12 +15,17 @@ inputs, and each method is scored against the clean crop:
   lower than bicubic's.
 
 Methods: `bicubic` (the degraded input as the pipeline crops it), `seed_preprocessing` (the seed's
-gamma + NL-means), `seed_architecture` (the seed's network trained on our pairs), `ours`.
+gamma + NL-means), `seed_architecture` (the seed's network trained on our pairs), `ours` (the
+model's output), and `ours_pasted`: ours as the pipeline composites it, where a face in a well-lit
+frame keeps its own brightness (`streamer.brightness`). A crop has no frame, so each face's frame
+is taken to be a scene as bright as the crowd video under the face's own exposure and camera gain
+(`scene_luma`): the daylight presets' frames come out lit, night's dark.
 Writes a JSON report and a comparison grid PNG, and prints a table.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -34,6 +39,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from streamer import brightness
 from streamer.model_contract import ContractError, RestorerSpec, square_crop_box
 from streamer.restoration import ModelLoadError, TorchScriptRestorer
 from training import baselines, data, degrade, metrics
@@ -48,7 +54,10 @@ DEFAULT_OUT_DIR = REPO_ROOT / "runs" / "evaluation"
 BASELINE_FILE = REPO_ROOT / "training" / "baseline_metrics.json"
 DEFAULT_SEED = 0
 
-METHODS = ("bicubic", "seed_preprocessing", "seed_architecture", "ours")
+METHODS = ("bicubic", "seed_preprocessing", "seed_architecture", "ours", "ours_pasted")
+# The mean luma of the crowd video (../shared/data/videos/crowd_walk_1080p.mp4), a well-exposed
+# daylight scene: the scene `scene_luma` darkens or brightens as a face's degradation did.
+WELL_EXPOSED_SCENE_LUMA = 106.0
 # The issue's targets, checked at this preset.
 TARGET_PRESET = "moderate"
 TARGET_GAIN_OVER_BICUBIC_DB = 3.0
@@ -120,8 +129,8 @@ def face_regions(records: list[data.FaceRecord], spec: RestorerSpec) -> list[Reg
 
 
 def degraded_pairs(records: list[data.FaceRecord], preset: str, spec: RestorerSpec,
-                   seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(inputs, truths) for `records` under `preset`: the same for the same (records, preset, seed)."""
+                   seed: int) -> tuple[np.ndarray, np.ndarray, list[degrade.DegradeParams]]:
+    """(inputs, truths, degradations) for `records` under `preset`: the same for the same (records, preset, seed)."""
     rng = np.random.default_rng([seed, zlib.crc32(preset.encode())])
     squares = [data.clean_square(r, spec.crop_scale) for r in records]
     return data.make_pairs(squares, [preset] * len(squares), rng, spec.input_size, spec.crop_scale)
@@ -132,6 +141,8 @@ def degraded_pairs(records: list[data.FaceRecord], preset: str, spec: RestorerSp
 
 def build_restorers(settings: EvalSettings) -> tuple[dict[str, Restorer], RestorerSpec]:
     """The methods' restorers and the contract they share (taken from our model, else the seed model's)."""
+    if "ours_pasted" in settings.methods and "ours" not in settings.methods:
+        raise EvaluationError("ours_pasted is ours as the pipeline pastes it: evaluate ours with it")
     restorers: dict[str, Restorer] = {}
     specs: list[RestorerSpec] = []
     for method, path in (("ours", settings.model), ("seed_architecture", settings.seed_model)):
@@ -147,7 +158,25 @@ def build_restorers(settings: EvalSettings) -> tuple[dict[str, Restorer], Restor
         restorers["bicubic"] = baselines.bicubic
     if "seed_preprocessing" in settings.methods:
         restorers["seed_preprocessing"] = baselines.seed_preprocessing
-    return {m: restorers[m] for m in settings.methods}, specs[0]
+    return {m: restorers[m] for m in settings.methods if m != "ours_pasted"}, specs[0]
+
+
+def scene_luma(params: degrade.DegradeParams) -> float:
+    """The mean luma of the frame around a degraded face: a well-exposed scene of
+    WELL_EXPOSED_SCENE_LUMA seen with the face's exposure, colour cast and camera gain."""
+    scene = np.full((4, 4, 3), WELL_EXPOSED_SCENE_LUMA, np.float32)
+    noiseless = dataclasses.replace(params, shot_noise=0.0, read_noise=0.0)
+    return brightness.frame_luma(degrade.expose_and_add_noise(scene, noiseless, np.random.default_rng(0)))
+
+
+def as_pasted(inputs: np.ndarray, ours: np.ndarray, params: list[degrade.DegradeParams],
+              regions: list[Region]) -> np.ndarray:
+    """Our outputs as the pipeline's compositor leaves them: each face keeps as much of its input's
+    brightness as its frame's light says (compositing.keep_brightness)."""
+    return np.stack([
+        brightness.keep_face_brightness(crop, out, region, brightness.kept_share(scene_luma(p)))
+        for crop, out, p, region in zip(inputs, ours, params, regions)
+    ])
 
 
 # --- scoring -----------------------------------------------------------------------------------
@@ -222,9 +251,12 @@ def evaluate(settings: EvalSettings) -> tuple[dict, dict[str, PresetRun]]:
     runs = {}
     for preset in settings.presets:
         started = time.monotonic()
-        inputs, truths = degraded_pairs(records, preset, spec, settings.seed)
-        runs[preset] = PresetRun(inputs, truths, {method: restore(inputs) for method, restore in restorers.items()})
-        log.info("%s: %d faces restored by %d methods in %.1f s", preset, len(records), len(restorers),
+        inputs, truths, params = degraded_pairs(records, preset, spec, settings.seed)
+        outputs = {method: restore(inputs) for method, restore in restorers.items()}
+        if "ours_pasted" in settings.methods:
+            outputs["ours_pasted"] = as_pasted(inputs, outputs["ours"], params, regions)
+        runs[preset] = PresetRun(inputs, truths, {method: outputs[method] for method in settings.methods})
+        log.info("%s: %d faces restored by %d methods in %.1f s", preset, len(records), len(outputs),
                  time.monotonic() - started)
     started = time.monotonic()
     identity = identity_distances(runs, regions, settings.workers) if settings.identity else {}

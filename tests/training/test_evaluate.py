@@ -1,6 +1,7 @@
 """The evaluation's metrics, baselines and report: each measures what it claims."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import cv2
@@ -10,8 +11,9 @@ import pytest
 from streamer.model_contract import SPEC_FILE_NAME, RestorerSpec, resize_square, square_crop_box
 from streamer.values import Box
 from tests.helpers.faces import require_faces
-from tests.helpers.models import TEST_INPUT_SIZE, save_model
-from training import baselines, data, evaluate, metrics, video_check
+from streamer import brightness
+from tests.helpers.models import TEST_INPUT_SIZE, make_spec, save_model
+from training import baselines, data, degrade, evaluate, metrics, video_check
 from training.identity import FaceEmbedder
 
 CELEBA_FACE = Box(64.0, 64.0, 128.0, 128.0)  # the face box in every celeba_wild_256 photo
@@ -152,6 +154,37 @@ def test_evaluation_is_deterministic_under_its_seed(model_files):
     settings = evaluate.EvalSettings(presets=("severe",), subset=4, identity=False, model=ours, seed_model=seed)
     first, second = evaluate.evaluate(settings)[0], evaluate.evaluate(settings)[0]
     assert first["results"] == second["results"]
+
+
+def test_ours_pasted_keeps_a_daylight_faces_brightness_and_lets_night_faces_be_relit(tmp_path):
+    require_faces()
+    brighten = save_model("brighten", tmp_path / "brighten.ts")
+    settings = evaluate.EvalSettings(presets=("moderate", "night"), methods=("bicubic", "ours", "ours_pasted"),
+                                     subset=4, identity=False, model=brighten)
+    _, runs = evaluate.evaluate(settings)
+    regions = evaluate.face_regions(evaluate.evaluation_records(4), make_spec())
+
+    def face_means(images: np.ndarray) -> np.ndarray:
+        return np.array([metrics.cut_region(image, region).mean() for image, region in zip(images, regions)])
+
+    day, night = runs["moderate"], runs["night"]
+    np.testing.assert_allclose(face_means(day.outputs["ours_pasted"]), face_means(day.inputs), atol=1.5)
+    assert (face_means(day.outputs["ours"]) > face_means(day.inputs) + 20).all()
+    np.testing.assert_array_equal(night.outputs["ours_pasted"], night.outputs["ours"])
+
+
+def test_scene_luma_is_lit_for_a_well_exposed_face_and_dark_at_night():
+    params = degrade.sample_params(degrade.PRESETS["mild"], np.random.default_rng(0))
+    well_exposed = dataclasses.replace(params, exposure=1.0, gains_rgb=(1.0, 1.0, 1.0))
+    assert evaluate.scene_luma(well_exposed) == pytest.approx(evaluate.WELL_EXPOSED_SCENE_LUMA, abs=1)
+    night = dataclasses.replace(well_exposed, exposure=0.1, auto_gain=0.5)
+    assert evaluate.scene_luma(night) < brightness.DARK_FRAME_LUMA
+
+
+def test_ours_pasted_needs_ours(model_files):
+    ours, seed = model_files
+    with pytest.raises(evaluate.EvaluationError, match="ours_pasted"):
+        evaluate.build_restorers(evaluate.EvalSettings(methods=("bicubic", "ours_pasted"), model=ours))
 
 
 def test_main_writes_report_and_grid(model_files, tmp_path, capsys):
