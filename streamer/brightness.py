@@ -20,9 +20,9 @@ from streamer.model_contract import Region
 # Mean frame luma (0-255), set from the degradation presets (training/degrade.py): a scene as
 # bright as the crowd video (106 when well exposed) measures 100-114 under the daylight presets'
 # exposures and 56-82 under night's (5th-95th percentiles). Between the two the model's relighting
-# is kept: at night it is worth +6 dB, against +0.24 dB for keeping a daylight face's brightness
-# (evaluation, `moderate`), so an unsure frame is better relit. The shared videos measure 101-129,
-# the bundled sample 91.
+# is kept: at night it is worth +6 dB, against a few tenths of a dB for keeping a daylight face's
+# brightness (evaluation, `ours_pasted` at `moderate`), so an unsure frame is better relit. The
+# shared videos measure 101-129, the bundled sample 91.
 DARK_FRAME_LUMA = 80.0  # at or below: the model relights faces as it sees fit
 LIT_FRAME_LUMA = 100.0  # at or above: faces keep their own brightness
 _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, on RGB

@@ -58,7 +58,7 @@ def compose(
     paste and overlay keep the size; side-by-side returns H x 2W."""
     check_rgb_image(image, "compose input")
     restored = [face for face in faces if face.restored is not None and face.crop_box is not None]
-    if options.keep_brightness:
+    if options.keep_brightness and restored:
         restored = _with_kept_brightness(image, restored)
     if mode == "paste":
         return paste_faces(image, restored, options.feather)
