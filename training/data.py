@@ -184,6 +184,7 @@ class ShardJob:
     size: int
     crop_scale: float
     preset: str | None  # None: training mix with augmentation; a name: that preset, no augmentation
+    mix: tuple[tuple[str, float], ...] = ()  # the training mix (preset, weight); empty: degrade.TRAINING_MIX
 
 
 def _write_shard(job: ShardJob) -> Path:
@@ -191,7 +192,7 @@ def _write_shard(job: ShardJob) -> Path:
     if job.preset is None:
         aug = Augment()
         squares = [augmented_square(load_photo(r.path), r.face_box, job.crop_scale, aug, rng) for r in job.records]
-        presets = degrade.sample_training_presets(len(squares), rng)
+        presets = degrade.sample_training_presets(len(squares), rng, dict(job.mix))
     else:
         squares = [clean_square(r, job.crop_scale) for r in job.records]
         presets = [job.preset] * len(squares)
@@ -218,11 +219,13 @@ def _run_jobs(jobs: list[ShardJob], workers: int) -> list[Path]:
 
 def training_shards(records: list[FaceRecord], variants: int, size: int, crop_scale: float,
                     cache_dir: Path = DEFAULT_CACHE_DIR, shard_size: int = 256, seed: int = 0,
-                    workers: int = 2) -> list[Path]:
+                    workers: int = 2, mix: dict[str, float] | None = None) -> list[Path]:
     """Cache `variants` augmented+degraded copies of every training record; return the shard paths.
 
-    Each variant shuffles the records anew, so a shard mixes identities and CRFs."""
-    tag = degrade.fingerprint(asdict(Augment()))
+    Each variant shuffles the records anew, so a shard mixes identities and CRFs. `mix` (preset ->
+    weight) replaces degrade.TRAINING_MIX and is part of the cache's name."""
+    mix_items = tuple(sorted((mix or {}).items()))
+    tag = degrade.fingerprint(asdict(Augment()), *([{"training_mix": dict(mix_items)}] if mix_items else []))
     directory = cache_dir / f"train_s{size}_c{crop_scale}_n{len(records)}_seed{seed}_d{tag}"
     jobs = []
     for variant in range(variants):
@@ -230,7 +233,7 @@ def training_shards(records: list[FaceRecord], variants: int, size: int, crop_sc
         for shard in range(math.ceil(len(records) / shard_size)):
             chunk = tuple(records[i] for i in order[shard * shard_size : (shard + 1) * shard_size])
             jobs.append(ShardJob(chunk, directory / f"v{variant:03d}_{shard:03d}.npz",
-                                 _seed_for(seed, variant, shard), size, crop_scale, None))
+                                 _seed_for(seed, variant, shard), size, crop_scale, None, mix_items))
     return _run_jobs(jobs, workers)
 
 

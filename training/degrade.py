@@ -159,11 +159,11 @@ def sample_params(severity: Severity, rng: np.random.Generator) -> DegradeParams
     )
 
 
-def describe_presets() -> dict:
-    """The presets and the training mix as plain data (for model metadata and reports)."""
+def describe_presets(mix: dict[str, float] | None = None) -> dict:
+    """The presets and the training mix (`mix`, default TRAINING_MIX) as plain data (for model metadata and reports)."""
     return {
         "presets": {name: asdict(severity) for name, severity in PRESETS.items()},
-        "training_mix": dict(TRAINING_MIX),
+        "training_mix": dict(mix or TRAINING_MIX),
         "codec": f"H.264 libx264 preset={X264_PRESET}, intra, yuv420p, crops tiled on 16-px macroblocks",
     }
 
@@ -348,8 +348,13 @@ def degrade(square: np.ndarray, severity: Severity | str, rng: np.random.Generat
     return out[0]
 
 
-def sample_training_presets(count: int, rng: np.random.Generator) -> list[str]:
-    """Preset names for `count` training images, drawn from TRAINING_MIX."""
-    names = list(TRAINING_MIX)
-    weights = np.asarray([TRAINING_MIX[n] for n in names], np.float64)
+def sample_training_presets(count: int, rng: np.random.Generator,
+                            mix: dict[str, float] | None = None) -> list[str]:
+    """Preset names for `count` training images, drawn from `mix` (preset -> weight; default TRAINING_MIX)."""
+    mix = mix or TRAINING_MIX
+    unknown = set(mix) - set(PRESETS)
+    if unknown:
+        raise ValueError(f"training mix names unknown presets {sorted(unknown)}; presets are {', '.join(PRESETS)}")
+    names = list(mix)
+    weights = np.asarray([mix[n] for n in names], np.float64)
     return [names[i] for i in rng.choice(len(names), size=count, p=weights / weights.sum())]

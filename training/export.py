@@ -66,7 +66,7 @@ def training_facts(config: TrainConfig, steps: int, metrics: dict) -> dict:
                  "dropped; augmentation: flip, shift, zoom, rotation, colour jitter"),
         "licence": LICENCE,
         "validation_identities": split.val_identities,
-        "degradations": degrade.describe_presets(),
+        "degradations": degrade.describe_presets(config.training_mix),
         "architecture": describe(config.arch),
         "config": asdict(config),
         "steps": steps,

@@ -49,6 +49,7 @@ class TrainConfig:
     ema_decay: float = 0.999  # validation, best.pt and export use an exponential moving average of the weights
     ssim_weight: float = 0.1  # loss = Charbonnier + ssim_weight x (1 - SSIM)
     variants: int = 12  # degraded copies of each training photo in the cache
+    training_mix: dict | None = None  # preset -> weight for the training pairs; None: degrade.TRAINING_MIX
     train_limit: int = 0  # use only the first N training photos (0: all)
     val_limit: int = 0  # use only the first N validation photos (0: all)
     val_preset: str = "moderate"
@@ -89,7 +90,8 @@ def load_data(config: TrainConfig) -> tuple[data.PairBatches, tuple[torch.Tensor
     train = split.train[: config.train_limit or None]
     val = split.val[: config.val_limit or None]
     cache = Path(config.cache_dir)
-    shards = data.training_shards(train, config.variants, config.input_size, config.crop_scale, cache, seed=config.seed)
+    shards = data.training_shards(train, config.variants, config.input_size, config.crop_scale, cache, seed=config.seed,
+                                  mix=config.training_mix)
     inputs, targets = data.load_shards(shards)
     log.info("training pairs: %d from %d photos (%d identities held out)", len(inputs), len(train),
              len(split.val_identities))

@@ -6,7 +6,8 @@ import pytest
 
 from streamer.model_contract import resize_square
 from training import degrade
-from training.data import clean_square, split_records, split_identities
+from tests.helpers.faces import require_faces
+from training.data import clean_square, load_shards, split_identities, split_records, training_shards
 
 SIZE, CROP_SCALE = 64, 1.5
 
@@ -100,6 +101,20 @@ def test_editing_a_preset_or_the_augmentation_changes_the_cache_fingerprint(monk
     monkeypatch.setattr(degrade, "PRESETS", edited)
     assert degrade.fingerprint() != before
     assert degrade.fingerprint({"max_shift": 0.04}) != degrade.fingerprint({"max_shift": 0.08})
+
+
+def test_a_training_mix_decides_the_presets_of_the_cached_pairs_and_names_their_cache(tmp_path):
+    require_faces()
+    assert set(degrade.sample_training_presets(50, np.random.default_rng(0), {"night": 1.0})) == {"night"}
+    with pytest.raises(ValueError, match="unknown presets"):
+        degrade.sample_training_presets(5, np.random.default_rng(0), {"dusk": 1.0})
+    records = split_records().train[:4]
+    day = training_shards(records, 1, 32, 1.5, tmp_path, workers=1, mix={"mild": 1.0})
+    night = training_shards(records, 1, 32, 1.5, tmp_path, workers=1, mix={"night": 1.0})
+    assert day[0].parent != night[0].parent  # a cache of one mix is never read for another
+    day_inputs, targets = load_shards(day)
+    night_inputs, _ = load_shards(night)
+    assert night_inputs.mean() < day_inputs.mean() - 30 and abs(day_inputs.mean() - targets.mean()) < 20
 
 
 def high_frequency_energy(image: np.ndarray) -> float:
