@@ -225,7 +225,10 @@ def training_shards(records: list[FaceRecord], variants: int, size: int, crop_sc
     Each variant shuffles the records anew, so a shard mixes identities and CRFs. `mix` (preset ->
     weight) replaces degrade.TRAINING_MIX and is part of the cache's name."""
     mix_items = tuple(sorted((mix or {}).items()))
-    tag = degrade.fingerprint(asdict(Augment()), *([{"training_mix": dict(mix_items)}] if mix_items else []))
+    # The default mix is already in degrade.fingerprint(); only another one is added, so caches of
+    # runs made before the mix became a setting keep their names.
+    extra = [{"training_mix": dict(mix_items)}] if mix_items else []
+    tag = degrade.fingerprint(asdict(Augment()), *extra)
     directory = cache_dir / f"train_s{size}_c{crop_scale}_n{len(records)}_seed{seed}_d{tag}"
     jobs = []
     for variant in range(variants):

@@ -97,7 +97,8 @@ def test_over_exposure_raises_mean_luma_and_daylight_presets_err_both_ways(squar
 def test_editing_a_preset_or_the_augmentation_changes_the_cache_fingerprint(monkeypatch):
     before = degrade.fingerprint()
     assert before == degrade.fingerprint()
-    edited = dict(degrade.PRESETS, moderate=degrade.Severity(**{**degrade.PRESETS["moderate"].__dict__, "crf": (40, 44)}))
+    harder = degrade.Severity(**{**degrade.PRESETS["moderate"].__dict__, "crf": (40, 44)})
+    edited = dict(degrade.PRESETS, moderate=harder)
     monkeypatch.setattr(degrade, "PRESETS", edited)
     assert degrade.fingerprint() != before
     assert degrade.fingerprint({"max_shift": 0.04}) != degrade.fingerprint({"max_shift": 0.08})
