@@ -81,7 +81,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     shipped = torch.jit.load(str(args.model), map_location="cpu").eval()
-    rows = {f"shipped ({args.model.name}, {sum(p.numel() for p in shipped.parameters()) / 1e6:.2f}M)": torch_runner(shipped)}
+    shipped_params = sum(p.numel() for p in shipped.parameters())
+    rows = {f"shipped ({args.model.name}, {shipped_params / 1e6:.2f}M)": torch_runner(shipped)}
     for arch in ("probe", "seed"):
         module, params = traced(arch)
         rows[f"{arch} ({params / 1e6:.2f}M)"] = torch_runner(module)

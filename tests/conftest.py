@@ -37,7 +37,8 @@ class CliResult:
 
 @pytest.fixture(scope="session")
 def face_clip(tmp_path_factory) -> FaceClip:
-    """An H.264 + AAC clip with two CelebA faces (FACE_PX wide: CCTV-sized, under restoration.max_face_px) drifting over a moving scene."""
+    """An H.264 + AAC clip with two CelebA faces drifting over a moving scene (FACE_PX wide: CCTV-sized,
+    under restoration.max_face_px)."""
     frames, boxes = make_face_frames(FACE_CLIP_FRAMES, FACE_CLIP_SIZE, face_px=FACE_PX, faces=2, seed=3)
     path = write_clip(tmp_path_factory.mktemp("media") / "faces.mp4", frames, fps=25, audio=True)
     return FaceClip(path, boxes)

@@ -267,8 +267,8 @@ class Trainer:
 
     def _log_progress(self, loss: float) -> None:
         self.state.train_history.append({"step": self.state.step, "loss": loss})
-        log.info("step %d loss %.4f lr %.2e %.1f/%.1f min", self.state.step, loss, learning_rate(self.config, self.state),
-                 self.state.elapsed_s / 60, self.config.minutes)
+        log.info("step %d loss %.4f lr %.2e %.1f/%.1f min", self.state.step, loss,
+                 learning_rate(self.config, self.state), self.state.elapsed_s / 60, self.config.minutes)
 
 
 def train(config: TrainConfig) -> RunState:
