@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from streamer.model_contract import resize_square
-from training import degrade
+from streamer.restoration import TorchScriptRestorer
+from training import degrade, evaluate
 from tests.helpers.faces import require_faces
 from training.data import clean_square, load_shards, split_identities, split_records, training_shards
 
@@ -50,6 +51,18 @@ def test_presets_get_worse_in_order(squares):
         out, _ = degrade.degrade_batch(squares, preset, np.random.default_rng(0), SIZE, CROP_SCALE)
         scores[preset] = np.mean([psnr(o, t) for o, t in zip(out, targets)])
     assert scores["mild"] > scores["moderate"] > scores["severe"]
+
+
+def test_sharp_is_a_moderate_face_without_optical_blur(squares):
+    sharp, moderate = degrade.PRESETS["sharp"], degrade.PRESETS["moderate"]
+    assert sharp.face_px == moderate.face_px and sharp.blur_sigma[1] < moderate.blur_sigma[0]
+    assert sharp.motion_px[1] < 1  # shorter than a pixel: no motion streak at all
+    targets = [resize_square(sq, SIZE) for sq in squares]
+    scores = {}
+    for preset in ("sharp", "moderate"):
+        out, _ = degrade.degrade_batch(squares, preset, np.random.default_rng(0), SIZE, CROP_SCALE)
+        scores[preset] = np.mean([psnr(o, t) for o, t in zip(out, targets)])
+    assert scores["sharp"] > scores["moderate"] + 1
 
 
 def test_moderate_is_a_small_face():
@@ -157,9 +170,11 @@ def test_jpeg_roundtrip_changes_pixels_but_keeps_shape(squares):
     assert out.shape == small.shape and 20 < psnr(out, small) < 45
 
 
-def test_training_mix_covers_every_evaluation_preset():
-    names = degrade.sample_training_presets(2000, np.random.default_rng(0))
-    assert set(degrade.EVAL_PRESETS) <= set(names)
+def test_the_shipped_model_was_trained_on_every_evaluation_preset():
+    spec = TorchScriptRestorer.load(evaluate.DEFAULT_MODEL, device="cpu").spec
+    mix = spec.training["degradations"]["training_mix"]
+    assert set(degrade.EVAL_PRESETS) <= {name for name, weight in mix.items() if weight > 0}
+    assert set(degrade.sample_training_presets(2000, np.random.default_rng(0), mix)) == set(mix)
 
 
 def test_identity_split_is_fixed_and_disjoint():
