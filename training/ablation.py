@@ -30,7 +30,6 @@ from training import baselines, data, degrade, evaluate
 log = logging.getLogger(__name__)
 
 DEFAULT_SUBSET = 200
-Restorer = Callable[[np.ndarray], np.ndarray]
 
 
 def _no_blur(s: degrade.Severity) -> degrade.Severity:
@@ -64,7 +63,7 @@ VARIANTS: dict[str, Callable[[degrade.Severity], degrade.Severity]] = {
 }
 
 
-def ablate(records: list[data.FaceRecord], preset: str, restorers: dict[str, Restorer], spec: RestorerSpec,
+def ablate(records: list[data.FaceRecord], preset: str, restorers: dict[str, evaluate.Restorer], spec: RestorerSpec,
            seed: int = evaluate.DEFAULT_SEED) -> dict[str, dict[str, float]]:
     """Per variant, per restorer: the mean face-region PSNR over `records`."""
     squares = [data.clean_square(r, spec.crop_scale) for r in records]
@@ -81,7 +80,7 @@ def ablate(records: list[data.FaceRecord], preset: str, restorers: dict[str, Res
             method: float(evaluate.quality_scores(restore(inputs), truths, regions)[:, 0].mean())
             for method, restore in restorers.items()
         }
-        log.info("%s: %s", name, results[name])
+        log.info("%s: %s", name, ", ".join(f"{m} {v:.2f} dB" for m, v in results[name].items()))
     return results
 
 
@@ -98,7 +97,7 @@ def format_table(results: dict[str, dict[str, float]], preset: str, faces: int) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default=evaluate.TARGET_PRESET, choices=list(degrade.PRESETS))
     parser.add_argument("--subset", type=int, default=DEFAULT_SUBSET, help="validation faces (spread over identities)")
