@@ -12,26 +12,22 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from streamer.batch import BatchRunner, JobResult, RunControl, UsageError, plan_jobs, results_as_json, summary_lines
-from streamer.config import REPO_ROOT, Config, ConfigError, effective_config_yaml, expand_env, load_config
-from streamer.model_contract import ContractError
-from streamer.sinks import SinkError
-from streamer.sources import SourceError
-from streamer.stats import write_stats_json
-from streamer.pipeline import Job
-from streamer.urls import mask_credentials, push_format
-from streamer.workers import CaptureLimits
+# Light imports only: `--help` and a bad command line answer at once. The config (pydantic), the jobs
+# (PyAV) and, when a run starts, the models (torch, mediapipe) are imported where they are first needed.
+from streamer import REPO_ROOT  # sets OMP_WAIT_POLICY before torch loads (streamer/__init__.py)
+from streamer.errors import UserError
+
+if TYPE_CHECKING:
+    from streamer.config import Config
+    from streamer.jobs import JobResult, RunControl
+    from streamer.pipeline import Job
 
 logger = logging.getLogger("run_stream")
 
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
 EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-# Errors the user can cause and fix: reported in one line, without a traceback. (The model
-# loaders' errors join them in _process: their modules load torch and mediapipe, which --help,
-# --validate-config and a bad command line do not wait for.)
-USER_ERRORS = (ConfigError, UsageError, SourceError, SinkError, ContractError)
 
 EPILOG = """\
 examples:
@@ -115,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except USER_ERRORS as exc:
+    except UserError as exc:  # bad input the user can fix: one line, no traceback
+        from streamer.urls import mask_credentials
         print(f"error: {mask_credentials(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:  # before the pipeline's own handler is installed (e.g. loading the model)
@@ -124,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from streamer.config import effective_config_yaml, load_config
+    from streamer.urls import mask_credentials
+
     config = load_config(args.config, config_overrides(args))
     if args.validate_config:
         _expanded_inputs(args, config)  # a ${VAR} that is not set is a config error too
@@ -136,20 +136,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _process(jobs: list[Job], config: Config, args: argparse.Namespace) -> int:
-    # OpenMP threads that spin while idle starve the pipeline's other stages of CPU; OpenMP reads
-    # this when torch loads it, just below.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from streamer.components import LOAD_ERRORS, build_components, pipeline_settings  # loads torch, mediapipe
+    from streamer.components import build_components, pipeline_settings  # loads torch, mediapipe
+    from streamer.jobs import JobRunner, RunControl
+    from streamer.workers import CaptureLimits
 
-    try:
-        components = build_components(config)
-    except LOAD_ERRORS as exc:
-        raise UsageError(str(exc)) from None
-    runner = BatchRunner(
-        components=components,
+    runner = JobRunner(
+        components=build_components(config),
         settings=pipeline_settings(config, CaptureLimits(args.max_frames, args.duration)),
         control=RunControl(),
-        user_errors=USER_ERRORS + LOAD_ERRORS,
         show_progress=not args.quiet,
     )
     with _signals_handled_by(runner.control):
@@ -161,6 +155,9 @@ def _process(jobs: list[Job], config: Config, args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace, config: Config) -> list[Job]:
+    from streamer.jobs import UsageError, plan_jobs
+    from streamer.urls import push_format
+
     if not args.output:
         raise UsageError("no output: give -o OUTPUT (a file, a folder, or a stream URL)")
     jobs = plan_jobs(_expanded_inputs(args, config), args.output, config.output.container, args.overwrite)
@@ -172,12 +169,17 @@ def _plan(args: argparse.Namespace, config: Config) -> list[Job]:
 
 def _expanded_inputs(args: argparse.Namespace, config: Config) -> list[str]:
     """The SOURCE arguments (or the config's inputs) with ${VAR} taken from the environment."""
+    from streamer.config import expand_env
+
     where = "SOURCE" if args.sources else "source.inputs"
     inputs = args.sources or config.source.inputs
     return [expand_env(text, os.environ, f"{where}[{k}]") for k, text in enumerate(inputs)]
 
 
 def _report(results: list[JobResult], args: argparse.Namespace) -> None:
+    from streamer.jobs import results_as_json, summary_lines
+    from streamer.stats import write_stats_json
+
     if not args.quiet:
         for stats in {id(r.stats): r.stats for r in results if r.stats is not None}.values():
             print(stats.summary_table(), file=sys.stderr)
@@ -226,6 +228,8 @@ class _MaskingFormatter(logging.Formatter):
     """Credentials never reach the log, whatever a message (or a library's) contains."""
 
     def format(self, record: logging.LogRecord) -> str:
+        from streamer.urls import mask_credentials
+
         return mask_credentials(super().format(record))
 
 

@@ -29,11 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-# As run_stream.py does: idle OpenMP threads that spin starve the other stages (and the serial
-# loop collapses: 5 fps instead of 20-30 on office_cctv_360p). Must be set before torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from streamer import REPO_ROOT  # noqa: E402  (first: sets the OpenMP wait policy before torch loads)
 from streamer.components import build_components, pipeline_settings  # noqa: E402
 from streamer.config import Config, load_config  # noqa: E402
 from streamer.pipeline import Components, Job, Pipeline  # noqa: E402
@@ -103,14 +100,14 @@ def run_bound(job: Job, components: Components, limit: int | None) -> int:
 
 def run_serial(job: Job, components: Components, every_n: int, limit: int | None) -> int:
     """The same stages as the pipeline, in one thread: the baseline the pipeline must beat."""
-    detector, tracker = components.make_detector(), components.make_tracker()
+    detector = components.make_detector()
     try:
+        stage = components.detect_stage(detector, every_n)
         with components.open_source(job.input, job.source_id) as source:
             sink = components.open_sink(job.output, source.info)
             count = 0
             for frame in itertools.islice(source.frames(threading.Event()), limit):
-                detections = detector.detect(frame.image) if count % every_n == 0 else None
-                faces = restore_serially(components, frame.image, tracker.update(frame.index, detections))
+                faces = restore_serially(components, stage.faces_in(frame.image, frame.index))
                 sink.write(dataclasses.replace(frame, image=components.compose(frame.image, faces)))
                 count += 1
             sink.close()
@@ -119,15 +116,14 @@ def run_serial(job: Job, components: Components, every_n: int, limit: int | None
     return count
 
 
-def restore_serially(components: Components, image: np.ndarray, faces: list) -> list:
-    if components.restorer is None or not faces:
-        return faces
-    faces = components.crop_faces(image, faces)
+def restore_serially(components: Components, faces: tuple) -> tuple:
+    """The frame's faces with their crops restored (restorer batch = this frame's crops)."""
     cropped = [face for face in faces if face.crop is not None]  # larger faces keep their pixels
-    if not cropped:
+    if components.restorer is None or not cropped:
         return faces
     restored = iter(components.restorer.restore(np.stack([face.crop for face in cropped])))
-    return [dataclasses.replace(face, restored=next(restored)) if face.crop is not None else face for face in faces]
+    return tuple(dataclasses.replace(face, restored=next(restored)) if face.crop is not None else face
+                 for face in faces)
 
 
 def restorer_standalone(components: Components, seconds: float = 2.0) -> tuple[int, float]:

@@ -8,8 +8,8 @@ costs, the no-model baseline). Columns: batch 1, 4, 16 (the pipeline's batch siz
 the best of three timed windows, so a burst of load from other processes counts less. The last
 column is the shipped model's speed divided by the row's, at batch 16 (0.5: half as fast).
 
-OpenMP's default spin-waiting collapses 2-thread PyTorch on a shared CPU; run with
-OMP_WAIT_POLICY=PASSIVE (the header says which policy was in effect).
+OpenMP's default spin-waiting collapses 2-thread PyTorch on a shared CPU; importing `streamer` sets
+OMP_WAIT_POLICY=PASSIVE unless it is set (the header says which policy was in effect).
 """
 from __future__ import annotations
 
@@ -19,11 +19,13 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import streamer  # noqa: E402, F401  (first: sets the OpenMP wait policy before torch loads)
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
 from streamer.model_contract import resize_square  # noqa: E402
 from training.model import build_model, count_parameters  # noqa: E402
 

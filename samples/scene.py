@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 
+from streamer import REPO_ROOT
 from streamer.compositing import blend_into
 from streamer.values import Box
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 FACES_DIR = REPO_ROOT.parent / "shared" / "data" / "faces"
 FACES_CSV = FACES_DIR / "celeba_wild_256.csv"
 # Photos whose face was small in the original are blurry already; use sharp ones.

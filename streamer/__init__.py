@@ -1,0 +1,15 @@
+"""The stream processor's stages (see DESIGN.md).
+
+Importing this package makes OpenMP threads wait passively (unless OMP_WAIT_POLICY is already set):
+the default spin-waiting burns a core while torch is idle and starves the pipeline's other stages
+on a small CPU. OpenMP reads the variable once, when torch loads it, so every entry point imports
+`streamer` (or `training`, which imports it) before torch; tests/test_entry_points.py checks that.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]  # relative paths in configs and scripts start here

@@ -7,18 +7,15 @@ import logging
 
 from streamer import compositing
 from streamer.config import Config
-from streamer.detection import DetectorLoadError, MediaPipeFaceDetector, TilingOptions
+from streamer.detection import MediaPipeFaceDetector, TilingOptions
 from streamer.pipeline import Components, PipelineSettings
-from streamer.restoration import ModelLoadError, TorchScriptRestorer, prepare_crops
+from streamer.restoration import TorchScriptRestorer, prepare_crops
 from streamer.sinks import LOSSLESS_FILE_OPTIONS, SinkOptions, open_sink
 from streamer.sources import SourceOptions, open_source
 from streamer.tracking import FaceTracker
 from streamer.workers import Batching, CaptureLimits
 
 logger = logging.getLogger(__name__)
-
-# A model file that cannot be used (the contract's own ContractError is raised too).
-LOAD_ERRORS = (ModelLoadError, DetectorLoadError)
 
 
 def build_components(config: Config) -> Components:

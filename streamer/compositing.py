@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from streamer import brightness
-from streamer.model_contract import face_region_in_crop, resize_square
+from streamer.model_contract import Region, face_region_in_crop, resize_square
 from streamer.values import Box, Face, check_rgb_image
 
 MODES = ("paste", "overlay", "side-by-side")
@@ -71,18 +71,24 @@ def compose(
 
 def _with_kept_brightness(image: np.ndarray, faces: Sequence[Face]) -> list[Face]:
     """The faces with their restored crops relit as far as the frame's light says (`brightness`)."""
-    share = brightness.kept_share(brightness.frame_luma(image))
-    if share == 0.0:
+    luma = brightness.frame_luma(image)
+    if brightness.kept_share(luma) == 0.0:
         return list(faces)
-    return [dataclasses.replace(face, restored=_kept_brightness(face, share)) for face in faces]
+    return [dataclasses.replace(face, restored=_kept_brightness(face, luma)) for face in faces]
 
 
-def _kept_brightness(face: Face, share: float) -> np.ndarray:
-    """The face's restored crop with `share` of its input crop's brightness put back."""
+def _kept_brightness(face: Face, luma: float) -> np.ndarray:
     if face.crop is None:
         raise ValueError("compose: keep_brightness needs each restored face's input crop (Face.crop)")
     region = face_region_in_crop(face.box, face.crop_box, face.crop.shape[0])
-    return brightness.keep_face_brightness(face.crop, face.restored, region, share)
+    return restored_as_pasted(face.crop, face.restored, region, luma)
+
+
+def restored_as_pasted(crop: np.ndarray, restored: np.ndarray, region: Region, frame_luma: float) -> np.ndarray:
+    """The restored crop as `compose` pastes it (keep_brightness on) into a frame of mean luma
+    `frame_luma`: with as much of the input crop's brightness as the frame's light says. The one
+    rule, also used by training's evaluation and video check to score what the pipeline shows."""
+    return brightness.keep_face_brightness(crop, restored, region, brightness.kept_share(frame_luma))
 
 
 @lru_cache(maxsize=64)

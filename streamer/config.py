@@ -14,7 +14,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from streamer import REPO_ROOT
+from streamer.errors import UserError
+
 DETECTOR_MODELS = {
     "full_range": "models/face_detection_full_range_sparse.tflite",
     "short_range": "models/face_detection_short_range.tflite",
@@ -22,7 +24,7 @@ DETECTOR_MODELS = {
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """The configuration (file, flag or environment) is invalid; the message says what and where."""
 
 

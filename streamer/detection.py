@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import mediapipe as mp
 import numpy as np
 from mediapipe.tasks.python import BaseOptions, vision
 
+from streamer.errors import UserError
 from streamer.values import Box, Face, check_rgb_image
 
 logger = logging.getLogger(__name__)
@@ -25,16 +25,8 @@ logger = logging.getLogger(__name__)
 EDGE_MARGIN_PX = 2.0
 
 
-class DetectorLoadError(RuntimeError):
+class DetectorLoadError(UserError, RuntimeError):
     """The face-detection model file cannot be used."""
-
-
-class FaceDetector(Protocol):
-    def detect(self, image: np.ndarray) -> list[Face]:
-        """Faces (box, score; track_id unset) in an H x W x 3 uint8 RGB contiguous image."""
-        ...
-
-    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)

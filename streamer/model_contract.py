@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import torch
 
+from streamer.errors import UserError
 from streamer.values import Box
 
 SPEC_FILE_NAME = "restorer.json"
@@ -21,7 +22,7 @@ SPEC_FILE_NAME = "restorer.json"
 Region = tuple[int, int, int, int]  # (x0, y0, x1, y1): a face box in a crop's pixels, slice ends
 
 
-class ContractError(ValueError):
+class ContractError(UserError, ValueError):
     """A model file or its metadata breaks the restorer contract."""
 
 

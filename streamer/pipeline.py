@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
+from streamer.detect_stage import CropFaces, Detector, DetectStage, Tracker
 from streamer.stats import RunStats
 from streamer.urls import mask_credentials
 from streamer.values import StreamInfo
@@ -25,15 +26,12 @@ from streamer.workers import (
     CaptureLimits,
     CaptureWorker,
     Compose,
-    CropFaces,
-    Detector,
     DetectWorker,
     Halted,
     Restorer,
     RestoreWorker,
     Sink,
     Source,
-    Tracker,
     WriteWorker,
 )
 
@@ -64,6 +62,11 @@ class Components:
     restorer: Restorer | None  # one for all sources; None: faces are not restored
     crop_faces: CropFaces | None  # cuts the model's crops from a frame; None with no restorer
     compose: Compose
+
+    def detect_stage(self, detector: Detector, every_n: int) -> DetectStage:
+        """A source's detect stage around its own `detector` (crops are cut only for a restorer)."""
+        crop_faces = self.crop_faces if self.restorer is not None else None
+        return DetectStage(detector, self.make_tracker(), crop_faces, every_n)
 
 
 @dataclass(frozen=True)
@@ -167,9 +170,8 @@ class Pipeline:
         detect_inbox: queue.Queue = queue.Queue(inbox_size)
         capture = CaptureWorker(source, detect_inbox, (self.drain, self.halt), stats, settings.limits,
                                 settings.live_drop)
-        crop_faces = components.crop_faces if components.restorer else None
-        detect = DetectWorker((detect_inbox, restore_inbox), self.halt, detector, components.make_tracker(),
-                              crop_faces, settings.every_n_frames, stats)
+        detect = DetectWorker((detect_inbox, restore_inbox), self.halt,
+                              components.detect_stage(detector, settings.every_n_frames), stats)
         writer = WriteWorker(write_inbox, self.halt, components.compose, sink, stats)
         self._spawn(f"capture-{job.source_id}", capture.run)
         self._spawn(f"detect-{job.source_id}", detect.run)

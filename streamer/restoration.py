@@ -11,11 +11,11 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
 
+from streamer.errors import UserError
 from streamer.model_contract import (
     SPEC_FILE_NAME,
     ContractError,
@@ -34,16 +34,8 @@ OUTPUT_RANGE_SLACK = 0.25
 CHECK_BATCH = 2
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError, RuntimeError):
     """The restorer model file cannot be read or run here (missing, not TorchScript, no CUDA)."""
-
-
-class FaceRestorer(Protocol):
-    spec: RestorerSpec
-
-    def restore(self, crops: np.ndarray) -> np.ndarray:
-        """N x S x S x 3 uint8 RGB crops -> their restored N x S x S x 3 uint8 RGB versions."""
-        ...
 
 
 def cpu_supports_bf16() -> bool:

@@ -43,6 +43,7 @@ import av
 import cv2
 import numpy as np
 
+from streamer.errors import UserError
 from streamer.urls import mask_credentials, push_format, url_scheme
 from streamer.values import Frame, StreamInfo
 
@@ -54,7 +55,7 @@ PARTIAL_TAG = ".partial"
 BT601 = {"colorspace": 6, "color_primaries": 6, "color_trc": 6, "color_range": 1}  # SMPTE170M, MPEG range
 
 
-class SinkError(Exception):
+class SinkError(UserError):
     """An output cannot be written (one line, credentials masked)."""
 
 

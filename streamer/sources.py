@@ -45,6 +45,7 @@ from typing import Literal
 import av
 import numpy as np
 
+from streamer.errors import UserError
 from streamer.urls import is_live_url, mask_credentials, url_scheme
 from streamer.values import Frame, StreamInfo
 
@@ -54,7 +55,7 @@ LIVE_TIME_BASE = Fraction(1, 90000)  # the RTP video clock; fine-grained enough 
 FALLBACK_RATE = Fraction(25)  # when a stream does not say its frame rate
 
 
-class SourceError(Exception):
+class SourceError(UserError):
     """A source the user named cannot be read (one line, credentials masked)."""
 
 

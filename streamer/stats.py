@@ -51,7 +51,7 @@ class SourceStats:
 class RestorerStats:
     clock: StageClock = field(default_factory=StageClock)
     faces: int = 0
-    batches: int = 0
+    batches: int = 0  # restorer calls (a call larger than the restorer's batch size is split by it)
 
     @property
     def faces_per_s(self) -> float:

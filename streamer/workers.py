@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from streamer.detect_stage import DetectStage
 from streamer.stats import RestorerStats, SourceStats, StageClock
 from streamer.values import Face, Frame, FramePacket, StreamInfo
 
@@ -47,19 +48,10 @@ class Sink(Protocol):
     def abort(self) -> None: ...
 
 
-class Detector(Protocol):
-    def detect(self, image: np.ndarray) -> list[Face]: ...
-
-
-class Tracker(Protocol):
-    def update(self, frame_index: int, detections: list[Face] | None) -> list[Face]: ...
-
-
 class Restorer(Protocol):
     def restore(self, crops: np.ndarray) -> np.ndarray: ...
 
 
-CropFaces = Callable[[np.ndarray, Sequence[Face]], Sequence[Face]]
 Compose = Callable[[np.ndarray, Sequence[Face]], np.ndarray]
 
 
@@ -156,44 +148,28 @@ class CaptureWorker:
 
 
 class DetectWorker:
-    """Finds faces every `every_n` frames, tracks them in between, and cuts the model's crops."""
+    """Runs one source's DetectStage (detect every N frames, track, crop) on each frame in turn."""
 
     def __init__(
         self,
         queues: tuple[queue.Queue, queue.Queue],
         halt: threading.Event,
-        detector: Detector,
-        tracker: Tracker,
-        crop_faces: CropFaces | None,
-        every_n: int,
+        stage: DetectStage,
         stats: SourceStats,
     ) -> None:
         self.inbox, self.outbox = queues
-        self.halt, self.detector, self.tracker, self.crop_faces = halt, detector, tracker, crop_faces
-        self.every_n, self.stats = every_n, stats
+        self.halt, self.stage, self.stats = halt, stage, stats
 
     def run(self) -> None:
-        processed = 0
         while True:
             item = get(self.inbox, self.halt)
             if isinstance(item, EndOfStream):
                 put(self.outbox, item, self.halt)
                 return
             with self.stats.clocks["detect"].timing():
-                packet = self._process(item, detect=processed % self.every_n == 0)
-            processed += 1
+                packet = FramePacket(item, self.stage.faces_in(item.image, item.index))
             self.stats.faces += len(packet.faces)
             put(self.outbox, packet, self.halt)
-
-    def _process(self, frame: Frame, detect: bool) -> FramePacket:
-        # Count frames processed, not frame.index: a live source's drops leave gaps in the index.
-        detections = self.detector.detect(frame.image) if detect else None
-        height, width = frame.image.shape[:2]
-        tracked = self.tracker.update(frame.index, detections)
-        faces = [face for face in tracked if face.box.overlaps_frame(width, height)]
-        if self.crop_faces is not None and faces:
-            faces = self.crop_faces(frame.image, faces)
-        return FramePacket(frame, tuple(faces))
 
 
 @dataclass(frozen=True)
@@ -266,14 +242,11 @@ class RestoreWorker:
         if not crops or self.restorer is None:
             return items
         with self.stats.clock.timing():
-            restored = self._run_model(np.stack(crops))
+            # One call: the restorer alone splits a collection larger than its batch size.
+            restored = self.restorer.restore(np.stack(crops))
         self.stats.faces += len(crops)
+        self.stats.batches += 1
         return _attach_restored(items, iter(restored), self.source_stats)
-
-    def _run_model(self, crops: np.ndarray) -> np.ndarray:
-        size = self.batching.batch_size
-        self.stats.batches += (len(crops) + size - 1) // size
-        return np.concatenate([self.restorer.restore(crops[i : i + size]) for i in range(0, len(crops), size)])
 
 
 class WriteWorker:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from streamer import REPO_ROOT
 from tests.helpers.media import make_face_frames, write_clip
 from tests.helpers.models import save_model
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 FACE_CLIP_FRAMES = 24
 FACE_CLIP_SIZE = (320, 240)
 FACE_PX = 36

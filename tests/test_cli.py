@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer.batch import RunControl, UsageError, plan_jobs
+from streamer.jobs import RunControl, UsageError, plan_jobs
 from tests.helpers.models import save_model
 from tests.helpers.rtsp_server import free_port
 

@@ -27,12 +27,11 @@ the same shape.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from streamer import REPO_ROOT
+
 SEED_ARCH_MODEL = REPO_ROOT / "models" / "baselines" / "seed_autoencoder.ts"
 
 # The seed's settings: exponent 0.8 on [0, 1] values (brightens the dark CCTV picture) and the

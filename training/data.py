@@ -22,13 +22,13 @@ import cv2
 import numpy as np
 import torch
 
+from streamer import REPO_ROOT
 from streamer.model_contract import crops_to_batch, cut_square, resize_square, square_crop_box
 from streamer.values import Box
 from training import degrade
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 FACES_DIR = REPO_ROOT.parent / "shared" / "data" / "faces"
 WILD_CSV = "celeba_wild_256.csv"
 DEFAULT_CACHE_DIR = REPO_ROOT / ".cache" / "pairs"

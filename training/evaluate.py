@@ -39,7 +39,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from streamer import brightness
+from streamer import REPO_ROOT, brightness, compositing
 from streamer.model_contract import ContractError, RestorerSpec, square_crop_box
 from streamer.restoration import ModelLoadError, TorchScriptRestorer
 from training import baselines, data, degrade, metrics
@@ -48,7 +48,6 @@ from training.metrics import Region
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO_ROOT / "models" / "face_restorer.ts"
 DEFAULT_OUT_DIR = REPO_ROOT / "runs" / "evaluation"
 BASELINE_FILE = REPO_ROOT / "training" / "baseline_metrics.json"
@@ -174,7 +173,7 @@ def as_pasted(inputs: np.ndarray, ours: np.ndarray, params: list[degrade.Degrade
     """Our outputs as the pipeline's compositor leaves them: each face keeps as much of its input's
     brightness as its frame's light says (compositing.keep_brightness)."""
     return np.stack([
-        brightness.keep_face_brightness(crop, out, region, brightness.kept_share(scene_luma(p)))
+        compositing.restored_as_pasted(crop, out, region, scene_luma(p))
         for crop, out, p, region in zip(inputs, ours, params, regions)
     ])
 

@@ -17,8 +17,6 @@ import argparse
 import copy
 import logging
 import math
-import os
-import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -301,16 +299,5 @@ def main(argv: list[str] | None = None) -> None:
     log.info("done: %d steps, best validation PSNR %.2f dB", state.step, state.best_psnr)
 
 
-def _with_passive_openmp() -> None:
-    """Re-run this process with OMP_WAIT_POLICY=PASSIVE unless it is set.
-
-    On a CPU shared with other processes, OpenMP's default spin-waiting makes 2-thread PyTorch
-    up to 10x slower (measured here); the policy is read once when the library loads, hence a re-exec."""
-    if "OMP_WAIT_POLICY" not in os.environ:
-        os.execve(sys.executable, [sys.executable, "-m", "training.train", *sys.argv[1:]],
-                  {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
-
-
 if __name__ == "__main__":
-    _with_passive_openmp()
     main()

@@ -37,10 +37,15 @@ import av
 import cv2
 import numpy as np
 
-from streamer import brightness
+from streamer import REPO_ROOT, brightness, compositing
 from streamer.components import build_components
 from streamer.config import ConfigError, load_config
-from streamer.model_contract import ContractError, RestorerSpec, extract_crop, square_crop_box
+from streamer.model_contract import (
+    ContractError,
+    RestorerSpec,
+    extract_crop,
+    square_crop_box,
+)
 from streamer.restoration import ModelLoadError, TorchScriptRestorer
 from streamer.sources import SourceError, open_source
 from streamer.values import Box, Face
@@ -49,7 +54,6 @@ from training.evaluate import PresetRun, comparison_grid, save_png
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEO = REPO_ROOT.parent / "shared" / "data" / "videos" / "crowd_walk_1080p.mp4"
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
 DEFAULT_OUT_DIR = REPO_ROOT / "runs" / "video_check"
@@ -89,7 +93,7 @@ class FaceSample:
     truth: np.ndarray
     region: metrics.Region
     restored: bool  # False: the pipeline leaves this face's pixels alone (restoration.max_face_px)
-    kept_share: float = 0.0  # how much of its own brightness the face keeps in its frame (brightness.kept_share)
+    frame_luma: float | None = None  # its frame's mean luma; None: compositing.keep_brightness is off
 
 
 # --- degrading the video -----------------------------------------------------------------------
@@ -153,24 +157,21 @@ def collect_faces(original: Path, degraded: Path, config_path: Path,
         overrides["restoration.model"] = (str(model), "--model")
     config = load_config(config_path, overrides)
     components = build_components(config)
-    spec, every_n = components.restorer.spec, config.detection.every_n_frames
-    tracker = components.make_tracker()
+    spec = components.restorer.spec
     keep_brightness = config.compositing.keep_brightness
     samples = []
     with components.make_detector() as detector:
+        stage = components.detect_stage(detector, config.detection.every_n_frames)
         for index, (truth_frame, frame) in enumerate(zip(read_frames(original), read_frames(degraded), strict=True)):
             factor = truth_frame.shape[0] / frame.shape[0]
-            detections = detector.detect(frame) if index % every_n == 0 else None
-            height, width = frame.shape[:2]
-            tracked = [f for f in tracker.update(index, detections) if f.box.overlaps_frame(width, height)]
-            share = brightness.kept_share(brightness.frame_luma(frame)) if keep_brightness else 0.0
-            for face in components.crop_faces(frame, tracked):
-                samples.append(_sample(face, index, frame, truth_frame, factor, spec, share))
+            luma = brightness.frame_luma(frame) if keep_brightness else None
+            for face in stage.faces_in(frame, index):
+                samples.append(_sample(face, index, frame, truth_frame, factor, spec, luma))
     return samples, components.restorer
 
 
 def _sample(face: Face, index: int, frame: np.ndarray, truth_frame: np.ndarray, factor: float,
-            spec: RestorerSpec, kept_share: float) -> FaceSample:
+            spec: RestorerSpec, frame_luma: float | None) -> FaceSample:
     """A face as the pipeline cropped it; a face it leaves alone (too large) is cropped the same way,
     to be scored, and marked as not restored."""
     crop_box = face.crop_box or square_crop_box(face.box, spec.crop_scale)
@@ -180,7 +181,7 @@ def _sample(face: Face, index: int, frame: np.ndarray, truth_frame: np.ndarray, 
         truth=extract_crop(truth_frame, scaled_box(crop_box, factor), spec.input_size),
         region=metrics.face_region_in_crop(face.box, crop_box, spec.input_size),
         restored=face.crop is not None,
-        kept_share=kept_share,
+        frame_luma=frame_luma,
     )
 
 
@@ -197,7 +198,8 @@ def restore_with_model(samples: list[FaceSample], restorer: TorchScriptRestorer)
 def as_the_pipeline_pastes(samples: list[FaceSample], model_outputs: np.ndarray) -> np.ndarray:
     """The model's outputs with each face's own brightness kept as the compositor keeps it."""
     return np.stack([
-        brightness.keep_face_brightness(s.crop, out, s.region, s.kept_share) if s.restored else out
+        compositing.restored_as_pasted(s.crop, out, s.region, s.frame_luma)
+        if s.restored and s.frame_luma is not None else out
         for s, out in zip(samples, model_outputs)
     ])
 

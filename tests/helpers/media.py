@@ -21,9 +21,9 @@ import av
 import cv2
 import numpy as np
 
+from streamer import REPO_ROOT
 from streamer.values import Box
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 AUDIO_RATE = 48000
 AUDIO_TONE_HZ = 440.0
 # Pixel format each test codec writes by default (libx264rgb and ffv1 keep RGB exactly).

@@ -24,6 +24,7 @@ import av
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from streamer.errors import UserError
 from streamer.pipeline import Components, Job, Pipeline, PipelineSettings
 from streamer.stats import RunStats
 from streamer.urls import is_live_url, mask_credentials, push_format
@@ -37,7 +38,7 @@ VIDEO_SUFFIXES = frozenset(
 _GLOB_CHARS = frozenset("*?[")
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """The command line cannot be carried out (no inputs, output exists, ...); one line."""
 
 
@@ -198,13 +199,12 @@ class RunControl:
 
 
 @dataclass
-class BatchRunner:
+class JobRunner:
     """Runs jobs with shared components: cameras together, files one by one."""
 
     components: Components
     settings: PipelineSettings
     control: RunControl
-    user_errors: tuple[type[BaseException], ...]  # bad input: reported by its message alone
     show_progress: bool = True
 
     def run(self, jobs: list[Job]) -> list[JobResult]:
@@ -233,7 +233,7 @@ class BatchRunner:
         return results
 
     def _report_failure(self, job: Job, exc: Exception) -> str:
-        if isinstance(exc, self.user_errors):
+        if isinstance(exc, UserError):  # bad input: reported by its message alone
             message = str(exc)
         else:  # not a known bad-input error: keep the traceback for --verbose
             logger.debug("%s failed", job.label, exc_info=True)

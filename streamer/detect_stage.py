@@ -1,0 +1,71 @@
+"""The detect stage's work on one frame: detect (every N frames), track, keep the faces that are in
+the picture, cut the restorer's crops.
+
+One implementation, used by the pipeline's DetectWorker (streamer/workers.py), the video check
+(training/video_check.py) and the serial baseline of bench/pipeline_bench.py, so that what they
+measure is what the pipeline does.
+
+`DetectStage.faces_in` runs the steps in order, each in its own small method, so that a later step
+(a search policy deciding when and where to detect, a gate on which faces to restore, a window of
+each track's recent crops) slots in as one more method rather than a copy of the loop.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from streamer.values import Face
+
+
+class Detector(Protocol):
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Faces (box, score; track_id unset) in an H x W x 3 uint8 RGB contiguous image."""
+        ...
+
+
+class Tracker(Protocol):
+    def update(self, frame_index: int, detections: list[Face] | None) -> list[Face]:
+        """The tracked faces of this frame; `detections` None: a frame without detection (predict only)."""
+        ...
+
+
+# Cuts the restorer's input crop of each face (Face.crop, Face.crop_box); a face it leaves alone keeps
+# crop None (restoration.prepare_crops: larger than restoration.max_face_px).
+CropFaces = Callable[[np.ndarray, Sequence[Face]], Sequence[Face]]
+
+
+class DetectStage:
+    """One source's faces, frame by frame. Holds the detector's and the tracker's state: one per
+    source, called from one thread, with the frames in order."""
+
+    def __init__(self, detector: Detector, tracker: Tracker, crop_faces: CropFaces | None, every_n: int = 1) -> None:
+        if every_n < 1:
+            raise ValueError(f"DetectStage: every_n must be >= 1, got {every_n}")
+        self.detector, self.tracker, self.crop_faces, self.every_n = detector, tracker, crop_faces, every_n
+        self.frames_seen = 0
+
+    def faces_in(self, image: np.ndarray, frame_index: int) -> tuple[Face, ...]:
+        """The faces of this frame, tracked (track_id set) and, with a `crop_faces`, cropped."""
+        detections = self._detections(image)
+        faces = self._in_picture(self.tracker.update(frame_index, detections), image)
+        self.frames_seen += 1
+        return tuple(self._cropped(image, faces))
+
+    def _detections(self, image: np.ndarray) -> list[Face] | None:
+        # Counts the frames seen, not frame indices: a live source's drops leave gaps in the index.
+        if self.frames_seen % self.every_n:
+            return None  # the tracker carries the faces over this frame
+        return self.detector.detect(image)
+
+    @staticmethod
+    def _in_picture(faces: list[Face], image: np.ndarray) -> list[Face]:
+        """The faces with pixels in the frame (the tracker may carry one out of the picture)."""
+        height, width = image.shape[:2]
+        return [face for face in faces if face.box.overlaps_frame(width, height)]
+
+    def _cropped(self, image: np.ndarray, faces: list[Face]) -> Sequence[Face]:
+        if self.crop_faces is None or not faces:
+            return faces
+        return self.crop_faces(image, faces)
