@@ -20,6 +20,7 @@ from streamer import REPO_ROOT  # sets OMP_WAIT_POLICY before torch loads (strea
 from streamer.errors import UserError
 
 if TYPE_CHECKING:
+    from streamer.cameras import Camera
     from streamer.config import Config
     from streamer.jobs import JobResult, RunControl
     from streamer.pipeline import Job
@@ -50,6 +51,9 @@ examples:
   python run_stream.py recordings/ -o out/ --config configs/batch.yaml
   python run_stream.py 'recordings/2024-*.mp4' -o out/ --overwrite
 
+  # many cameras (and recordings) from a cameras file: each its own output and overrides
+  python run_stream.py --cameras cams.yaml --config configs/live_rtsp.yaml
+
   # check a config (prints the effective config, flags applied) without running
   python run_stream.py --config configs/batch.yaml --no-tiles --validate-config
 
@@ -72,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="video file, folder, glob, or rtsp:// URL (${VAR} is taken from the environment); "
                              "default: source.inputs of the config")
     parser.add_argument("-o", "--output", help="output file, or folder (several inputs), or rtsp:// / rtmp:// URL")
+    parser.add_argument("--cameras", type=Path, metavar="FILE",
+                        help="YAML cameras file (name, url, output and config overrides per camera), "
+                             "instead of SOURCE and -o")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
                         help="YAML config (default: configs/default.yaml of this repository)")
     parser.add_argument("--mode", choices=["paste", "overlay", "side-by-side"], help="how restored faces are shown")
@@ -125,24 +132,59 @@ def run(args: argparse.Namespace) -> int:
     from streamer.urls import mask_credentials
 
     config = load_config(args.config, config_overrides(args))
+    cameras = _cameras(args, config)
     if args.validate_config:
-        _expanded_inputs(args, config)  # a ${VAR} that is not set is a config error too
+        if cameras is None:
+            _expanded_inputs(args, config)  # a ${VAR} that is not set is a config error too
         print(effective_config_yaml(config, mask_credentials), end="")
+        for camera in cameras or []:
+            print(f"# camera {camera.name}: {camera.label} -> {mask_credentials(camera.output)}")
         return EXIT_OK
     if not args.verbose:
         _hide_native_logs()
     _configure_logging(config, args)
-    return _process(_plan(args, config), config, args)
+    jobs = _plan(args, config) if cameras is None else _plan_cameras(cameras, args)
+    return _process(jobs, config, args, cameras)
 
 
-def _process(jobs: list[Job], config: Config, args: argparse.Namespace) -> int:
-    from streamer.components import build_components, pipeline_settings  # loads torch, mediapipe
+def _cameras(args: argparse.Namespace, config: Config) -> list[Camera] | None:
+    """The cameras of --cameras (checked), or None without it."""
+    from streamer.cameras import load_cameras
+    from streamer.jobs import UsageError
+
+    if args.cameras is None:
+        return None
+    if args.sources or args.output:
+        raise UsageError("--cameras names the inputs and outputs: give no SOURCE and no -o with it")
+    return load_cameras(args.cameras, config)
+
+
+def _plan_cameras(cameras: list[Camera], args: argparse.Namespace) -> list[Job]:
+    from streamer.jobs import check_output
+    from streamer.pipeline import Job
+    from streamer.urls import push_format
+
+    jobs = [Job(source_id=camera.name, input=camera.url, output=camera.output, label=camera.label)
+            for camera in cameras]
+    for job in jobs:
+        check_output(job, args.overwrite)
+        if push_format(job.output) is None:
+            Path(job.output).parent.mkdir(parents=True, exist_ok=True)
+    return jobs
+
+
+def _process(jobs: list[Job], config: Config, args: argparse.Namespace, cameras: list[Camera] | None = None) -> int:
+    from streamer.components import build_components, pipeline_settings, with_own_stages  # loads torch, mediapipe
     from streamer.jobs import JobRunner, RunControl
     from streamer.workers import CaptureLimits
 
+    limits = CaptureLimits(args.max_frames, args.duration)
+    components = build_components(config)
+    if cameras is not None:
+        jobs = with_own_stages(jobs, {camera.name: camera.config for camera in cameras}, components.restorer, limits)
     runner = JobRunner(
-        components=build_components(config),
-        settings=pipeline_settings(config, CaptureLimits(args.max_frames, args.duration)),
+        components=components,
+        settings=pipeline_settings(config, limits),
         control=RunControl(),
         show_progress=not args.quiet,
     )

@@ -4,11 +4,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+from typing import Protocol
+
+import numpy as np
 
 from streamer import compositing
 from streamer.config import Config
 from streamer.detection import MediaPipeFaceDetector, TilingOptions
-from streamer.pipeline import Components, PipelineSettings
+from streamer.model_contract import RestorerSpec
+from streamer.pipeline import Components, Job, PipelineSettings
 from streamer.restoration import TorchScriptRestorer, prepare_crops
 from streamer.sinks import LOSSLESS_FILE_OPTIONS, SinkOptions, open_sink
 from streamer.sources import SourceOptions, open_source
@@ -18,12 +22,26 @@ from streamer.workers import Batching, CaptureLimits
 logger = logging.getLogger(__name__)
 
 
+class SpecRestorer(Protocol):
+    """A restorer as the stages see it: the crops it takes (spec) and restore(). The local
+    TorchScriptRestorer, or the Ray engine's client of a remote replica pool."""
+
+    spec: RestorerSpec
+
+    def restore(self, crops: np.ndarray) -> np.ndarray: ...
+
+
 def build_components(config: Config) -> Components:
     """Load the models once (the restorer is shared by every source) and wire the stages.
     The detector model is tried here too, so a bad one fails before any output is opened."""
     _make_detector(config).close()
     _log_detection(config)
-    restorer = _load_restorer(config)
+    return assemble_components(config, load_restorer(config))
+
+
+def assemble_components(config: Config, restorer: SpecRestorer | None) -> Components:
+    """The stages of `config` around a restorer loaded elsewhere (shared by several cameras, each
+    with its own config, or a remote one); None: faces are not restored."""
     source_options = SourceOptions(**config.source.model_dump(exclude={"inputs"}))
     sink_options = _sink_options(config)
     return Components(
@@ -37,7 +55,7 @@ def build_components(config: Config) -> Components:
     )
 
 
-def _crop_faces(config: Config, restorer: TorchScriptRestorer | None):
+def _crop_faces(config: Config, restorer: SpecRestorer | None):
     if restorer is None:
         return None
     return functools.partial(prepare_crops, spec=restorer.spec, max_face_px=config.restoration.max_face_px)
@@ -55,7 +73,7 @@ def pipeline_settings(config: Config, limits: CaptureLimits) -> PipelineSettings
     )
 
 
-def _load_restorer(config: Config) -> TorchScriptRestorer | None:
+def load_restorer(config: Config) -> TorchScriptRestorer | None:
     settings = config.restoration
     if not settings.enabled:
         logger.info("restorer: off (restoration.enabled is false): faces are detected but not restored")
@@ -105,3 +123,14 @@ def _compositor(config: Config):
                                            keep_brightness=settings.keep_brightness)
     return functools.partial(compositing.compose, mode=settings.mode, options=options)
 
+
+
+def with_own_stages(jobs: list[Job], configs: dict[str, Config], restorer: SpecRestorer | None,
+                    limits: CaptureLimits) -> list[Job]:
+    """The jobs, each with the stages and settings of its own config (a cameras file's cameras)
+    around the one shared restorer."""
+    return [
+        dataclasses.replace(job, components=assemble_components(configs[job.source_id], restorer),
+                            settings=pipeline_settings(configs[job.source_id], limits))
+        for job in jobs
+    ]

@@ -18,7 +18,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import av
 from tqdm import tqdm
@@ -27,7 +26,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from streamer.errors import UserError
 from streamer.pipeline import Components, Job, Pipeline, PipelineSettings
 from streamer.stats import RunStats
-from streamer.urls import is_live_url, mask_credentials, push_format
+from streamer.urls import is_live_url, mask_credentials, push_format, url_problem
 
 logger = logging.getLogger(__name__)
 
@@ -87,12 +86,9 @@ def expand_inputs(arguments: list[str]) -> list[str]:
 
 def _checked_url(url: str) -> str:
     """The URL, if it names a host (a malformed one fails here, not after connection attempts)."""
-    try:
-        host = urlsplit(url).hostname
-    except ValueError as exc:
-        raise UsageError(f"{mask_credentials(url)}: malformed URL ({exc})") from None
-    if not host:
-        raise UsageError(f"{mask_credentials(url)}: malformed URL (no host)")
+    problem = url_problem(url)
+    if problem is not None:
+        raise UsageError(f"{mask_credentials(url)}: {problem}")
     return url
 
 
@@ -129,7 +125,7 @@ def plan_jobs(arguments: list[str], output: str, container: str, overwrite: bool
     outputs = _output_paths(inputs, Path(output), container, into_folder)
     jobs = [_job(k, source, str(target)) for k, (source, target) in enumerate(zip(inputs, outputs), start=1)]
     for job in jobs:
-        _check_output(job, overwrite)
+        check_output(job, overwrite)
     return jobs
 
 
@@ -163,7 +159,7 @@ def _unique(stem: str, taken: list[str]) -> str:
     return name
 
 
-def _check_output(job: Job, overwrite: bool) -> None:
+def check_output(job: Job, overwrite: bool) -> None:
     target = Path(job.output)
     if not is_live_url(job.input) and target.resolve() == Path(job.input).resolve():
         raise UsageError(f"{job.output}: the output would overwrite its input")

@@ -49,6 +49,10 @@ class Job:
     input: str  # file path or URL, as opened
     output: str  # file path or push URL
     label: str  # the input as logs may show it (credentials masked)
+    # This job's own stages and settings (a camera of a cameras file with its own config);
+    # None: the pipeline's. The restorer and its batching are always the pipeline's (shared).
+    components: Components | None = field(default=None, compare=False, repr=False)
+    settings: PipelineSettings | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -104,9 +108,9 @@ class Pipeline:
 
         The first exception raised by any stage is re-raised here, after every thread has stopped."""
         with ExitStack() as resources:
-            sources = {job.source_id: resources.enter_context(self.components.open_source(job.input, job.source_id))
+            sources = {job.source_id: resources.enter_context(self._components(job).open_source(job.input, job.source_id))
                        for job in self.jobs}
-            detectors = [self._detector(resources) for _ in self.jobs]
+            detectors = [self._detector(resources, job) for job in self.jobs]
             sinks = self._open_sinks(sources)
             writers = self._start(sources, sinks, detectors)
             try:
@@ -122,8 +126,14 @@ class Pipeline:
             raise self._errors[0]
         return self.stats
 
-    def _detector(self, resources: ExitStack) -> Detector:
-        detector = self.components.make_detector()
+    def _components(self, job: Job) -> Components:
+        return job.components or self.components
+
+    def _settings(self, job: Job) -> PipelineSettings:
+        return job.settings or self.settings
+
+    def _detector(self, resources: ExitStack, job: Job) -> Detector:
+        detector = self._components(job).make_detector()
         close = getattr(detector, "close", None)
         if close is not None:
             resources.callback(close)
@@ -134,7 +144,7 @@ class Pipeline:
         try:
             for job in self.jobs:
                 info = sources[job.source_id].info
-                sinks[job.source_id] = self.components.open_sink(job.output, info)
+                sinks[job.source_id] = self._components(job).open_sink(job.output, info)
                 logger.info("%s: %s -> %s (%dx%d, %.2f fps, %s)", job.source_id, job.label,
                             mask_credentials(job.output), info.width, info.height, float(info.rate),
                             "live" if info.is_live else "file")
@@ -147,7 +157,7 @@ class Pipeline:
     def _start(self, sources: dict[str, Source], sinks: dict[str, Sink], detectors: list) -> list[WriteWorker]:
         """Start every worker thread; returns the writers (whose sinks the supervisor may abort)."""
         restore_inbox: queue.Queue = queue.Queue(self.settings.queue_size * len(self.jobs))
-        write_inboxes = {job.source_id: queue.Queue(self.settings.queue_size) for job in self.jobs}
+        write_inboxes = {job.source_id: queue.Queue(self._settings(job).queue_size) for job in self.jobs}
         writers = [
             self._start_source(job, sources[job.source_id], detector, (restore_inbox, write_inboxes[job.source_id]),
                                sinks[job.source_id])
@@ -164,7 +174,7 @@ class Pipeline:
     ) -> WriteWorker:
         """Start the capture, detect and write threads of one source; `queues` are the shared
         restorer's inbox and this source's write inbox."""
-        settings, components, stats = self.settings, self.components, self.stats.sources[job.source_id]
+        settings, components, stats = self._settings(job), self._components(job), self.stats.sources[job.source_id]
         restore_inbox, write_inbox = queues
         inbox_size = settings.live_queue_size if source.info.is_live else settings.queue_size
         detect_inbox: queue.Queue = queue.Queue(inbox_size)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 # Schemes FFmpeg reads as a network stream. Anything else (including a path that merely
 # contains "rtsp", like /footage/rtsp_cam1.mp4) is a file.
@@ -28,6 +29,16 @@ def url_scheme(text: str) -> str | None:
 def is_live_url(text: str) -> bool:
     """True for a network stream URL (rtsp://, rtmp://, http(s)://, udp://, srt://, ...)."""
     return url_scheme(text) in LIVE_SCHEMES
+
+
+def url_problem(url: str) -> str | None:
+    """Why a stream URL is malformed ("malformed URL (no host)"), or None when it names a host.
+    Checked before any connection attempt, so a typo fails at once."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError as exc:
+        return f"malformed URL ({exc})"
+    return None if host else "malformed URL (no host)"
 
 
 def push_format(text: str) -> str | None:
