@@ -7,6 +7,7 @@ and turns known errors into a one-line message and exit status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -93,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=float, metavar="SECONDS", help="stop each input after SECONDS (live)")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
     parser.add_argument("--stats-json", type=Path, metavar="PATH", help="write the run's counters and timings here")
+    parser.add_argument("--report", type=Path, metavar="DIR",
+                        help="write an investigator's report here: each tracked face's best shots, original beside "
+                             "enhanced, and the processing record (index.html; see README)")
     parser.add_argument("--validate-config", action="store_true", help="print the effective config and exit")
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bar")
@@ -110,6 +114,8 @@ def config_overrides(args: argparse.Namespace) -> dict[str, tuple[Any, str]]:
         "detection.every_n_frames": (args.detect_every, "--detect-every"),
         "restoration.batch_size": (args.batch_size, "--batch-size"),
         "restoration.enabled": (False if args.no_restore else None, "--no-restore"),
+        "report.enabled": (True if args.report else None, "--report"),
+        "report.folder": (str(args.report) if args.report else None, "--report"),
     }
     return {key: entry for key, entry in flags.items() if entry[0] is not None}
 
@@ -144,6 +150,10 @@ def run(args: argparse.Namespace) -> int:
         _hide_native_logs()
     _configure_logging(config, args)
     jobs = _plan(args, config) if cameras is None else _plan_cameras(cameras, args)
+    if config.report.enabled:  # checked now, before the models load
+        from streamer.report_folder import prepare_folder, report_folder
+
+        prepare_folder(report_folder(config.report.folder, args.output, len(jobs)), args.overwrite)
     return _process(jobs, config, args, cameras)
 
 
@@ -180,8 +190,15 @@ def _process(jobs: list[Job], config: Config, args: argparse.Namespace, cameras:
 
     limits = CaptureLimits(args.max_frames, args.duration)
     components = build_components(config)
+    report = _open_report(config, jobs, components, args) if config.report.enabled else None
+    if report is not None:
+        components = dataclasses.replace(components, make_observer=report.observer)
     if cameras is not None:
         jobs = with_own_stages(jobs, {camera.name: camera.config for camera in cameras}, components.restorer, limits)
+        if report is not None:
+            jobs = [dataclasses.replace(job, components=dataclasses.replace(job.components,
+                                                                            make_observer=report.observer))
+                    for job in jobs]
     runner = JobRunner(
         components=components,
         settings=pipeline_settings(config, limits),
@@ -189,11 +206,25 @@ def _process(jobs: list[Job], config: Config, args: argparse.Namespace, cameras:
         show_progress=not args.quiet,
     )
     with _signals_handled_by(runner.control):
-        results = runner.run(jobs)
+        try:
+            results = runner.run(jobs)
+        except BaseException as exc:
+            if report is not None:
+                report.close_after_error(exc)
+            raise
+    if report is not None:
+        report.close_after(results, interrupted=runner.control.stopping.is_set())
     _report(results, args)
     if runner.control.stopping.is_set():
         return EXIT_INTERRUPTED
     return EXIT_SOME_FAILED if any(result.error for result in results) else EXIT_OK
+
+
+def _open_report(config: Config, jobs: list[Job], components: Any, args: argparse.Namespace) -> Any:
+    from streamer.report import open_report
+    from streamer.report_folder import report_folder
+
+    return open_report(config, jobs, components, report_folder(config.report.folder, args.output, len(jobs)))
 
 
 def _plan(args: argparse.Namespace, config: Config) -> list[Job]:

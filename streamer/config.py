@@ -137,6 +137,19 @@ class LoggingConfig(_Section):
     status_interval_s: float = Field(10.0, gt=0, le=3600)  # live status line period
 
 
+class ReportConfig(_Section):
+    """The investigator's report (streamer/report.py): best shots of every track, the processing record."""
+
+    enabled: bool = False  # --report DIR turns it on
+    # The report folder; relative paths are from the current folder. Empty: beside the output
+    # (OUTPUT_report for a file, OUTPUT/report for a folder).
+    folder: str = ""
+    top_n: int = Field(3, ge=1, le=50)  # shots kept per track
+    refresh_s: float = Field(5.0, gt=0, le=3600)  # index.html is rewritten at most this often during a run
+    max_tracks: int = Field(0, ge=0, le=10_000_000)  # live disk bound: keep the newest N tracks (0: all)
+    max_age_s: float = Field(0.0, ge=0, le=10 * 365 * 86400)  # live disk bound: drop older tracks (0: never)
+
+
 class Config(_Section):
     source: SourceConfig = SourceConfig()
     detection: DetectionConfig = DetectionConfig()
@@ -146,6 +159,7 @@ class Config(_Section):
     output: OutputConfig = OutputConfig()
     pipeline: PipelineConfig = PipelineConfig()
     logging: LoggingConfig = LoggingConfig()
+    report: ReportConfig = ReportConfig()
 
 
 def resolve_repo_path(path: str | Path) -> Path:

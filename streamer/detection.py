@@ -156,7 +156,10 @@ class MediaPipeFaceDetector:
             bb = detection.bounding_box
             if bb.width > 0 and bb.height > 0:
                 box = Box(float(bb.origin_x + tile.x), float(bb.origin_y + tile.y), float(bb.width), float(bb.height))
-                faces.append(Face(box=box, score=float(detection.categories[0].score)))
+                # MediaPipe's keypoints are fractions of the image it saw (the tile).
+                keypoints = tuple((tile.x + point.x * tile.w, tile.y + point.y * tile.h)
+                                  for point in detection.keypoints or ())
+                faces.append(Face(box=box, score=float(detection.categories[0].score), keypoints=keypoints))
         return faces
 
     def close(self) -> None:

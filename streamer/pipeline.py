@@ -28,6 +28,7 @@ from streamer.workers import (
     Compose,
     DetectWorker,
     Halted,
+    PacketObserver,
     Restorer,
     RestoreWorker,
     Sink,
@@ -66,6 +67,8 @@ class Components:
     restorer: Restorer | None  # one for all sources; None: faces are not restored
     crop_faces: CropFaces | None  # cuts the model's crops from a frame; None with no restorer
     compose: Compose
+    # Sees each source's composited packets, e.g. the report's best-shot collector: (source_id, info) -> observer.
+    make_observer: Callable[[str, StreamInfo], PacketObserver] | None = None
 
     def detect_stage(self, detector: Detector, every_n: int) -> DetectStage:
         """A source's detect stage around its own `detector` (crops are cut only for a restorer)."""
@@ -182,7 +185,8 @@ class Pipeline:
                                 settings.live_drop)
         detect = DetectWorker((detect_inbox, restore_inbox), self.halt,
                               components.detect_stage(detector, settings.every_n_frames), stats)
-        writer = WriteWorker(write_inbox, self.halt, components.compose, sink, stats)
+        observer = components.make_observer(job.source_id, source.info) if components.make_observer else None
+        writer = WriteWorker(write_inbox, self.halt, components.compose, sink, stats, observer)
         self._spawn(f"capture-{job.source_id}", capture.run)
         self._spawn(f"detect-{job.source_id}", detect.run)
         self._spawn(f"write-{job.source_id}", writer.run)
@@ -236,3 +240,7 @@ class Pipeline:
         for writer in writers:
             if not writer.closed:
                 writer.sink.abort()
+            try:  # what a halted source saw up to its halt still belongs in the report
+                writer.close_observer()
+            except Exception as exc:  # the run's first error is the one to report
+                logger.warning("%s: %s", type(exc).__name__, exc)

@@ -44,12 +44,16 @@ class _Track:
     score: float
     detections: int = 1
     missed: int = 0  # detection rounds in a row without a matching detection
+    # The last detection's keypoints as fractions of its box: they move and scale with the box.
+    keypoints: tuple[tuple[float, float], ...] = ()
 
     def predict(self, frame_index: int) -> np.ndarray:
         return self.state + self.velocity * (frame_index - self.frame_index)
 
     def face(self, frame_index: int) -> Face:
-        return Face(box=_to_box(self.predict(frame_index)), score=self.score, track_id=self.track_id)
+        box = _to_box(self.predict(frame_index))
+        keypoints = tuple((box.x + u * box.w, box.y + v * box.h) for u, v in self.keypoints)
+        return Face(box=box, score=self.score, track_id=self.track_id, keypoints=keypoints)
 
 
 class FaceTracker:
@@ -142,6 +146,7 @@ class FaceTracker:
             track.velocity = track.velocity + self.velocity_smoothing * residual / elapsed
         track.frame_index = frame_index
         track.score = detection.score
+        track.keypoints = _keypoints_in_box(detection)
         track.detections += 1
         track.missed = 0
 
@@ -152,7 +157,13 @@ class FaceTracker:
             velocity=np.zeros(4),
             frame_index=frame_index,
             score=detection.score,
+            keypoints=_keypoints_in_box(detection),
         )
+
+
+def _keypoints_in_box(face: Face) -> tuple[tuple[float, float], ...]:
+    box = face.box
+    return tuple(((x - box.x) / box.w, (y - box.y) / box.h) for x, y in face.keypoints)
 
 
 def _center_distance(a: Box, b: Box) -> float:

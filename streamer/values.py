@@ -85,12 +85,18 @@ class Frame:
         check_rgb_image(self.image, f"Frame {self.source_id}#{self.index}")
 
 
+# MediaPipe face detection's six landmarks, in its order ("right" is the person's right).
+KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear", "left_ear")
+
+
 @dataclass(frozen=True)
 class Face:
     """A detected (or tracked) face, and what restoration made of it.
 
     crop_box is the square region of the frame the model sees (model_contract.square_crop_box);
     crop is that region resized to the model's input size, restored is the model's output for it.
+    keypoints are the detector's landmarks in frame pixels, in MediaPipe's order (KEYPOINT_NAMES);
+    empty when the detector gives none.
     """
 
     box: Box
@@ -99,6 +105,7 @@ class Face:
     crop_box: Box | None = None
     crop: np.ndarray | None = field(default=None, repr=False)
     restored: np.ndarray | None = field(default=None, repr=False)
+    keypoints: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True)

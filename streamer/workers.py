@@ -52,6 +52,14 @@ class Restorer(Protocol):
     def restore(self, crops: np.ndarray) -> np.ndarray: ...
 
 
+class PacketObserver(Protocol):
+    """Sees every packet the write stage composites (e.g. best_shots.BestShots for the report)."""
+
+    def observe(self, packet: FramePacket) -> None: ...
+
+    def close(self) -> None: ...
+
+
 Compose = Callable[[np.ndarray, Sequence[Face]], np.ndarray]
 
 
@@ -254,22 +262,36 @@ class WriteWorker:
     at the end of the stream."""
 
     def __init__(
-        self, inbox: queue.Queue, halt: threading.Event, compose: Compose, sink: Sink, stats: SourceStats
+        self, inbox: queue.Queue, halt: threading.Event, compose: Compose, sink: Sink, stats: SourceStats,
+        observer: PacketObserver | None = None,
     ) -> None:
         self.inbox, self.halt, self.compose, self.sink, self.stats = inbox, halt, compose, sink, stats
+        self.observer = observer
         self.closed = False
+        self.observer_closed = False
 
     def run(self) -> None:
         while True:
             item = get(self.inbox, self.halt)
             if isinstance(item, EndOfStream):
+                self.close_observer()
                 with self.stats.clocks["write"].timing():
                     self.sink.close()
                 self.closed = True
                 return
             self._write(item)
 
+    def close_observer(self) -> None:
+        """Let the observer flush what it holds (once; also after a halt, by the supervisor)."""
+        if self.observer is not None and not self.observer_closed:
+            self.observer_closed = True
+            with self.stats.clocks["compose"].timing():
+                self.observer.close()
+
     def _write(self, packet: FramePacket) -> None:
+        if self.observer is not None:
+            with self.stats.clocks["compose"].timing():
+                self.observer.observe(packet)
         with self.stats.clocks["compose"].timing():
             image = self.compose(packet.frame.image, packet.faces)
         with self.stats.clocks["write"].timing():

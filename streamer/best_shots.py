@@ -1,0 +1,254 @@
+"""Best shots: the few best views of each tracked face, ranked by a documented quality score.
+
+An investigator wants, for every person in the footage, the best view enlarged beside the
+original. This module watches the packets the write stage composites (frame + tracked faces +
+restored crops), scores every face, keeps the top N shots of each track in memory (a few small
+crops per live track, nothing else), and hands a finished `TrackRecord` to a callback when a
+track ends: when it has not been seen for `end_after_frames` frames, or at the end of the stream.
+
+The quality score (`score_face`), every part in [0, 1]:
+- size:      the face box's longer side / SIZE_FULL_PX (capped at 1): bigger faces hold more detail.
+- detector:  the detector's confidence (the tracker carries the last one between detections).
+- sharpness: variance of the Laplacian of the face box's grey pixels (native resolution),
+             mapped to [0, 1) by v / (v + SHARPNESS_HALF): motion blur and defocus score low.
+- frontal:   from MediaPipe's keypoints: 1 when the nose tip sits midway between the eyes, falling
+             to 0 when it is level with one eye (a profile); NO_KEYPOINTS_FRONTAL without keypoints.
+- edge:      the share of the model's crop square that lies inside the frame (a face cut by the
+             frame edge is partly invented border pixels), squared so a half-cut face scores 0.25.
+total = edge x (WEIGHTS . (size, detector, sharpness, frontal)); the weights sum to 1.
+Ties go to the earlier frame, so the same input always keeps the same shots.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from streamer.model_contract import cut_square, square_crop_box
+from streamer.values import Box, Face, FramePacket, StreamInfo
+
+SIZE_FULL_PX = 64.0  # a face this wide (or wider) gets the full size part
+SHARPNESS_HALF = 100.0  # the Laplacian variance that scores 0.5
+NO_KEYPOINTS_FRONTAL = 0.5  # frontalness when the detector gave no keypoints: unknown
+WEIGHTS = {"size": 0.35, "detector": 0.15, "sharpness": 0.25, "frontal": 0.25}
+DEFAULT_TOP_N = 3
+
+
+@dataclass(frozen=True)
+class ScoreParts:
+    size: float
+    detector: float
+    sharpness: float
+    frontal: float
+    edge: float
+    total: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {name: round(value, 6) for name, value in self.__dict__.items()}
+
+
+def score_face(image: np.ndarray, face: Face, crop_box: Box) -> ScoreParts:
+    """The quality parts of one face in its frame (see the module docstring)."""
+    height, width = image.shape[:2]
+    size = min(1.0, max(face.box.w, face.box.h) / SIZE_FULL_PX)
+    detector = float(min(1.0, max(0.0, face.score)))
+    sharpness = _sharpness(image, face.box)
+    frontal = frontalness(face.keypoints)
+    edge = _inside_share(crop_box, width, height) ** 2
+    weighted = (WEIGHTS["size"] * size + WEIGHTS["detector"] * detector + WEIGHTS["sharpness"] * sharpness
+                + WEIGHTS["frontal"] * frontal)
+    return ScoreParts(size, detector, sharpness, frontal, edge, edge * weighted)
+
+
+def frontalness(keypoints: tuple[tuple[float, float], ...]) -> float:
+    """1 for a face looking at the camera, 0 for a profile: how far the nose tip (keypoint 2) is
+    from the midpoint of the eyes (keypoints 0 and 1), in half eye distances."""
+    if len(keypoints) < 3:
+        return NO_KEYPOINTS_FRONTAL
+    (rx, ry), (lx, ly), (nx, ny) = keypoints[:3]
+    half_eyes = math.hypot(lx - rx, ly - ry) / 2.0
+    if half_eyes <= 1e-6:
+        return 0.0
+    # The nose's offset along the eye line (tilting the head sideways moves it across, not along).
+    ux, uy = (lx - rx) / (2.0 * half_eyes), (ly - ry) / (2.0 * half_eyes)
+    along = (nx - (rx + lx) / 2.0) * ux + (ny - (ry + ly) / 2.0) * uy
+    return float(max(0.0, 1.0 - abs(along) / half_eyes))
+
+
+def _sharpness(image: np.ndarray, box: Box) -> float:
+    height, width = image.shape[:2]
+    x0, y0 = max(0, int(box.x)), max(0, int(box.y))
+    x1, y1 = min(width, math.ceil(box.x + box.w)), min(height, math.ceil(box.y + box.h))
+    if x1 - x0 < 3 or y1 - y0 < 3:
+        return 0.0
+    grey = cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY)
+    variance = float(cv2.Laplacian(grey, cv2.CV_32F).var())
+    return variance / (variance + SHARPNESS_HALF)
+
+
+def _inside_share(box: Box, width: int, height: int) -> float:
+    ix = max(0.0, min(box.x + box.w, width) - max(box.x, 0.0))
+    iy = max(0.0, min(box.y + box.h, height) - max(box.y, 0.0))
+    return ix * iy / box.area
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One kept view of a tracked face."""
+
+    source_id: str
+    track_id: int
+    frame_index: int
+    pts: int | None
+    time_s: float | None  # pts in seconds from the start of the source
+    wall_clock: float | None  # UNIX time the frame was written (live sources only)
+    box: Box
+    crop_box: Box  # the square the model sees (and the original crop shows)
+    parts: ScoreParts
+    original: np.ndarray = field(repr=False)  # crop_box at the frame's own resolution
+    restored: np.ndarray | None = field(default=None, repr=False)  # the model's output, its own size
+
+
+@dataclass(frozen=True)
+class TrackRecord:
+    """A track that ended: when it was seen and its best shots, best first."""
+
+    source_id: str
+    track_id: int
+    segment: int  # 1, or 2, 3... when a track id comes back after it was flushed
+    first_frame: int
+    last_frame: int
+    first_time_s: float | None
+    last_time_s: float | None
+    first_wall_clock: float | None
+    last_wall_clock: float | None
+    frames: int  # frames the track was seen in
+    shots: tuple[Shot, ...]
+
+    @property
+    def key(self) -> str:
+        """A name unique within the source: 'track_0005' (or 'track_0005_2' for a later segment)."""
+        return f"track_{self.track_id:04d}" + (f"_{self.segment}" if self.segment > 1 else "")
+
+
+@dataclass(frozen=True)
+class Sighting:
+    frame_index: int
+    time_s: float | None
+    wall_clock: float | None
+
+
+class _TrackShots:
+    """The top N shots of one live track (a min-heap: the worst kept shot is first to go)."""
+
+    def __init__(self, track_id: int, segment: int, top_n: int, first: Sighting) -> None:
+        self.track_id, self.segment, self.top_n = track_id, segment, top_n
+        self.heap: list[tuple[float, int, Shot]] = []  # (total, -frame_index, shot)
+        self.first = self.last = first
+        self.frames = 0
+        self.last_seen = 0  # the collector's frame counter when the track was last seen
+
+    def would_keep(self, total: float, frame_index: int) -> bool:
+        return len(self.heap) < self.top_n or (total, -frame_index) > self.heap[0][:2]
+
+    def keep(self, shot: Shot) -> None:
+        entry = (shot.parts.total, -shot.frame_index, shot)
+        if len(self.heap) < self.top_n:
+            heapq.heappush(self.heap, entry)
+        else:
+            heapq.heapreplace(self.heap, entry)
+
+    def best(self) -> Shot | None:
+        return max(self.heap, key=lambda entry: entry[:2])[2] if self.heap else None
+
+    def ranked(self) -> tuple[Shot, ...]:
+        return tuple(entry[2] for entry in sorted(self.heap, key=lambda entry: entry[:2], reverse=True))
+
+
+class BestShots:
+    """Per source: scores every tracked face of every packet and keeps each track's top N shots.
+
+    `on_track_end(record)` is called (in the caller's thread) for each track that ends, and for
+    every remaining track at `close()`. Memory: N small crops per live track."""
+
+    def __init__(
+        self,
+        info: StreamInfo,
+        on_track_end: Callable[[TrackRecord], None],
+        top_n: int = DEFAULT_TOP_N,
+        end_after_frames: int = 30,
+        crop_scale: float = 1.5,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if top_n < 1:
+            raise ValueError(f"BestShots: top_n must be >= 1, got {top_n}")
+        self.info, self.on_track_end, self.top_n = info, on_track_end, top_n
+        self.end_after_frames, self.crop_scale, self.clock = end_after_frames, crop_scale, clock
+        self._tracks: dict[int, _TrackShots] = {}
+        self._segments: dict[int, int] = {}  # track id -> segments flushed so far
+        self._frames = 0
+        self.tracks_ended = 0
+
+    def observe(self, packet: FramePacket) -> None:
+        self._frames += 1
+        frame = packet.frame
+        time_s = float(frame.pts * frame.time_base) if frame.pts is not None else None
+        wall_clock = self.clock() if self.info.is_live else None
+        for face in packet.faces:
+            if face.track_id >= 0:
+                self._observe_face(packet, face, time_s, wall_clock)
+        self._end_quiet_tracks()
+
+    def best(self, track_id: int) -> Shot | None:
+        """The best shot so far of a live track (None when it has none)."""
+        track = self._tracks.get(track_id)
+        return track.best() if track is not None else None
+
+    def close(self) -> None:
+        """End every track (the stream ended); call once."""
+        for track_id in sorted(self._tracks):
+            self._end(track_id)
+
+    def _observe_face(self, packet: FramePacket, face: Face, time_s: float | None, wall_clock: float | None) -> None:
+        frame = packet.frame
+        sighting = Sighting(frame.index, time_s, wall_clock)
+        track = self._tracks.get(face.track_id)
+        if track is None:
+            segment = self._segments.get(face.track_id, 0) + 1
+            track = self._tracks[face.track_id] = _TrackShots(face.track_id, segment, self.top_n, sighting)
+        track.frames += 1
+        track.last_seen = self._frames
+        track.last = sighting
+        crop_box = face.crop_box or square_crop_box(face.box, self.crop_scale)
+        parts = score_face(frame.image, face, crop_box)
+        if not track.would_keep(parts.total, frame.index):
+            return  # most faces end here: scored, nothing copied
+        track.keep(Shot(
+            source_id=frame.source_id, track_id=face.track_id, frame_index=frame.index, pts=frame.pts,
+            time_s=time_s, wall_clock=wall_clock, box=face.box, crop_box=crop_box, parts=parts,
+            original=cut_square(frame.image, crop_box).copy(),
+            restored=None if face.restored is None else np.array(face.restored, copy=True),
+        ))
+
+    def _end_quiet_tracks(self) -> None:
+        quiet = [track_id for track_id, track in self._tracks.items()
+                 if self._frames - track.last_seen > self.end_after_frames]
+        for track_id in sorted(quiet):
+            self._end(track_id)
+
+    def _end(self, track_id: int) -> None:
+        track = self._tracks.pop(track_id)
+        self._segments[track_id] = track.segment
+        self.tracks_ended += 1
+        self.on_track_end(TrackRecord(
+            source_id=self.info.source_id, track_id=track_id, segment=track.segment,
+            first_frame=track.first.frame_index, last_frame=track.last.frame_index,
+            first_time_s=track.first.time_s, last_time_s=track.last.time_s,
+            first_wall_clock=track.first.wall_clock, last_wall_clock=track.last.wall_clock,
+            frames=track.frames, shots=track.ranked(),
+        ))
