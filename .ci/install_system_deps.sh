@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the RTSP tests need: GStreamer's RTSP server, driven from
-# Debian's /usr/bin/python3 through PyGObject (tests/helpers/rtsp_server.py).
+# Installs the Debian packages the tests need: GStreamer's RTSP server, driven from Debian's
+# /usr/bin/python3 through PyGObject (tests/helpers/rtsp_server.py), and headless Chromium with
+# its driver, which opens the investigator's report (tests/test_report.py).
 # Idempotent and quiet; does nothing (and needs no network) when everything is installed.
 set -euo pipefail
 
@@ -12,6 +13,8 @@ PACKAGES=(
   gstreamer1.0-plugins-bad     # h264parse
   gstreamer1.0-plugins-ugly    # x264enc
   python3-gi                   # PyGObject for /usr/bin/python3
+  chromium                     # the report's browser test (headless)
+  chromium-driver              # chromedriver, for Selenium
 )
 
 missing=()

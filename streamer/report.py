@@ -73,8 +73,12 @@ def sha256_file(path: str | Path) -> str:
 
 
 def settings_hash(config: dict) -> str:
-    """SHA-256 of the effective config as canonical JSON (sorted keys, no spaces)."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """SHA-256 of the processing settings: the effective config as canonical JSON (sorted keys, no
+    spaces) without where things are (source.inputs, report.folder), which do not change a result."""
+    settings = json.loads(json.dumps(config))
+    settings.get("source", {}).pop("inputs", None)
+    settings.get("report", {}).pop("folder", None)
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def software_record() -> dict[str, Any]:
