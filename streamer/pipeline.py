@@ -242,5 +242,5 @@ class Pipeline:
                 writer.sink.abort()
             try:  # what a halted source saw up to its halt still belongs in the report
                 writer.close_observer()
-            except Exception as exc:  # the run's first error is the one to report
+            except Exception as exc:  # noqa: BLE001 - the run's first error is the one to report
                 logger.warning("%s: %s", type(exc).__name__, exc)

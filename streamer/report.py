@@ -41,6 +41,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from streamer import REPO_ROOT
 from streamer.best_shots import WEIGHTS, BestShots, Shot, TrackRecord
 from streamer.report_folder import MARKER_FILE, ReportError
 from streamer.report_html import render_index
@@ -49,7 +50,6 @@ from streamer.values import Box, StreamInfo
 logger = logging.getLogger(__name__)
 
 REPORT_FORMAT = 1
-REPO_ROOT = Path(__file__).resolve().parents[1]
 ENLARGED_PX = 192  # the nearest-neighbour view of an original is at least this wide
 HASH_CHUNK = 1 << 20
 
