@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=float, metavar="SECONDS", help="stop each input after SECONDS (live)")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
     parser.add_argument("--stats-json", type=Path, metavar="PATH", help="write the run's counters and timings here")
+    parser.add_argument("--frame-hashes", action="store_true",
+                        help="also write each input's per-frame decoded MD5s beside its output (NAME.input.framemd5, "
+                             "FFmpeg's framemd5 format: compare with `ffmpeg -i INPUT -map 0:v:0 -f framemd5 -`)")
     parser.add_argument("--report", type=Path, metavar="DIR",
                         help="write an investigator's report here: each tracked face's best shots, original beside "
                              "enhanced, and the processing record (index.html; see README)")
@@ -150,6 +153,10 @@ def run(args: argparse.Namespace) -> int:
         _hide_native_logs()
     _configure_logging(config, args)
     jobs = _plan(args, config) if cameras is None else _plan_cameras(cameras, args)
+    if args.frame_hashes:
+        from streamer.frame_hashes import check_inputs
+
+        check_inputs([job.input for job in jobs], [job.output for job in jobs])
     if config.report.enabled:  # checked now, before the models load
         from streamer.report_folder import prepare_folder, report_folder
 
@@ -205,6 +212,7 @@ def _process(jobs: list[Job], config: Config, args: argparse.Namespace, cameras:
         control=RunControl(),
         show_progress=not args.quiet,
     )
+    hasher = _start_frame_hashes(jobs, args) if args.frame_hashes else None
     with _signals_handled_by(runner.control):
         try:
             results = runner.run(jobs)
@@ -212,12 +220,27 @@ def _process(jobs: list[Job], config: Config, args: argparse.Namespace, cameras:
             if report is not None:
                 report.close_after_error(exc)
             raise
+    hash_errors = _finish_frame_hashes(hasher, report, runner.control.stopping.is_set()) if hasher else []
     if report is not None:
         report.close_after(results, interrupted=runner.control.stopping.is_set())
     _report(results, args)
     if runner.control.stopping.is_set():
         return EXIT_INTERRUPTED
-    return EXIT_SOME_FAILED if any(result.error for result in results) else EXIT_OK
+    return EXIT_SOME_FAILED if hash_errors or any(result.error for result in results) else EXIT_OK
+
+
+def _start_frame_hashes(jobs: list[Job], args: argparse.Namespace) -> Any:
+    from streamer.frame_hashes import FrameHasher, hashes_path
+
+    return FrameHasher([(job.input, hashes_path(job.output)) for job in jobs], args.max_frames).start()
+
+
+def _finish_frame_hashes(hasher: Any, report: Any, interrupted: bool) -> list[str]:
+    """Wait for the hashes (they were read beside the run); they go in the report's record."""
+    hasher.join(interrupted)
+    if report is not None:
+        report.add_frame_hashes([str(path) for path in hasher.written], hasher.errors)
+    return hasher.errors
 
 
 def _open_report(config: Config, jobs: list[Job], components: Any, args: argparse.Namespace) -> Any:

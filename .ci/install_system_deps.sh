@@ -15,6 +15,7 @@ PACKAGES=(
   python3-gi                   # PyGObject for /usr/bin/python3
   chromium                     # the report's browser test (headless)
   chromium-driver              # chromedriver, for Selenium
+  ffmpeg                       # the ffmpeg command: --frame-hashes is checked against its framemd5
 )
 
 missing=()

@@ -166,6 +166,7 @@ class ReportWriter:
         self._sources: dict[str, _Source] = {}
         self._tracks: list[dict[str, Any]] = []  # the tracks on disk, in the order they ended
         self._errors: list[str] = []
+        self._frame_hashes: list[dict[str, str]] = []
         self._counts: dict[str, Any] = {}
         self._started = clock()
         self._written_at = 0.0
@@ -221,6 +222,12 @@ class ReportWriter:
     def add_error(self, message: str) -> None:
         with self._lock:
             self._errors.append(message)
+
+    def add_frame_hashes(self, paths: Sequence[str], errors: Sequence[str]) -> None:
+        """The --frame-hashes files (FFmpeg framemd5 of each input's decoded frames), and their errors."""
+        with self._lock:
+            self._frame_hashes = [{"file": path, "sha256": sha256_file(path)} for path in paths]
+            self._errors.extend(errors)
 
     def finish(self, status: str, counts: dict[str, Any]) -> None:
         """Write the final record and index (status: complete, failed or interrupted)."""
@@ -326,6 +333,7 @@ class ReportWriter:
             "inputs": [source.record() for source in self._sources.values()] if self._status != "running"
             else [{"camera": s.source_id, "input": s.label} for s in self._sources.values()],
             "counts": {**self._counts, "tracks": len(self._tracks)},
+            "frame_hashes": list(self._frame_hashes),
             "errors": list(self._errors),
             "score": {"weights": WEIGHTS, "top_n": self.settings.top_n},
         }
