@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("run_stream")
 
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
-EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT, EXIT_CAMERA_LOST, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 EPILOG = """\
 examples:
@@ -58,11 +58,18 @@ examples:
   # check a config (prints the effective config, flags applied) without running
   python run_stream.py --config configs/batch.yaml --no-tiles --validate-config
 
+  # live cameras with health: Prometheus metrics and /healthz on port 9108
+  python run_stream.py 'rtsp://admin:${CAM_PASS}@cam-a/live' -o out/ --config configs/live_rtsp.yaml \
+      --metrics-port 9108
+
 exit status:
   0 every input was processed; 1 some files of a batch failed (each is listed at the end,
-  the others were written); 2 bad input (missing or unreadable file or URL, bad config or
-  model, output exists without --overwrite): nothing written; 130 interrupted (Ctrl-C once
-  finishes the frames in flight and keeps a playable output; twice aborts and removes it).
+  the others were written); 2 bad input (missing or unreadable file, malformed URL, bad
+  config or model, output exists without --overwrite): nothing written, fix and rerun;
+  3 a camera could not be reached or kept after its retries (source.required,
+  source.give_up_after_s): the other cameras recorded; retryable; 130 interrupted (Ctrl-C
+  once finishes the frames in flight and keeps a playable output; twice aborts and removes a
+  file's output, a camera's segments are kept).
 """
 
 
@@ -100,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report", type=Path, metavar="DIR",
                         help="write an investigator's report here: each tracked face's best shots, original beside "
                              "enhanced, and the processing record (index.html; see README)")
+    parser.add_argument("--metrics-port", type=int, metavar="PORT",
+                        help="serve Prometheus /metrics and /healthz on PORT (health.metrics_port)")
     parser.add_argument("--validate-config", action="store_true", help="print the effective config and exit")
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bar")
@@ -119,6 +128,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, tuple[Any, str]]:
         "restoration.enabled": (False if args.no_restore else None, "--no-restore"),
         "report.enabled": (True if args.report else None, "--report"),
         "report.folder": (str(args.report) if args.report else None, "--report"),
+        "health.metrics_port": (args.metrics_port, "--metrics-port"),
     }
     return {key: entry for key, entry in flags.items() if entry[0] is not None}
 
@@ -213,7 +223,7 @@ def _process(jobs: list[Job], config: Config, args: argparse.Namespace, cameras:
         show_progress=not args.quiet,
     )
     hasher = _start_frame_hashes(jobs, args) if args.frame_hashes else None
-    with _signals_handled_by(runner.control):
+    with _signals_handled_by(runner.control), _metrics_served(config, runner.control):
         try:
             results = runner.run(jobs)
         except BaseException as exc:
@@ -224,6 +234,8 @@ def _process(jobs: list[Job], config: Config, args: argparse.Namespace, cameras:
     if report is not None:
         report.close_after(results, interrupted=runner.control.stopping.is_set())
     _report(results, args)
+    if any(result.camera_lost for result in results):
+        return EXIT_CAMERA_LOST
     if runner.control.stopping.is_set():
         return EXIT_INTERRUPTED
     return EXIT_SOME_FAILED if hash_errors or any(result.error for result in results) else EXIT_OK
@@ -248,6 +260,29 @@ def _open_report(config: Config, jobs: list[Job], components: Any, args: argpars
     from streamer.report_folder import report_folder
 
     return open_report(config, jobs, components, report_folder(config.report.folder, args.output, len(jobs)))
+
+
+class _metrics_served:
+    """Within the block, /metrics and /healthz are served when health.metrics_port is set."""
+
+    def __init__(self, config: Config, control: RunControl) -> None:
+        self.config, self.control, self.server = config, control, None
+
+    def __enter__(self) -> None:
+        health = self.config.health
+        if health.metrics_port:
+            from streamer.jobs import UsageError
+            from streamer.metrics import MetricsError, MetricsServer  # prometheus-client: only when asked for
+
+            try:
+                self.server = MetricsServer(health.metrics_port, health.no_frame_s, lambda: self.control.stats,
+                                            host=health.metrics_host).start()
+            except MetricsError as error:
+                raise UsageError(str(error)) from None
+
+    def __exit__(self, *exc_info) -> None:
+        if self.server is not None:
+            self.server.stop()
 
 
 def _plan(args: argparse.Namespace, config: Config) -> list[Job]:
@@ -282,6 +317,9 @@ def _report(results: list[JobResult], args: argparse.Namespace) -> None:
     if len(results) > 1:
         for line in summary_lines(results):
             print(line, file=sys.stderr)
+    for result in results:
+        if result.camera_lost:
+            print(f"error: {result.job.label}: {result.error}", file=sys.stderr)
     if args.stats_json:
         write_stats_json(args.stats_json, results_as_json(results))
 

@@ -10,11 +10,12 @@ import numpy as np
 
 from streamer import compositing
 from streamer.config import Config
+from streamer.camera import CameraPolicy
 from streamer.detection import MediaPipeFaceDetector, TilingOptions
 from streamer.model_contract import RestorerSpec
 from streamer.pipeline import Components, Job, PipelineSettings
 from streamer.restoration import TorchScriptRestorer, prepare_crops
-from streamer.sinks import LOSSLESS_FILE_OPTIONS, SinkOptions, open_sink
+from streamer.sinks import LOSSLESS_FILE_OPTIONS, RecordingOptions, SinkOptions, open_sink
 from streamer.sources import SourceOptions, open_source
 from streamer.tracking import FaceTracker
 from streamer.workers import Batching, CaptureLimits
@@ -42,11 +43,11 @@ def build_components(config: Config) -> Components:
 def assemble_components(config: Config, restorer: SpecRestorer | None) -> Components:
     """The stages of `config` around a restorer loaded elsewhere (shared by several cameras, each
     with its own config, or a remote one); None: faces are not restored."""
-    source_options = SourceOptions(**config.source.model_dump(exclude={"inputs"}))
+    source_options = SourceOptions(**config.source.model_dump(exclude={"inputs", "required", "give_up_after_s"}))
     sink_options = _sink_options(config)
     return Components(
         open_source=functools.partial(open_source, options=source_options),
-        open_sink=functools.partial(open_sink, options=sink_options),
+        open_sink=functools.partial(open_sink, options=sink_options, recording=recording_options(config)),
         make_detector=functools.partial(_make_detector, config),
         make_tracker=functools.partial(FaceTracker, **config.tracking.model_dump()),
         restorer=restorer,
@@ -70,6 +71,25 @@ def pipeline_settings(config: Config, limits: CaptureLimits) -> PipelineSettings
         live_drop=config.pipeline.live_drop,
         limits=limits,
         status_interval_s=config.logging.status_interval_s,
+        camera=CameraPolicy(
+            restart_initial_s=config.source.reconnect_initial_s,
+            restart_max_s=config.source.reconnect_max_s,
+            required=config.source.required,
+            give_up_after_s=config.source.give_up_after_s,
+            stale_after_s=min(config.health.no_frame_s, config.source.read_timeout_s),
+        ),
+        warn_down_s=config.health.warn_down_s,
+    )
+
+
+def recording_options(config: Config) -> RecordingOptions:
+    recording = config.recording
+    return RecordingOptions(
+        segment_s=recording.segment_s,
+        format=recording.format,
+        on_resize=recording.on_resize,
+        max_age_s=recording.max_age_h * 3600.0,
+        max_total_bytes=int(recording.max_total_gb * 1e9),
     )
 
 

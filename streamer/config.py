@@ -41,7 +41,16 @@ class SourceConfig(_Section):
     read_timeout_s: float = Field(5.0, gt=0, le=300)  # no data for this long: a stalled stream
     reconnect_initial_s: float = Field(0.5, gt=0, le=60)
     reconnect_max_s: float = Field(30.0, gt=0, le=3600)
-    connect_attempts: int = Field(3, ge=1, le=100)  # tries before a camera that never answered is an error
+    # Backoff cap while the camera was up within the last minute: a camera that just dropped
+    # (a reboot, a network blip) is usually back within seconds.
+    reconnect_recent_max_s: float = Field(2.0, gt=0, le=3600)
+    connect_attempts: int = Field(3, ge=1, le=100)  # tries per opening of a camera
+    # A camera that cannot be opened at start-up is retried in the background while the others
+    # record; `required: true` makes it end the run instead (exit status 3).
+    required: bool = False
+    # A camera with no frame for this long is given up for the rest of the run (exit status 3
+    # at the end); 0: retried forever (24/7 recording).
+    give_up_after_s: float = Field(0.0, ge=0, le=10**7)
 
     @model_validator(mode="after")
     def _backoff_cap_not_below_start(self) -> SourceConfig:
@@ -126,6 +135,26 @@ class OutputConfig(_Section):
         return self
 
 
+class RecordingConfig(_Section):
+    """A live camera's file output: rotating segments (sinks.SegmentRecorder). Files are not segmented."""
+
+    segment_s: float = Field(600.0, ge=0, le=86400)  # segment length; 0: one segment per connection
+    # Container of the segments; ts recovers best after a crash (bench/crash_recovery.py).
+    format: Literal["ts", "mkv", "mp4"] = "ts"
+    on_resize: Literal["segment", "scale"] = "segment"  # a camera that changes size: new segment, or scaled
+    max_age_h: float = Field(0.0, ge=0, le=10**6)  # delete a camera's segments older than this; 0: keep
+    max_total_gb: float = Field(0.0, ge=0, le=10**6)  # per camera: delete its oldest beyond this; 0: no limit
+
+
+class HealthConfig(_Section):
+    """What an operator watches on a live run."""
+
+    metrics_port: int = Field(0, ge=0, le=65535)  # Prometheus /metrics and /healthz on this port; 0: off
+    metrics_host: str = "0.0.0.0"
+    no_frame_s: float = Field(10.0, gt=0, le=86400)  # /healthz fails when a camera has had no frame this long
+    warn_down_s: float = Field(30.0, gt=0, le=86400)  # status WARNING when a camera is not up this long
+
+
 class PipelineConfig(_Section):
     queue_size: int = Field(8, ge=1, le=1024)  # frames between two stages of a file
     live_queue_size: int = Field(2, ge=1, le=1024)  # frames waiting after capture of a live source
@@ -160,6 +189,8 @@ class Config(_Section):
     pipeline: PipelineConfig = PipelineConfig()
     logging: LoggingConfig = LoggingConfig()
     report: ReportConfig = ReportConfig()
+    recording: RecordingConfig = RecordingConfig()
+    health: HealthConfig = HealthConfig()
 
 
 def resolve_repo_path(path: str | Path) -> Path:

@@ -46,6 +46,7 @@ class JobResult:
     job: Job
     stats: RunStats | None  # the stats of the run that processed the job (cameras share one run)
     error: str | None  # one line; None when the job succeeded
+    camera_lost: bool = False  # a camera given up after its retries (exit status 3)
 
     def as_dict(self) -> dict:
         result = {"input": self.job.label, "output": mask_credentials(self.job.output), "ok": self.error is None}
@@ -175,9 +176,15 @@ class RunControl:
         self.stopping = threading.Event()
         self.aborted = threading.Event()
         self._pipeline: Pipeline | None = None
+        self.lost_cameras: dict[str, str] = {}  # of the last pipeline: source id -> why it was given up
+        self.stats: RunStats | None = None  # the running pipeline's (for the metrics endpoint)
 
     def attach(self, pipeline: Pipeline | None) -> None:
+        if pipeline is None and self._pipeline is not None:
+            self.lost_cameras = dict(self._pipeline.lost_cameras)
         self._pipeline = pipeline
+        if pipeline is not None:
+            self.stats = getattr(pipeline, "stats", None)
         if pipeline is not None and self.stopping.is_set():
             pipeline.request_stop()
 
@@ -213,7 +220,8 @@ class JobRunner:
 
     def _run_together(self, jobs: list[Job]) -> list[JobResult]:
         stats = self._run_pipeline(jobs, progress=None)
-        return [JobResult(job, stats, None) for job in jobs]
+        lost = self.control.lost_cameras
+        return [JobResult(job, stats, lost.get(job.source_id), job.source_id in lost) for job in jobs]
 
     def _run_files(self, jobs: list[Job]) -> list[JobResult]:
         results = []

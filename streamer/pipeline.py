@@ -17,9 +17,10 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
+from streamer.camera import CameraJob, CameraLinks, CameraLost, CameraPolicy
 from streamer.detect_stage import CropFaces, Detector, DetectStage, Tracker
 from streamer.stats import RunStats
-from streamer.urls import mask_credentials
+from streamer.urls import is_live_url, mask_credentials
 from streamer.values import StreamInfo
 from streamer.workers import (
     Batching,
@@ -54,6 +55,11 @@ class Job:
     # None: the pipeline's. The restorer and its batching are always the pipeline's (shared).
     components: Components | None = field(default=None, compare=False, repr=False)
     settings: PipelineSettings | None = field(default=None, compare=False, repr=False)
+    live: bool | None = None  # a camera, supervised by a CameraJob; None: a live URL is one
+
+    @property
+    def is_camera(self) -> bool:
+        return is_live_url(self.input) if self.live is None else self.live
 
 
 @dataclass
@@ -85,6 +91,8 @@ class PipelineSettings:
     live_drop: str = "oldest"
     limits: CaptureLimits = field(default_factory=CaptureLimits)
     status_interval_s: float = 10.0  # period of the status log line of a live run
+    camera: CameraPolicy = field(default_factory=CameraPolicy)  # restarts and giving up, per camera
+    warn_down_s: float = 30.0  # a camera not up for this long gets a WARNING in the status log
 
 
 class Pipeline:
@@ -94,8 +102,12 @@ class Pipeline:
         self.jobs, self.components, self.settings = list(jobs), components, settings
         self.drain, self.halt = threading.Event(), threading.Event()
         self.stats = RunStats({job.source_id: job.label for job in self.jobs})
+        for job in self.jobs:
+            self.stats.sources[job.source_id].live = job.is_camera
+        self._restore_inbox: queue.Queue | None = None
         self._errors: list[BaseException] = []
         self._threads: list[threading.Thread] = []
+        self.lost_cameras: dict[str, str] = {}  # source id -> why it was given up (CameraLost)
 
     def request_stop(self) -> None:
         """Finish gracefully: stop reading, let frames in flight through, finalise outputs."""
@@ -111,11 +123,12 @@ class Pipeline:
 
         The first exception raised by any stage is re-raised here, after every thread has stopped."""
         with ExitStack() as resources:
+            files = [job for job in self.jobs if not job.is_camera]
             sources = {job.source_id: resources.enter_context(self._components(job).open_source(job.input, job.source_id))
-                       for job in self.jobs}
-            detectors = [self._detector(resources, job) for job in self.jobs]
-            sinks = self._open_sinks(sources)
-            writers = self._start(sources, sinks, detectors)
+                       for job in files}
+            detectors = [self._detector(resources, job) for job in files]
+            sinks = self._open_sinks(files, sources)
+            writers = self._start(files, sources, sinks, detectors)
             try:
                 self._supervise(sources, on_progress)
             except BaseException:
@@ -125,6 +138,7 @@ class Pipeline:
                 self._stop_threads()
                 self._abort_unfinished(writers)
                 self.stats.finish()
+                self._note_cameras_never_reached()
         if self._errors:
             raise self._errors[0]
         return self.stats
@@ -142,10 +156,10 @@ class Pipeline:
             resources.callback(close)
         return detector
 
-    def _open_sinks(self, sources: dict[str, Source]) -> dict[str, Sink]:
+    def _open_sinks(self, files: list[Job], sources: dict[str, Source]) -> dict[str, Sink]:
         sinks: dict[str, Sink] = {}
         try:
-            for job in self.jobs:
+            for job in files:
                 info = sources[job.source_id].info
                 sinks[job.source_id] = self._components(job).open_sink(job.output, info)
                 logger.info("%s: %s -> %s (%dx%d, %.2f fps, %s)", job.source_id, job.label,
@@ -157,16 +171,28 @@ class Pipeline:
             raise
         return sinks
 
-    def _start(self, sources: dict[str, Source], sinks: dict[str, Sink], detectors: list) -> list[WriteWorker]:
-        """Start every worker thread; returns the writers (whose sinks the supervisor may abort)."""
+    def _start(
+        self, files: list[Job], sources: dict[str, Source], sinks: dict[str, Sink], detectors: list
+    ) -> list[WriteWorker]:
+        """Start every worker thread and camera job; returns the files' writers (whose sinks the
+        supervisor may abort)."""
         restore_inbox: queue.Queue = queue.Queue(self.settings.queue_size * len(self.jobs))
+        self._restore_inbox = restore_inbox
         write_inboxes = {job.source_id: queue.Queue(self._settings(job).queue_size) for job in self.jobs}
         writers = [
             self._start_source(job, sources[job.source_id], detector, (restore_inbox, write_inboxes[job.source_id]),
                                sinks[job.source_id])
-            for job, detector in zip(self.jobs, detectors)
+            for job, detector in zip(files, detectors)
         ]
+        cameras = [job for job in self.jobs if job.is_camera]
+        for job in cameras:
+            settings = self._settings(job)
+            links = CameraLinks(restore_inbox, write_inboxes, settings.queue_size)
+            camera = CameraJob(job, self._components(job), settings, links, self.stats.sources[job.source_id],
+                               (self.drain, self.halt), settings.camera)
+            self._spawn(f"camera-{job.source_id}", camera.run)
         live = frozenset(source_id for source_id, source in sources.items() if source.info.is_live)
+        live |= {job.source_id for job in cameras}
         restore = RestoreWorker(restore_inbox, write_inboxes, self.halt, self.components.restorer,
                                 self.settings.batching, (self.stats.restorer, self.stats.sources), live)
         self._spawn("restore", restore.run)
@@ -203,23 +229,54 @@ class Pipeline:
             work()
         except Halted:
             pass
+        except CameraLost as lost:  # that camera is down for the run; the others go on
+            source = self.stats.sources[threading.current_thread().name.removeprefix("camera-")]
+            self.lost_cameras[source.source_id] = source.last_error = mask_credentials(str(lost))
+            logger.error("%s: %s; this camera is down for the rest of the run", source.label, source.last_error)
+            if lost.ends_run:
+                self.abort()
         except BaseException as exc:  # noqa: BLE001 - any failure must stop the pipeline, not one thread
             logger.debug("%s failed", threading.current_thread().name, exc_info=True)
             self._errors.append(exc)
             self.abort()
 
     def _supervise(self, sources: dict[str, Source], on_progress: Callable[[RunStats], None] | None) -> None:
-        live = any(source.info.is_live for source in sources.values())
-        next_status = time.monotonic() + self.settings.status_interval_s
+        cameras = any(job.is_camera for job in self.jobs)
+        live = cameras or any(source.info.is_live for source in sources.values())
+        started = time.monotonic()
+        next_status = started + self.settings.status_interval_s
         while any(thread.is_alive() for thread in self._threads) and not self.halt.is_set():
             self.halt.wait(SUPERVISE_PERIOD_S)
+            duration = self.settings.limits.duration_s
+            if cameras and duration is not None and time.monotonic() - started >= duration:
+                self.request_stop()  # cameras that are down or still connecting end with the others
             self._copy_source_counters(sources)
+            self.stats.sample_window()
+            self.stats.restore_queue_depth = self._restore_inbox.qsize() if self._restore_inbox else 0
             if on_progress is not None:
                 on_progress(self.stats)
             if live and time.monotonic() >= next_status:
-                logger.info("status: %s", self.stats.status_line())
+                self._log_status()
                 next_status += self.settings.status_interval_s
         self._copy_source_counters(sources)
+
+    def _note_cameras_never_reached(self) -> None:
+        """A camera that never delivered a frame in the whole run was not reached: say so (exit 3)."""
+        for job in self.jobs:
+            source = self.stats.sources[job.source_id]
+            if job.is_camera and source.last_frame_at is None and job.source_id not in self.lost_cameras:
+                self.lost_cameras[job.source_id] = f"never reached in {self.stats.elapsed_s:.0f} s" + (
+                    f" ({source.last_error})" if source.last_error else "")
+                source.set_state("down")
+
+    def _log_status(self) -> None:
+        logger.info("status: %s", self.stats.status_line())
+        now = time.time()
+        for source in self.stats.sources.values():
+            if source.state in ("reconnecting", "starting", "down") and now - source.state_since >= \
+                    self.settings.warn_down_s:
+                logger.warning("%s: camera %s for %.0f s (%s)", source.label, source.state, now - source.state_since,
+                               source.last_error or "no frame")
 
     def _copy_source_counters(self, sources: dict[str, Source]) -> None:
         for source_id, source in sources.items():

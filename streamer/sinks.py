@@ -27,17 +27,34 @@ Push targets (rtsp://, rtmp://): frames are encoded (libx264 with tune=zerolaten
 codec_options say otherwise) and sent; no audio, no temporary file. Frames of a live source go
 out as they come; frames of a file are paced to their pts (like ffmpeg -re), so viewers and
 servers get a real-time stream instead of a burst they would drop.
+
+Live recordings (`SegmentRecorder`, what a live camera's file output is): the video is cut into
+segments of `RecordingOptions.segment_s` seconds named by camera and UTC start time
+(`out/cam1_20261201T055000Z.ts`), each written as `NAME.partial.ts` and renamed when it closes.
+The container is one that needs no index at the end (MPEG-TS by default, chosen with
+bench/crash_recovery.py), so after a SIGKILL the current segment plays up to its last second;
+the next run renames such leftovers to their final names. A frame of another size starts a new
+segment at that size (or, with `on_resize="scale"`, is scaled to the first size). Retention
+deletes a camera's oldest finished segments beyond an age or a total size.
+
+Pushes that must survive the server (`ReconnectingPushSink`, what a live camera's push output
+is): a failed send or connection closes the push, frames are dropped (and counted) while it
+waits, with exponential backoff, to connect again; a frame of another size is scaled to the
+first size (a push cannot change size mid-stream).
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import logging
 import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
+from typing import Literal
 
 import av
 import cv2
@@ -82,18 +99,44 @@ class SinkOptions:
         return options
 
 
+@dataclass(frozen=True)
+class SegmentFormat:
+    """A container a live recording is written in, with the muxer options that keep it playable
+    up to about its last second when the process is killed (no index written at the end)."""
+
+    suffix: str
+    options: Mapping[str, str]
+
+
+# Measured by bench/crash_recovery.py (SIGKILL mid-write, then decode what is on disk).
+SEGMENT_FORMATS = {
+    # fragmented MP4: a moof+mdat every second, the moov (without samples) at the start
+    "mp4": SegmentFormat(".mp4", {"movflags": "frag_keyframe+empty_moov+default_base_moof",
+                                  "frag_duration": "1000000", "flush_packets": "1"}),
+    # Matroska: a cluster every second, no cues needed to play
+    "mkv": SegmentFormat(".mkv", {"cluster_time_limit": "1000", "flush_packets": "1"}),
+    # MPEG-TS: no header or index at all; every 188-byte packet stands alone
+    "ts": SegmentFormat(".ts", {"flush_packets": "1"}),
+}
+
 # Pixel-exact output for tests and forensic review: decoded frames equal the RGB written.
 LOSSLESS_FILE_OPTIONS = SinkOptions(codec="ffv1", crf=None, preset=None, pix_fmt="bgr0")
 
 
-def open_sink(target: str, info: StreamInfo, options: SinkOptions | None = None) -> FileSink | PushSink:
-    """A sink writing to a file path, or pushing to an rtsp:// or rtmp:// URL."""
+def open_sink(
+    target: str, info: StreamInfo, options: SinkOptions | None = None, recording: RecordingOptions | None = None
+) -> FileSink | PushSink | SegmentRecorder | ReconnectingPushSink:
+    """A sink writing to a file path, or pushing to an rtsp:// or rtmp:// URL. With `recording`,
+    a live source's file output is a SegmentRecorder and its push a ReconnectingPushSink."""
     options = options or SinkOptions()
     _check_encoder(options, mask_credentials(target))
+    supervised = info.is_live and recording is not None
     if url_scheme(target):
         if push_format(target) is None:
             raise SinkError(f"{mask_credentials(target)}: cannot push to this URL (use rtsp:// or rtmp://)")
-        return PushSink(target, info, options)
+        return ReconnectingPushSink(target, info, options) if supervised else PushSink(target, info, options)
+    if supervised:
+        return SegmentRecorder(target, info, options, recording)
     return FileSink(target, info, options)
 
 
@@ -385,3 +428,243 @@ class PushSink(_Sink):
         if self._container is not None:
             _close_quietly(self._container, self.masked_target)
             self._container = None
+
+
+@dataclass(frozen=True)
+class RecordingOptions:
+    """How a live camera's file output is cut and kept (see the module docstring)."""
+
+    segment_s: float = 600.0  # length of a segment; 0: one segment per connection (no rotation)
+    format: Literal["ts", "mkv", "mp4"] = "ts"  # a key of SEGMENT_FORMATS
+    on_resize: Literal["segment", "scale"] = "segment"  # a frame of another size: new segment, or scaled
+    max_age_s: float = 0.0  # delete finished segments older than this; 0: keep
+    max_total_bytes: int = 0  # delete the oldest finished segments beyond this total; 0: no limit
+
+
+class SegmentRecorder(_Sink):
+    """A live camera's recording: rotating, crash-safe segments (see the module docstring)."""
+
+    def __init__(self, target: str, info: StreamInfo, options: SinkOptions, recording: RecordingOptions) -> None:
+        target_path = Path(target)
+        if not target_path.parent.is_dir():
+            raise SinkError(f"{target}: folder {target_path.parent} does not exist")
+        self.folder, self.camera = target_path.parent, target_path.stem
+        self.info, self.options, self.recording = info, options, recording
+        self.format = SEGMENT_FORMATS[recording.format]
+        self.finished: list[Path] = []  # segments closed by this recorder, in order
+        self._segment: _Segment | None = None
+        self._first_size: tuple[int, int] | None = None  # (width, height) of the first frame (on_resize="scale")
+        self._recover_leftovers()
+
+    def pattern(self) -> str:
+        """The glob of this camera's finished segments."""
+        return f"{self.camera}_*{self.format.suffix}"
+
+    def write(self, frame: Frame) -> None:
+        image = self._sized(frame.image)
+        if self._segment is not None and self._segment.must_end_before(image, frame, self.recording.segment_s):
+            self._close_segment()
+        if self._segment is None:
+            self._segment = _Segment(self._new_path(), self.format, self.info, self.options, frame)
+            logger.info("%s: recording %s (%dx%d)", self.camera, self._segment.target.name,
+                        image.shape[1], image.shape[0])
+        self._segment.write(dataclasses.replace(frame, image=image))
+
+    def _sized(self, image: np.ndarray) -> np.ndarray:
+        height, width = image.shape[:2]
+        if self._first_size is None:
+            self._first_size = (width, height)
+        if self.recording.on_resize == "scale" and (width, height) != self._first_size:
+            return cv2.resize(image, self._first_size, interpolation=cv2.INTER_AREA)
+        return image
+
+    def _new_path(self) -> Path:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        name, number = f"{self.camera}_{stamp}", 2
+        while (self.folder / f"{name}{self.format.suffix}").exists() or \
+                (self.folder / f"{name}{PARTIAL_TAG}{self.format.suffix}").exists():
+            name, number = f"{self.camera}_{stamp}_{number}", number + 1
+        return self.folder / f"{name}{self.format.suffix}"
+
+    def _close_segment(self) -> None:
+        segment, self._segment = self._segment, None
+        if segment is not None and segment.close():
+            self.finished.append(segment.target)
+            logger.info("%s: segment %s finished (%d frames)", self.camera, segment.target.name, segment.frames)
+        self._apply_retention()
+
+    def close(self) -> None:
+        """Finalise the current segment (never removes a recording)."""
+        self._close_segment()
+
+    def abort(self) -> None:
+        """Stop now: the segment written so far is kept (it is evidence, and it plays)."""
+        self._close_segment()
+
+    def _recover_leftovers(self) -> None:
+        """Segments a killed run left as NAME.partial: they play; give them their final names."""
+        for partial in sorted(self.folder.glob(f"{self.camera}_*{PARTIAL_TAG}{self.format.suffix}")):
+            final = partial.with_name(partial.name.replace(PARTIAL_TAG, "", 1))
+            if not final.exists():
+                os.replace(partial, final)
+                logger.warning("%s: kept %s, left unfinished by an earlier run", self.camera, final.name)
+
+    def _apply_retention(self) -> None:
+        delete = retention_victims(sorted(self.folder.glob(self.pattern())), self.recording, time.time())
+        for path in delete:
+            path.unlink(missing_ok=True)
+            logger.info("%s: retention: deleted %s", self.camera, path.name)
+
+
+def retention_victims(segments: list[Path], recording: RecordingOptions, now: float) -> list[Path]:
+    """The finished segments (oldest first) to delete: older than max_age_s, then the oldest
+    while the total is over max_total_bytes."""
+    sizes = {path: path.stat().st_size for path in segments if path.exists() and PARTIAL_TAG not in path.name}
+    kept = list(sizes)
+    victims = []
+    if recording.max_age_s > 0:
+        victims = [path for path in kept if now - path.stat().st_mtime > recording.max_age_s]
+        kept = [path for path in kept if path not in victims]
+    if recording.max_total_bytes > 0:
+        total = sum(sizes[path] for path in kept)
+        while kept and total > recording.max_total_bytes:
+            oldest = kept.pop(0)
+            total -= sizes[oldest]
+            victims.append(oldest)
+    return victims
+
+
+class _Segment:
+    """One segment file: written as NAME.partial, renamed to NAME when closed; pts start at 0."""
+
+    def __init__(self, target: Path, fmt: SegmentFormat, info: StreamInfo, options: SinkOptions,
+                 first: Frame) -> None:
+        self.target = target
+        self.partial = target.with_name(f"{target.stem}{PARTIAL_TAG}{target.suffix}")
+        self._container = _open_output(str(self.partial), str(target), options=dict(fmt.options))
+        self._encoder = _Encoder(self._container, info, options, push=False)
+        self._shape = first.image.shape
+        self._start_s = _seconds(first) or Fraction(0)
+        self.frames = 0
+
+    def must_end_before(self, image: np.ndarray, frame: Frame, segment_s: float) -> bool:
+        if image.shape != self._shape:
+            return True
+        seconds = _seconds(frame)
+        return segment_s > 0 and seconds is not None and seconds - self._start_s >= Fraction(segment_s)
+
+    def write(self, frame: Frame) -> None:
+        seconds = _seconds(frame)
+        pts = None if seconds is None else round((seconds - self._start_s) / self._encoder_time_base)
+        try:
+            self._encoder.encode(dataclasses.replace(frame, pts=pts, time_base=self._encoder_time_base))
+        except av.FFmpegError as error:
+            raise SinkError(f"{self.target}: cannot encode frame {frame.index}: {error}") from None
+        self.frames += 1
+
+    @property
+    def _encoder_time_base(self) -> Fraction:
+        return self._encoder._info.time_base
+
+    def close(self) -> bool:
+        """Flush and rename; True when a segment with frames was kept."""
+        try:
+            self._encoder.flush()
+            self._container.close()
+        except (av.FFmpegError, OSError) as error:
+            logger.warning("%s: closing: %s (the frames written so far are kept)", self.target.name, error)
+            _close_quietly(self._container, str(self.target))
+        if not self.frames:
+            self.partial.unlink(missing_ok=True)
+            return False
+        os.replace(self.partial, self.target)
+        return True
+
+
+def _seconds(frame: Frame) -> Fraction | None:
+    return None if frame.pts is None else frame.pts * Fraction(frame.time_base)
+
+
+@dataclass(frozen=True)
+class PushRetry:
+    initial_s: float = 0.5
+    max_s: float = 10.0
+
+
+class ReconnectingPushSink(_Sink):
+    """A push that outlives its server: see the module docstring. `dropped` and `reconnects` count."""
+
+    def __init__(self, target: str, info: StreamInfo, options: SinkOptions, retry: PushRetry | None = None,
+                 connect=None) -> None:
+        self.target, self.info, self.options = target, info, options
+        self.masked_target = mask_credentials(target)
+        self.retry = retry or PushRetry()
+        self._connect = connect or (lambda: PushSink(target, info, options))
+        self._push: PushSink | None = None
+        self._first_size: tuple[int, int] | None = None
+        self._delay_s = self.retry.initial_s
+        self._next_attempt = 0.0
+        self.dropped = 0
+        self.reconnects = 0
+        self._connected_once = False
+        self.last_error: str | None = None
+
+    def write(self, frame: Frame) -> None:
+        frame = self._sized(frame)
+        if self._push is None and not self._try_connect():
+            self.dropped += 1
+            return
+        try:
+            self._push.write(frame)
+        except SinkError as error:
+            self._lost(str(error))
+            self.dropped += 1
+        else:
+            self._delay_s = self.retry.initial_s
+
+    def _sized(self, frame: Frame) -> Frame:
+        height, width = frame.image.shape[:2]
+        if self._first_size is None:
+            self._first_size = (width, height)
+        if (width, height) == self._first_size:
+            return frame
+        return dataclasses.replace(frame, image=cv2.resize(frame.image, self._first_size,
+                                                           interpolation=cv2.INTER_AREA))
+
+    def _try_connect(self) -> bool:
+        if time.monotonic() < self._next_attempt:
+            return False
+        try:
+            self._push = self._connect()
+        except SinkError as error:
+            self._lost(str(error))
+            return False
+        if self._connected_once:
+            self.reconnects += 1
+            logger.warning("%s: push reconnected (%d frames dropped so far)", self.masked_target, self.dropped)
+        self._connected_once = True
+        return True
+
+    def _lost(self, reason: str) -> None:
+        if self._push is not None:
+            self._push.abort()
+            self._push = None
+        delay, self._delay_s = self._delay_s, min(self._delay_s * 2, self.retry.max_s)
+        self._next_attempt = time.monotonic() + delay
+        if reason != self.last_error:
+            logger.warning("%s; retrying the push in %.1f s (frames are dropped meanwhile)",
+                           mask_credentials(reason), delay)
+        self.last_error = reason
+
+    def close(self) -> None:
+        if self._push is not None:
+            push, self._push = self._push, None
+            try:
+                push.close()
+            except SinkError as error:
+                logger.warning("%s", error)
+
+    def abort(self) -> None:
+        if self._push is not None:
+            self._push.abort()
+            self._push = None

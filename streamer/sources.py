@@ -66,12 +66,14 @@ class SourceOptions:
     read_timeout_s: float = 5.0  # no data for this long = a stalled stream (a disconnect)
     reconnect_initial_s: float = 0.5  # first backoff delay after a disconnect
     reconnect_max_s: float = 30.0  # backoff cap
+    reconnect_recent_max_s: float = 2.0  # backoff cap while the stream was up within RECENT_S
     connect_attempts: int = 3  # tries for the first connection before open_source gives up
 
     def __post_init__(self) -> None:
         if self.transport not in ("tcp", "udp"):
             raise ValueError(f"SourceOptions.transport: expected 'tcp' or 'udp', got {self.transport!r}")
-        for name in ("open_timeout_s", "read_timeout_s", "reconnect_initial_s", "reconnect_max_s"):
+        for name in ("open_timeout_s", "read_timeout_s", "reconnect_initial_s", "reconnect_max_s",
+                     "reconnect_recent_max_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"SourceOptions.{name}: expected a positive number, got {getattr(self, name)}")
         if self.reconnect_max_s < self.reconnect_initial_s:
@@ -270,22 +272,33 @@ def _chain(first: av.VideoFrame, rest: Iterator[av.VideoFrame]) -> Iterator[av.V
     yield from rest
 
 
+RECENT_S = 60.0  # a stream seen this recently is retried with the lower backoff cap
+
+
 class _Backoff:
     """Exponential backoff, capped, with jitter: each wait is drawn from [delay/2, delay] so that
-    cameras that dropped together do not all reconnect at the same instant."""
+    cameras that dropped together do not all reconnect at the same instant. While the stream was
+    up within RECENT_S the cap is `recent_max_s`: a camera that just rebooted is found again
+    within seconds, and one that stays away falls back to the slower `max_s`."""
 
-    def __init__(self, initial_s: float, max_s: float) -> None:
+    def __init__(self, initial_s: float, max_s: float, recent_max_s: float | None = None) -> None:
         self._initial_s = initial_s
         self._max_s = max_s
+        self._recent_max_s = min(max_s, recent_max_s if recent_max_s is not None else max_s)
         self._delay_s = initial_s
+        self._up_at: float | None = None  # when the stream last worked
 
     def next_delay(self) -> float:
-        delay = self._delay_s
-        self._delay_s = min(self._delay_s * 2, self._max_s)
+        recent = self._up_at is not None and time.monotonic() - self._up_at < RECENT_S
+        cap = self._recent_max_s if recent else self._max_s
+        delay = min(self._delay_s, cap)
+        self._delay_s = min(delay * 2, cap if recent else self._max_s)
         return random.uniform(delay / 2, delay)
 
     def reset(self) -> None:
+        """The stream works: the next loss starts from the initial delay, with the recent cap."""
         self._delay_s = self._initial_s
+        self._up_at = time.monotonic()
 
 
 class _LiveClock:
@@ -367,7 +380,8 @@ class LiveSource(_Source):
 
     def _frames(self, stop: threading.Event) -> Iterator[Frame]:
         """Frames until `stop` is set, reconnecting whenever the stream is lost."""
-        backoff = _Backoff(self.options.reconnect_initial_s, self.options.reconnect_max_s)
+        backoff = _Backoff(self.options.reconnect_initial_s, self.options.reconnect_max_s,
+                           self.options.reconnect_recent_max_s)
         try:
             while not stop.is_set():
                 if self._connection is None and not self._reconnect(stop, backoff):

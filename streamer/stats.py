@@ -5,8 +5,10 @@ and the progress display only read them.
 """
 from __future__ import annotations
 
+import bisect
 import json
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -14,6 +16,33 @@ from pathlib import Path
 
 # Stages that run once per source; the restorer is one thread shared by all sources.
 PER_SOURCE_STAGES = ("capture", "detect", "compose", "write")
+# Upper bounds (seconds) of the end-to-end latency histogram's buckets (captured -> written).
+LATENCY_BUCKETS_S = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
+FPS_WINDOW_S = 10.0  # the status line's and the metrics' fps are measured over this window
+
+
+class LatencyRecorder:
+    """End-to-end latency of written frames: cumulative bucket counts (for Prometheus) and the
+    latest samples (for percentiles). One writer thread; readers may see a sample late."""
+
+    def __init__(self, recent: int = 4096) -> None:
+        self.bucket_counts = [0] * (len(LATENCY_BUCKETS_S) + 1)  # the last one is +Inf
+        self.count = 0
+        self.sum_s = 0.0
+        self._recent: deque[float] = deque(maxlen=recent)
+
+    def observe(self, seconds: float) -> None:
+        self.bucket_counts[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
+        self.count += 1
+        self.sum_s += seconds
+        self._recent.append(seconds)
+
+    def percentile(self, q: float) -> float | None:
+        """The q-th percentile (0-100) of the recent samples, None without any."""
+        samples = sorted(self._recent)
+        if not samples:
+            return None
+        return samples[min(len(samples) - 1, round(q / 100 * (len(samples) - 1)))]
 
 
 @dataclass
@@ -45,6 +74,25 @@ class SourceStats:
     reconnects: int = 0
     corrupt_packets: int = 0
     clocks: dict[str, StageClock] = field(default_factory=lambda: {name: StageClock() for name in PER_SOURCE_STAGES})
+    # Live cameras (camera.CameraJob): health an operator watches.
+    live: bool = False  # a camera (supervised, reconnecting), not a file
+    last_frame_at: float | None = None  # time.monotonic() of the last frame captured
+    state: str = "starting"  # starting | up | reconnecting | down (given up) | stopped
+    state_since: float = field(default_factory=time.time)  # wall clock of the last state change
+    restarts: int = 0  # times the camera's job was restarted after a fault
+    output_drops: int = 0  # frames a push output dropped while reconnecting
+    output_reconnects: int = 0
+    last_error: str | None = None  # the last fault, one line, credentials masked
+    latency: LatencyRecorder = field(default_factory=LatencyRecorder)
+
+    def set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state, self.state_since = state, time.time()
+
+    def seconds_since_frame(self, now: float | None = None) -> float | None:
+        if self.last_frame_at is None:
+            return None
+        return (now if now is not None else time.monotonic()) - self.last_frame_at
 
 
 @dataclass
@@ -66,6 +114,30 @@ class RunStats:
         self.restorer = RestorerStats()
         self._started = time.monotonic()
         self._finished: float | None = None
+        # (time, frames_out of each source, restored faces) samples of the last FPS_WINDOW_S
+        self._window: deque[tuple[float, dict[str, int], int]] = deque()
+        self.restore_queue_depth = 0  # items waiting for the shared restorer (the supervisor updates it)
+
+    def sample_window(self, now: float | None = None) -> None:
+        """Remember the counters now (the supervisor calls this a few times a second)."""
+        now = time.monotonic() if now is None else now
+        self._window.append((now, {k: s.frames_out for k, s in self.sources.items()}, self.restorer.faces))
+        while len(self._window) > 2 and now - self._window[1][0] >= FPS_WINDOW_S:
+            self._window.popleft()
+
+    def window_fps(self, source_id: str) -> float:
+        """Frames written per second over the last FPS_WINDOW_S (0 for a camera that stopped)."""
+        if len(self._window) < 2:
+            return self.fps(source_id)
+        (t0, first, _), (t1, last, _) = self._window[0], self._window[-1]
+        return (last[source_id] - first[source_id]) / (t1 - t0) if t1 > t0 else 0.0
+
+    def window_faces_per_s(self) -> float:
+        """Faces the restorer processed per second over the last FPS_WINDOW_S."""
+        if len(self._window) < 2:
+            return 0.0
+        (t0, _, first), (t1, _, last) = self._window[0], self._window[-1]
+        return (last - first) / (t1 - t0) if t1 > t0 else 0.0
 
     def finish(self) -> None:
         self._finished = time.monotonic()
@@ -90,10 +162,13 @@ class RunStats:
         return {name: 1000.0 * seconds / frames for name, seconds in totals.items()}
 
     def status_line(self) -> str:
-        """One line for a periodic log of a live run."""
+        """One line for a periodic log of a live run: per source its state, fps over the last
+        FPS_WINDOW_S (a dead camera shows 0, not its average since start), and counters."""
         parts = [
-            f"{s.label}: {self.fps(s.source_id):.1f} fps, {s.frames_out} frames, {s.faces} faces, "
-            f"{s.drops} dropped, {s.reconnects} reconnects"
+            f"{s.label}: {_state_text(s) + ', ' if s.live else ''}{self.window_fps(s.source_id):.1f} fps, {s.frames_out} frames, "
+            f"{s.faces} faces, {s.drops} dropped, {s.reconnects} reconnects"
+            + (f", {s.restarts} restarts" if s.restarts else "")
+            + (f", output dropped {s.output_drops}" if s.output_drops else "")
             for s in self.sources.values()
         ]
         return "; ".join(parts)
@@ -140,7 +215,31 @@ def _source_dict(source: SourceStats, fps: float) -> dict:
         "reconnects": source.reconnects,
         "corrupt_packets": source.corrupt_packets,
         "fps": round(fps, 2),
+        **_live_dict(source),
     }
+
+
+def _live_dict(source: SourceStats) -> dict:
+    """The live health fields, for a source that had any (a file's stats stay as they were)."""
+    if not source.live:
+        return {}
+    p50, p95 = source.latency.percentile(50), source.latency.percentile(95)
+    return {
+        "state": source.state,
+        "restarts": source.restarts,
+        "output_drops": source.output_drops,
+        "output_reconnects": source.output_reconnects,
+        "latency_p50_s": None if p50 is None else round(p50, 4),
+        "latency_p95_s": None if p95 is None else round(p95, 4),
+        **({"last_error": source.last_error} if source.last_error else {}),
+    }
+
+
+def _state_text(source: SourceStats) -> str:
+    if source.state in ("reconnecting", "starting", "down"):
+        since = time.strftime("%H:%M:%S", time.localtime(source.state_since))
+        return f"{source.state} since {since}"
+    return source.state
 
 
 def _source_row(source: SourceStats, fps: float) -> str:

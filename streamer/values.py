@@ -80,6 +80,7 @@ class Frame:
     pts: int | None  # presentation timestamp in time_base units, as the source gave it
     time_base: Fraction
     image: np.ndarray = field(repr=False)
+    captured: float | None = field(default=None, compare=False, repr=False)  # time.monotonic() at capture (latency)
 
     def __post_init__(self) -> None:
         check_rgb_image(self.image, f"Frame {self.source_id}#{self.index}")

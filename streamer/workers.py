@@ -137,7 +137,8 @@ class CaptureWorker:
         try:
             for frame in _timed(frames, self.stats.clocks["capture"]):
                 self.stats.frames_in += 1
-                self._hand_over(frame)
+                self.stats.last_frame_at = now = time.monotonic()
+                self._hand_over(dataclasses.replace(frame, captured=now) if frame.captured is None else frame)
                 if self.drain.is_set() or self.limits.reached(self.stats.frames_in, started):
                     break
         finally:
@@ -297,6 +298,8 @@ class WriteWorker:
         with self.stats.clocks["write"].timing():
             self.sink.write(dataclasses.replace(packet.frame, image=image))
         self.stats.frames_out += 1
+        if packet.frame.captured is not None:
+            self.stats.latency.observe(time.monotonic() - packet.frame.captured)
 
 
 def _timed(frames: Iterable[Frame], clock: StageClock) -> Iterator[Frame]:

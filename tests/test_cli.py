@@ -39,15 +39,11 @@ def write(path: Path, text: str | bytes) -> Path:
 def bad_input_cases(tmp: Path, clip: Path) -> dict[str, tuple[list, str]]:
     """case -> (command-line arguments, what the one-line error must say)."""
     out = tmp / "out" / "result.mp4"
-    quick = write(tmp / "quick.yaml", QUICK_LIVE_CONFIG)
-    port = free_port()
     return {
         "missing file": ([tmp / "nope.mp4", "-o", out], "nope.mp4: no such file"),
         "not a video": ([write(tmp / "notes.mp4", "just text\n"), "-o", out], "notes.mp4: cannot open"),
         "truncated mp4": ([write(tmp / "cut.mp4", clip.read_bytes()[: clip.stat().st_size // 2]), "-o", out],
                           "cut.mp4: cannot open"),
-        "unreachable url": ([f"rtsp://admin:hunter2@127.0.0.1:{port}/cam", "--config", quick, "-o", out],
-                            f"rtsp://admin:***@127.0.0.1:{port}/cam"),
         "malformed url": (["rtsp://admin:hunter2@[bad/stream", "-o", out],
                           "rtsp://admin:***@[bad/stream: malformed URL"),
         "url without host": (["rtsp:///stream", "-o", out], "rtsp:///stream: malformed URL (no host)"),
@@ -67,7 +63,7 @@ def bad_input_cases(tmp: Path, clip: Path) -> dict[str, tuple[list, str]]:
 
 
 CASES = [
-    "missing file", "not a video", "truncated mp4", "unreachable url", "malformed url", "url without host",
+    "missing file", "not a video", "truncated mp4", "malformed url", "url without host",
     "unset env var in url",
     "unknown config key", "bad config value", "bad flag value", "model not torchscript", "model breaks contract",
     "detector model not tflite", "output exists",
@@ -89,6 +85,22 @@ def test_bad_input_is_one_line_exit_2_and_no_output(run_cli, tmp_path, face_clip
     assert "Traceback" not in result.stderr and "hunter2" not in result.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     assert {p for p in set(tmp_path.rglob("*")) - before if p.is_file()} == set()
+
+
+@pytest.mark.parametrize("setting, extra_args, expected", [
+    ("  required: true\n", [], "(required camera)"),  # ends the run at start-up
+    pytest.param("", ["--duration", "3"], "never reached in", marks=pytest.mark.slow),  # retried until the end
+])
+def test_an_unreachable_camera_is_one_line_exit_3(run_cli, tmp_path, checker_model, setting, extra_args, expected):
+    port = free_port()
+    config = write(tmp_path / "quick.yaml", QUICK_LIVE_CONFIG + setting)
+    url = f"rtsp://admin:hunter2@127.0.0.1:{port}/cam"
+    result = run_cli(url, "--config", config, "-o", f"{tmp_path}/out/", "--model", checker_model, "-q", *extra_args)
+    assert result.returncode == 3, result.stderr
+    (line,) = result.error_lines
+    assert f"rtsp://admin:***@127.0.0.1:{port}/cam" in line and expected in line, result.stderr
+    assert "Traceback" not in result.stderr and "hunter2" not in result.stderr
+    assert not any((tmp_path / "out").rglob("*"))
 
 
 def test_a_batch_skips_a_bad_file_reports_it_and_exits_1(run_cli, tmp_path, face_clip, checker_model):

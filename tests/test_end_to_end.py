@@ -140,7 +140,9 @@ def test_cli_records_a_live_camera_until_max_frames(run_cli, tmp_path, rtsp_serv
     (run,) = json.loads(stats_path.read_text())["runs"]
     (source,) = run["sources"]
     assert source["frames_in"] == 40 and source["frames_out"] + source["drops"] == 40
-    frames, times = read_frames(tmp_path / "out" / "cam1.mp4")  # a live camera's output is named camN
+    # a live camera's recording is segments named camN_<UTC start>.ts
+    (segment,) = (tmp_path / "out").glob("cam1_*Z.ts")
+    frames, times = read_frames(segment)
     assert len(frames) == source["frames_out"] > 0
     assert times == sorted(times)
 
@@ -169,8 +171,9 @@ def test_two_cameras_in_one_run_share_one_restorer_and_get_one_output_each(run_c
     assert [source["frames_in"] for source in run["sources"]] == [30, 30]
     assert all(source["restored_faces"] > 0 for source in run["sources"])
     assert run["restorer"]["faces"] == sum(source["restored_faces"] for source in run["sources"])
-    for name, source in zip(("cam1.mp4", "cam2.mp4"), run["sources"]):
-        assert len(read_frames(tmp_path / "out" / name)[0]) == source["frames_out"] > 0
+    for name, source in zip(("cam1", "cam2"), run["sources"]):
+        (segment,) = (tmp_path / "out").glob(f"{name}_*.ts")
+        assert len(read_frames(segment)[0]) == source["frames_out"] > 0
 
 
 def test_a_live_pipeline_survives_a_camera_restart_and_keeps_writing(tmp_path, rtsp_server, checker_model):
@@ -194,7 +197,8 @@ def test_a_live_pipeline_survives_a_camera_restart_and_keeps_writing(tmp_path, r
         pipeline.request_stop()
         runner.join(timeout=30)
     assert outcome, "the pipeline did not finish after request_stop"
-    frames, times = read_frames(output)
+    (segment,) = tmp_path.glob("live_*.ts")  # the source reconnects by itself: one job, one segment
+    frames, times = read_frames(segment)
     assert len(frames) == cam.frames_out and times == sorted(times)
 
 
