@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from streamer import REPO_ROOT
 from streamer.errors import UserError
+from streamer.urls import quote_userinfo, userinfo_span
 
 DETECTOR_MODELS = {
     "full_range": "models/face_detection_full_range_sparse.tflite",
@@ -200,12 +201,16 @@ def resolve_repo_path(path: str | Path) -> Path:
 
 
 def expand_env(text: str, env: Mapping[str, str], where: str) -> str:
-    """Replace each `${VAR}` with its value; a missing variable is an error naming it (never a value)."""
+    """Replace each `${VAR}` with its value; a missing variable is an error naming it (never a value).
+    In a URL's user:password part the value is percent-encoded (a password may hold '/', '@', ':')."""
+    userinfo = userinfo_span(text)
 
     def value_of(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in env:
             raise ConfigError(f"{where}: environment variable {name} is not set")
+        if userinfo is not None and userinfo[0] <= match.start() < userinfo[1]:
+            return quote_userinfo(env[name])
         return env[name]
 
     return _ENV_REFERENCE.sub(value_of, text)

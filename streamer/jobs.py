@@ -26,7 +26,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from streamer.errors import UserError
 from streamer.pipeline import Components, Job, Pipeline, PipelineSettings
 from streamer.stats import RunStats
-from streamer.urls import is_live_url, mask_credentials, push_format, url_problem
+from streamer.urls import is_live_url, mask_credentials, not_a_file_hint, push_format, url_problem
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def plan_jobs(arguments: list[str], output: str, container: str, overwrite: bool
     if len(inputs) == 1 and not is_live_url(inputs[0]) and not Path(inputs[0]).exists():
         # The run's only input: say so now, not after seconds of loading models. In a batch a
         # missing file is one failed job, reported when it is opened, and the others still run.
-        raise UsageError(f"{inputs[0]}: no such file")
+        raise UsageError(f"{mask_credentials(inputs[0])}: no such file{not_a_file_hint(inputs[0])}")
     if push_format(output) is not None:
         if len(inputs) > 1:
             raise UsageError(f"{mask_credentials(output)}: a stream URL output takes exactly one input")

@@ -46,7 +46,7 @@ import av
 import numpy as np
 
 from streamer.errors import UserError
-from streamer.urls import is_live_url, mask_credentials, url_scheme
+from streamer.urls import is_live_url, mask_credentials, not_a_file_hint, url_scheme
 from streamer.values import Frame, StreamInfo
 
 logger = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ class FileSource(_Source):
         self.path = path
         self.stats = SourceStats()
         if not Path(path).exists():
-            raise SourceError(f"{path}: no such file")
+            raise SourceError(f"{mask_credentials(path)}: no such file{not_a_file_hint(path)}")
         if not Path(path).is_file():
             raise SourceError(f"{path}: not a file")
         container = _open_container(path, path)

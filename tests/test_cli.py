@@ -47,6 +47,8 @@ def bad_input_cases(tmp: Path, clip: Path) -> dict[str, tuple[list, str]]:
         "malformed url": (["rtsp://admin:hunter2@[bad/stream", "-o", out],
                           "rtsp://admin:***@[bad/stream: malformed URL"),
         "url without host": (["rtsp:///stream", "-o", out], "rtsp:///stream: malformed URL (no host)"),
+        "url with one slash": (["rtsp:/admin:hunter2@cam/live", "-o", out],
+                               "rtsp:/admin:***@cam/live: no such file (a stream URL starts with rtsp://)"),
         "unset env var in url": (["rtsp://admin:${NO_SUCH_VAR_X}@cam/1", "-o", out], "NO_SUCH_VAR_X is not set"),
         "unknown config key": ([clip, "--config", write(tmp / "typo.yaml", "detection:\n  min_scor: 0.5\n"), "-o", out],
                                "typo.yaml:2: detection.min_scor: unknown key"),
@@ -63,7 +65,7 @@ def bad_input_cases(tmp: Path, clip: Path) -> dict[str, tuple[list, str]]:
 
 
 CASES = [
-    "missing file", "not a video", "truncated mp4", "malformed url", "url without host",
+    "missing file", "not a video", "truncated mp4", "malformed url", "url without host", "url with one slash",
     "unset env var in url",
     "unknown config key", "bad config value", "bad flag value", "model not torchscript", "model breaks contract",
     "detector model not tflite", "output exists",
@@ -101,6 +103,20 @@ def test_an_unreachable_camera_is_one_line_exit_3(run_cli, tmp_path, checker_mod
     assert f"rtsp://admin:***@127.0.0.1:{port}/cam" in line and expected in line, result.stderr
     assert "Traceback" not in result.stderr and "hunter2" not in result.stderr
     assert not any((tmp_path / "out").rglob("*"))
+
+
+@pytest.mark.parametrize("source, message", [
+    ("rtsp:/admin:hunter2@cam/live", "rtsp:/admin:***@cam/live: no such file (a stream URL starts with rtsp://)"),
+    ("rtsp:admin:hunter2@cam/live", "rtsp:admin:***@cam/live: no such file (a stream URL starts with rtsp://)"),
+    ("admin:hunter2@cam/live", "admin:***@cam/live: no such file (a stream URL starts with rtsp://)"),
+    ("rtsp://admin:hun/ter2@cam/live", "rtsp://admin:***@cam/live: malformed URL (a '/', '@' or ':' in a user name "
+                                       "or password must be percent-encoded (%2F, %40, %3A); or write the password "
+                                       "as ${VAR}: a variable's value is encoded for you)"),
+])
+def test_a_mistyped_camera_url_is_named_with_its_password_masked_and_a_hint(source, message, tmp_path):
+    with pytest.raises(UsageError) as error:
+        plan_jobs([source], str(tmp_path / "out.mp4"), "mp4", overwrite=False)
+    assert str(error.value) == message
 
 
 def test_a_batch_skips_a_bad_file_reports_it_and_exits_1(run_cli, tmp_path, face_clip, checker_model):

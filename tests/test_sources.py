@@ -197,6 +197,14 @@ def test_live_urls_are_told_from_file_paths(text, live):
         ("failed 'rtsp://u:pw@h/a' then 'rtmp://x:y@z/b'", "failed 'rtsp://u:***@h/a' then 'rtmp://x:***@z/b'"),
         ("http://cam/video?user=admin&password=secret&ch=1", "http://cam/video?user=admin&password=***&ch=1"),
         ("rtsp://cam.local:554/stream", "rtsp://cam.local:554/stream"),
+        # typos: the password is masked whatever the scheme looks like
+        ("rtsp:/admin:secret@cam/s: no such file", "rtsp:/admin:***@cam/s: no such file"),
+        ("rtsp:admin:secret@cam/s", "rtsp:admin:***@cam/s"),
+        ("rtsp//admin:secret@cam/s", "rtsp//admin:***@cam/s"),
+        ("//admin:secret@cam/s", "//admin:***@cam/s"),
+        ("admin:secret@cam:554/s", "admin:***@cam:554/s"),
+        ("error: 'rtsp:///admin:se/cr@et@cam/s'", "error: 'rtsp:///admin:***@cam/s'"),
+        ("12:00:01 WARNING cam1: up, a@b", "12:00:01 WARNING cam1: up, a@b"),  # no password: left alone
     ],
 )
 def test_credentials_are_masked(text, masked):
@@ -220,3 +228,17 @@ def test_close_during_iteration_waits_for_the_iterator(lossless_clip):
     assert len(list(frames)) == COUNT - 1
     with pytest.raises(RuntimeError, match="closed"):
         next(source.frames(threading.Event()))
+
+
+@pytest.mark.parametrize("value, url", [
+    ("p@ss/wo:rd", "rtsp://admin:p%40ss%2Fwo%3Ard@cam:554/live"),  # encoded for the user
+    ("already%2Fencoded", "rtsp://admin:already%2Fencoded@cam:554/live"),  # an encoded value stays as it is
+])
+def test_a_password_from_the_environment_is_percent_encoded_in_the_url(value, url):
+    from urllib.parse import unquote, urlsplit
+
+    from streamer.config import expand_env
+
+    expanded = expand_env("rtsp://admin:${PASS}@cam:554/live", {"PASS": value}, "SOURCE[0]")
+    assert expanded == url
+    assert urlsplit(expanded).hostname == "cam" and unquote(urlsplit(expanded).password) == unquote(value)
