@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from streamer.errors import UserError
 from streamer.stats import SourceStats
 from streamer.urls import mask_credentials
 from streamer.workers import (
@@ -329,4 +330,4 @@ def _close(source: Any) -> None:
 
 def _is_one_line(error: BaseException) -> bool:
     """Our own errors (SourceError, SinkError, ...) carry a one-line message meant for users."""
-    return type(error).__name__.endswith("Error") and type(error).__module__.startswith("streamer")
+    return isinstance(error, UserError)
