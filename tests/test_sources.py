@@ -242,3 +242,19 @@ def test_a_password_from_the_environment_is_percent_encoded_in_the_url(value, ur
     expanded = expand_env("rtsp://admin:${PASS}@cam:554/live", {"PASS": value}, "SOURCE[0]")
     assert expanded == url
     assert urlsplit(expanded).hostname == "cam" and unquote(urlsplit(expanded).password) == unquote(value)
+
+
+def test_reconnect_backoff_is_capped_low_while_the_stream_was_up_recently(monkeypatch):
+    from streamer import sources
+
+    now = [1000.0]
+    monkeypatch.setattr(sources.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(sources.random, "uniform", lambda low, high: high)  # the longest wait of each draw
+    backoff = sources._Backoff(initial_s=0.5, max_s=30.0, recent_max_s=2.0)
+    never_up = [backoff.next_delay() for _ in range(8)]
+    assert never_up == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]  # a camera never seen: the full cap
+    backoff.reset()  # frames flowed
+    just_dropped = [backoff.next_delay() for _ in range(5)]
+    assert just_dropped == [0.5, 1.0, 2.0, 2.0, 2.0]  # a reboot is found within ~2 s of its return
+    now[0] += sources.RECENT_S + 1  # away for over a minute: back to the slow cap
+    assert [backoff.next_delay() for _ in range(5)] == [2.0, 4.0, 8.0, 16.0, 30.0]
