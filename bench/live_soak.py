@@ -23,8 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.helpers.media import make_face_frames  # noqa: E402 - after the path
-from tests.helpers.rtsp_server import RtspTestServer, free_port, write_frames_dir  # noqa: E402
+from tests.helpers.media import make_face_frames
+from tests.helpers.rtsp_server import RtspTestServer, free_port, write_frames_dir
 
 
 def rss_mib(pid: int) -> float:

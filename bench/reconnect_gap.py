@@ -21,11 +21,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from streamer.components import build_components, pipeline_settings  # noqa: E402 - after the path
-from streamer.config import load_config  # noqa: E402
-from streamer.pipeline import Job, Pipeline  # noqa: E402
-from streamer.workers import CaptureLimits  # noqa: E402
-from tests.helpers.rtsp_server import RtspTestServer  # noqa: E402
+from streamer.components import build_components, pipeline_settings
+from streamer.config import load_config
+from streamer.pipeline import Job, Pipeline
+from streamer.workers import CaptureLimits
+from tests.helpers.rtsp_server import RtspTestServer
 
 POLICIES = {"recent cap 2 s (default)": 2.0, "cap 30 s throughout (before)": 30.0}
 

@@ -105,6 +105,8 @@ class CameraJob:
         self._source: Any = None
         self._earlier_reconnects = self._earlier_corrupt = 0
         self._end_sent = False
+        self._observer: Any = None  # sees the camera's packets across generations (the report's collector)
+        self._observer_closed = False
 
     # -- the supervisor loop ------------------------------------------------------------------
 
@@ -224,8 +226,20 @@ class CameraJob:
             self.halt.wait(min(POLL_S, max(0.0, deadline - time.monotonic())))
             self._watch()
 
+    def observer(self, info: Any) -> Any:
+        """The camera's packet observer (one for all generations), made with the first stream's info."""
+        if self._observer is None and self.components.make_observer is not None:
+            self._observer = self.components.make_observer(self.job.source_id, info)
+        return self._observer
+
     def _end(self) -> None:
         """Tell the shared restorer this camera sends nothing more (unless its stream already did)."""
+        if self._observer is not None and not self._observer_closed:
+            self._observer_closed = True
+            try:
+                self._observer.close()
+            except Exception as error:  # noqa: BLE001 - the camera's end must not fail on its observer
+                logger.warning("%s: %s", self.job.source_id, mask_credentials(str(error)))
         if self.stats.state != "down":
             self.stats.set_state("stopped")
         if not self._end_sent:
@@ -258,7 +272,8 @@ class _Generation:
                                 settings.live_drop)
         detect = DetectWorker((detect_inbox, owner.links.restore_inbox), self.halt,
                               components.detect_stage(self.detector, settings.every_n_frames), stats)
-        self.writer = WriteWorker(write_inbox, self.halt, components.compose, sink, stats)
+        self.writer = WriteWorker(write_inbox, self.halt, components.compose, sink, stats,
+                                  owner.observer(self.source.info))
         for name, work in (("capture", capture.run), ("detect", detect.run), ("write", self.writer.run)):
             thread = threading.Thread(target=self._guarded, args=(work,), name=f"{name}-{job.source_id}",
                                       daemon=True)
@@ -295,6 +310,8 @@ class _Generation:
         for thread in self.threads:
             thread.join(timeout=10.0)
         sink = self.owner._sink
+        if self.writer is not None and self.writer.observer_closed:
+            self.owner._observer_closed = True
         if self.writer is not None and self.writer.closed:
             self.owner._end_sent = True  # the stream's EndOfStream went through the restorer
         elif sink is not None:

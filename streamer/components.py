@@ -9,13 +9,18 @@ from typing import Protocol
 import numpy as np
 
 from streamer import compositing
-from streamer.config import Config
 from streamer.camera import CameraPolicy
+from streamer.config import Config
 from streamer.detection import MediaPipeFaceDetector, TilingOptions
 from streamer.model_contract import RestorerSpec
 from streamer.pipeline import Components, Job, PipelineSettings
 from streamer.restoration import TorchScriptRestorer, prepare_crops
-from streamer.sinks import LOSSLESS_FILE_OPTIONS, RecordingOptions, SinkOptions, open_sink
+from streamer.sinks import (
+    LOSSLESS_FILE_OPTIONS,
+    RecordingOptions,
+    SinkOptions,
+    open_sink,
+)
 from streamer.sources import SourceOptions, open_source
 from streamer.tracking import FaceTracker
 from streamer.workers import Batching, CaptureLimits
