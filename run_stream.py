@@ -7,7 +7,6 @@ and turns known errors into a one-line message and exit status 2.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import signal
@@ -201,7 +200,12 @@ def _plan_cameras(cameras: list[Camera], args: argparse.Namespace) -> list[Job]:
 
 
 def _process(jobs: list[Job], config: Config, args: argparse.Namespace, cameras: list[Camera] | None = None) -> int:
-    from streamer.components import build_components, pipeline_settings, with_own_stages  # loads torch, mediapipe
+    from streamer.components import (  # loads torch, mediapipe
+        assemble_components,
+        build_components,
+        pipeline_settings,
+        with_own_stages,
+    )
     from streamer.jobs import JobRunner, RunControl
     from streamer.workers import CaptureLimits
 
@@ -209,13 +213,10 @@ def _process(jobs: list[Job], config: Config, args: argparse.Namespace, cameras:
     components = build_components(config)
     report = _open_report(config, jobs, components, args) if config.report.enabled else None
     if report is not None:
-        components = dataclasses.replace(components, make_observer=report.observer)
+        components = assemble_components(config, components.restorer, report)
     if cameras is not None:
-        jobs = with_own_stages(jobs, {camera.name: camera.config for camera in cameras}, components.restorer, limits)
-        if report is not None:
-            jobs = [dataclasses.replace(job, components=dataclasses.replace(job.components,
-                                                                            make_observer=report.observer))
-                    for job in jobs]
+        jobs = with_own_stages(jobs, {camera.name: camera.config for camera in cameras}, components.restorer, limits,
+                               report)
     runner = JobRunner(
         components=components,
         settings=pipeline_settings(config, limits),

@@ -20,6 +20,7 @@ Ties go to the earlier frame, so the same input always keeps the same shots.
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 import time
@@ -194,7 +195,8 @@ class BestShots:
         self._frames = 0
         self.tracks_ended = 0
 
-    def observe(self, packet: FramePacket) -> None:
+    def observe(self, packet: FramePacket) -> FramePacket:
+        """Score the packet's faces (keeping the best shots); the packet itself goes on unchanged."""
         self._frames += 1
         frame = packet.frame
         time_s = float(frame.pts * frame.time_base) if frame.pts is not None else None
@@ -203,6 +205,7 @@ class BestShots:
             if face.track_id >= 0:
                 self._observe_face(packet, face, time_s, wall_clock)
         self._end_quiet_tracks()
+        return packet
 
     def best(self, track_id: int) -> Shot | None:
         """The best shot so far of a live track (None when it has none)."""
@@ -252,3 +255,35 @@ class BestShots:
             first_wall_clock=track.first.wall_clock, last_wall_clock=track.last.wall_clock,
             frames=track.frames, shots=track.ranked(),
         ))
+
+
+class BestShotInsets:
+    """Overlay mode's observer: every face is shown with its track's best restored view so far
+    (its best shot), so the operator's inset holds the clearest face seen, not the latest."""
+
+    def __init__(self, shots: BestShots) -> None:
+        self.shots = shots
+
+    def observe(self, packet: FramePacket) -> FramePacket:
+        packet = self.shots.observe(packet)
+        faces = tuple(self._best_view(face) for face in packet.faces)
+        return dataclasses.replace(packet, faces=faces)
+
+    def close(self) -> None:
+        self.shots.close()
+
+    def _best_view(self, face: Face) -> Face:
+        best = self.shots.best(face.track_id) if face.track_id >= 0 else None
+        if best is None or best.restored is None:
+            return face
+        return dataclasses.replace(face, restored=best.restored)
+
+
+def track_end_frames(max_missed: int, every_n_frames: int) -> int:
+    """Frames after which a track not seen has ended: the tracker drops a track after
+    max_missed + 1 detection rounds without it; one more round of margin."""
+    return (max_missed + 2) * every_n_frames
+
+
+def discard(track: TrackRecord) -> None:
+    """An on_track_end that keeps nothing (overlay mode without a report)."""

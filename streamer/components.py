@@ -4,11 +4,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from streamer import compositing
+from streamer.best_shots import BestShotInsets, BestShots, discard, track_end_frames
 from streamer.camera import CameraPolicy
 from streamer.config import Config
 from streamer.detection import MediaPipeFaceDetector, TilingOptions
@@ -23,7 +24,11 @@ from streamer.sinks import (
 )
 from streamer.sources import SourceOptions, open_source
 from streamer.tracking import FaceTracker
+from streamer.values import StreamInfo
 from streamer.workers import Batching, CaptureLimits
+
+if TYPE_CHECKING:
+    from streamer.report import ReportWriter
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +50,11 @@ def build_components(config: Config) -> Components:
     return assemble_components(config, load_restorer(config))
 
 
-def assemble_components(config: Config, restorer: SpecRestorer | None) -> Components:
+def assemble_components(config: Config, restorer: SpecRestorer | None, report: ReportWriter | None = None
+                        ) -> Components:
     """The stages of `config` around a restorer loaded elsewhere (shared by several cameras, each
-    with its own config, or a remote one); None: faces are not restored."""
+    with its own config, or a remote one); None: faces are not restored. With a `report`, the
+    write stage hands every packet to the report's best-shot collector."""
     source_options = SourceOptions(**config.source.model_dump(exclude={"inputs", "required", "give_up_after_s"}))
     sink_options = _sink_options(config)
     return Components(
@@ -58,7 +65,27 @@ def assemble_components(config: Config, restorer: SpecRestorer | None) -> Compon
         restorer=restorer,
         crop_faces=_crop_faces(config, restorer),
         compose=_compositor(config),
+        make_observer=_packet_observers(config, restorer, report),
     )
+
+
+def _packet_observers(config: Config, restorer: SpecRestorer | None, report: ReportWriter | None):
+    """(source_id, info) -> what the write stage shows its packets to: the report's best-shot
+    collector, and in overlay mode each track's best shot as its inset; None when neither."""
+    overlay = config.compositing.mode == "overlay"
+    if report is None and not overlay:
+        return None
+
+    def make(source_id: str, info: StreamInfo) -> BestShots | BestShotInsets:
+        if report is not None:
+            shots = report.observer(source_id, info)
+        else:
+            shots = BestShots(info, discard, top_n=1, crop_scale=restorer.spec.crop_scale if restorer else 1.5,
+                              end_after_frames=track_end_frames(config.tracking.max_missed,
+                                                                config.detection.every_n_frames))
+        return BestShotInsets(shots) if overlay else shots
+
+    return make
 
 
 def _crop_faces(config: Config, restorer: SpecRestorer | None):
@@ -151,11 +178,11 @@ def _compositor(config: Config):
 
 
 def with_own_stages(jobs: list[Job], configs: dict[str, Config], restorer: SpecRestorer | None,
-                    limits: CaptureLimits) -> list[Job]:
+                    limits: CaptureLimits, report: ReportWriter | None = None) -> list[Job]:
     """The jobs, each with the stages and settings of its own config (a cameras file's cameras)
-    around the one shared restorer."""
+    around the one shared restorer (and the one report)."""
     return [
-        dataclasses.replace(job, components=assemble_components(configs[job.source_id], restorer),
+        dataclasses.replace(job, components=assemble_components(configs[job.source_id], restorer, report),
                             settings=pipeline_settings(configs[job.source_id], limits))
         for job in jobs
     ]

@@ -4,12 +4,15 @@ Modes:
 - `paste`: each restored crop is resized back to its crop box and blended in through a mask that
   is 1 over the face and falls smoothly to exactly 0 at the crop's border, so there is no seam
   and every pixel outside the crop boxes keeps its input value.
-- `overlay`: each restored face is drawn enlarged as an inset beside its box, with a border and
-  its track id, for an operator watching a live view.
+- `overlay`: for an operator watching a live view, each face's restored view (in the pipeline,
+  its track's best shot so far: best_shots.BestShotInsets) is drawn as an inset beside its box,
+  at the model's own output size, under a label "#ID enhanced"; insets and labels never cover
+  a face or each other (an inset with no free place is left out of that frame).
 - `side-by-side`: input | paste result, twice as wide, for review.
 
-In every mode, a face in a well-lit frame first gets back its own brightness (`brightness`:
-the model cannot tell a dark face from a dark picture; the frame can).
+In paste and side-by-side, a face in a well-lit frame first gets back its own brightness
+(`brightness`: the model cannot tell a dark face from a dark picture; the frame can). An overlay
+inset is the model's output as it is, shown apart from the frame and labelled.
 
 `compose` never changes the input array; it returns a new image.
 """
@@ -32,7 +35,9 @@ MODES = ("paste", "overlay", "side-by-side")
 # which covers more of the square crop than a circle while still having no corners.
 MASK_EXPONENT = 4.0
 INSET_MARGIN_PX = 4  # gap between a face box and its inset
-INSET_MAX_FRACTION = 0.5  # an inset is at most this fraction of the frame's shorter side
+LABEL_STRIP_PX = 12  # overlay: the label strip above each inset
+LABEL_BACKGROUND_RGB = (0, 0, 0)
+ENHANCED_TEXT = "enhanced"  # every inset is labelled as an enhancement
 BORDER_RGB = (255, 220, 0)
 LABEL_FONT_SCALE = 0.4
 
@@ -40,7 +45,7 @@ LABEL_FONT_SCALE = 0.4
 @dataclass(frozen=True)
 class CompositeOptions:
     feather: float = 0.15  # width of the blend ramp, as a fraction of the crop side
-    inset_scale: float = 2.0  # overlay: inset side / crop side
+    inset_scale: float = 1.0  # overlay: inset side / the model's output side (whole numbers; 1: its own pixels)
     label: bool = True  # overlay: write the track id on the inset
     keep_brightness: bool = True  # in a lit frame a face keeps its own brightness (needs each face's crop)
 
@@ -57,13 +62,13 @@ def compose(
     """A new image with the faces' `restored` crops composited in; faces without one are skipped.
     paste and overlay keep the size; side-by-side returns H x 2W."""
     check_rgb_image(image, "compose input")
+    if mode == "overlay":  # the model's own output, beside the faces: nothing pasted, nothing relit
+        return overlay_faces(image, faces, options)
     restored = [face for face in faces if face.restored is not None and face.crop_box is not None]
     if options.keep_brightness and restored:
         restored = _with_kept_brightness(image, restored)
     if mode == "paste":
         return paste_faces(image, restored, options.feather)
-    if mode == "overlay":
-        return overlay_faces(image, restored, options)
     if mode == "side-by-side":
         return np.hstack((image, paste_faces(image, restored, options.feather)))
     raise ValueError(f"unknown compositing mode {mode!r}; expected one of {', '.join(MODES)}")
@@ -134,47 +139,91 @@ def blend_into(target: np.ndarray, patch: np.ndarray, weights: np.ndarray, left:
 
 
 def overlay_faces(image: np.ndarray, faces: Sequence[Face], options: CompositeOptions) -> np.ndarray:
-    """A copy of `image` with each restored face drawn enlarged beside its box, inside the frame,
-    where it covers the fewest faces and earlier insets."""
+    """A copy of `image` with each restored face's inset beside its box: the model's output at its
+    own size (times an integer inset_scale, nearest neighbour), under a label strip "#ID enhanced".
+
+    An inset and its label never cover a face (restored or not), another inset or another label:
+    `place_insets` finds each a free place near its face, or leaves it out."""
     output = image.copy()
     height, width = image.shape[:2]
-    taken = [face.box for face in faces]
-    for face in faces:
-        side = _inset_side(face.crop_box.w * options.inset_scale, width, height)
-        left, top = place_inset(face.box, side, width, height, taken)
-        taken.append(Box(left, top, side, side))
-        output[top : top + side, left : left + side] = resize_square(face.restored, side)
+    shown = sorted((face for face in faces if face.restored is not None), key=lambda face: face.track_id)
+    labels = [_label_text(face, options) for face in shown]
+    sizes = [_inset_size(face, label, options) for face, label in zip(shown, labels)]
+    places = place_insets([face.box for face in shown], sizes, width, height, [face.box for face in faces])
+    for face, label, place in zip(shown, labels, places):
+        if place is not None:
+            _draw_inset(output, face, label, place, options)
+    for face in shown:
         _draw_box(output, face.box)
-        cv2.rectangle(output, (left, top), (left + side - 1, top + side - 1), BORDER_RGB, 1)
-        if options.label and face.track_id >= 0:
-            cv2.putText(output, f"#{face.track_id}", (left + 3, top + 12), cv2.FONT_HERSHEY_SIMPLEX,
-                        LABEL_FONT_SCALE, BORDER_RGB, 1, cv2.LINE_AA)
     return output
 
 
-def _inset_side(wanted: float, width: int, height: int) -> int:
-    return int(max(8, min(round(wanted), INSET_MAX_FRACTION * min(width, height))))
+def _label_text(face: Face, options: CompositeOptions) -> str:
+    return (f"#{face.track_id} " if options.label and face.track_id >= 0 else "") + ENHANCED_TEXT
 
 
-def place_inset(box: Box, side: int, width: int, height: int, taken: Sequence[Box] = ()) -> tuple[int, int]:
-    """Top-left corner of a side x side inset for the face in `box`: right of it, left, below or
-    above (the first of these that covers the least of the `taken` boxes), moved inside the frame."""
+def _inset_size(face: Face, label: str, options: CompositeOptions) -> tuple[int, int, int]:
+    """(width, height, inset side) of an inset's footprint: the label strip above the inset."""
+    side = face.restored.shape[0] * max(1, int(options.inset_scale))
+    (text_w, _), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, LABEL_FONT_SCALE, 1)
+    return max(side, text_w + 4), side + LABEL_STRIP_PX, side
+
+
+def _draw_inset(output: np.ndarray, face: Face, label: str, place: Box, options: CompositeOptions) -> None:
+    left, top, side = int(place.x), int(place.y), face.restored.shape[0] * max(1, int(options.inset_scale))
+    output[top : top + int(place.h), left : left + int(place.w)] = LABEL_BACKGROUND_RGB
+    cv2.putText(output, label, (left + 2, top + LABEL_STRIP_PX - 3), cv2.FONT_HERSHEY_SIMPLEX, LABEL_FONT_SCALE,
+                BORDER_RGB, 1, cv2.LINE_AA)
+    scale = side // face.restored.shape[0]
+    pixels = face.restored if scale == 1 else np.repeat(np.repeat(face.restored, scale, 0), scale, 1)
+    inset_top = top + LABEL_STRIP_PX
+    output[inset_top : inset_top + side, left : left + side] = pixels
+
+
+def place_insets(
+    boxes: Sequence[Box], sizes: Sequence[tuple[int, int, int]], width: int, height: int, keep_clear: Sequence[Box]
+) -> list[Box | None]:
+    """A free place (the footprint: label strip and inset) for each face's inset, in order, or
+    None where none is left: nearest to its face first, inside the frame, overlapping none of
+    `keep_clear` (the faces' boxes) and no inset placed before it."""
+    taken = [_grown(box, 1.0) for box in keep_clear]
+    places: list[Box | None] = []
+    for box, (w, h, _) in zip(boxes, sizes):
+        place = None
+        if w <= width and h <= height:
+            for x, y in _candidate_corners(box, w, h, taken, width, height):
+                footprint = Box(float(x), float(y), float(w), float(h))
+                if not any(_overlap(footprint, other) for other in taken):
+                    place = footprint
+                    break
+        places.append(place)
+        if place is not None:
+            taken.append(_grown(place, INSET_MARGIN_PX / 2.0))
+    return places
+
+
+def _candidate_corners(box: Box, w: int, h: int, taken: Sequence[Box], width: int, height: int) -> list[tuple[int, int]]:
+    """Top-left corners for a w x h footprint: beside the face (right, left, below, above, and
+    the corners), then beside everything already taken; inside the frame, nearest to the face first."""
+    m = INSET_MARGIN_PX
     cx, cy = box.center
-    candidates = [
-        (box.x + box.w + INSET_MARGIN_PX, cy - side / 2.0),
-        (box.x - INSET_MARGIN_PX - side, cy - side / 2.0),
-        (cx - side / 2.0, box.y + box.h + INSET_MARGIN_PX),
-        (cx - side / 2.0, box.y - INSET_MARGIN_PX - side),
-    ]
-    inside = [
-        (min(max(0, int(round(x))), width - side), min(max(0, int(round(y))), height - side)) for x, y in candidates
-    ]
-    return min(inside, key=lambda corner: _covered_area(Box(corner[0], corner[1], side, side), taken))
+    wanted = [(box.x + box.w + m, cy - h / 2), (box.x - m - w, cy - h / 2), (cx - w / 2, box.y + box.h + m),
+              (cx - w / 2, box.y - m - h), (box.x + box.w + m, box.y), (box.x - m - w, box.y),
+              (box.x + box.w + m, box.y + box.h - h), (box.x - m - w, box.y + box.h - h)]
+    for other in taken:
+        wanted += [(other.x + other.w + m, other.y), (other.x - m - w, other.y), (other.x, other.y + other.h + m),
+                   (other.x, other.y - m - h), (other.x + other.w + m, cy - h / 2), (other.x - m - w, cy - h / 2),
+                   (cx - w / 2, other.y + other.h + m), (cx - w / 2, other.y - m - h)]
+    corners = {(min(max(0, round(x)), width - w), min(max(0, round(y)), height - h)) for x, y in wanted}
+    return sorted(corners, key=lambda c: ((c[0] + w / 2 - cx) ** 2 + (c[1] + h / 2 - cy) ** 2, c))
 
 
-def _covered_area(inset: Box, taken: Sequence[Box]) -> float:
-    # intersection = IoU x union, and union = a + b - intersection, so intersection = IoU (a + b) / (1 + IoU)
-    return sum(inset.iou(other) * (inset.area + other.area) / (1.0 + inset.iou(other)) for other in taken)
+def _grown(box: Box, margin: float) -> Box:
+    return Box(box.x - margin, box.y - margin, box.w + 2 * margin, box.h + 2 * margin)
+
+
+def _overlap(a: Box, b: Box) -> bool:
+    return a.x < b.x + b.w and b.x < a.x + a.w and a.y < b.y + b.h and b.y < a.y + a.h
 
 
 def _draw_box(image: np.ndarray, box: Box) -> None:

@@ -114,7 +114,7 @@ class RestorationConfig(_Section):
 class CompositingConfig(_Section):
     mode: Literal["paste", "overlay", "side-by-side"] = "paste"
     feather: float = Field(0.15, ge=0.0, le=0.5)  # width of the blend ramp, as a fraction of the crop side
-    inset_scale: float = Field(2.0, ge=1.0, le=8.0)  # overlay: inset side / face crop side
+    inset_scale: int = Field(1, ge=1, le=8)  # overlay: inset side / the model's output side (1: its own pixels)
     # In a well-lit frame a restored face keeps its input's brightness and colour balance (the model
     # cannot tell a dark face from an under-exposed one); in a dark frame the model relights it.
     keep_brightness: bool = True

@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 
 from streamer import REPO_ROOT
-from streamer.best_shots import WEIGHTS, BestShots, Shot, TrackRecord
+from streamer.best_shots import WEIGHTS, BestShots, Shot, TrackRecord, track_end_frames
 from streamer.report_folder import MARKER_FILE, ReportError
 from streamer.report_html import render_index
 from streamer.values import Box, StreamInfo
@@ -363,8 +363,7 @@ def open_report(config: Any, jobs: Sequence[Any], components: Any, folder: Path)
     settings = ReportSettings(
         folder=folder, top_n=config.report.top_n, refresh_s=config.report.refresh_s,
         max_tracks=config.report.max_tracks, max_age_s=config.report.max_age_s,
-        # The tracker drops a track after max_missed + 1 detection rounds without it; wait one more.
-        end_after_frames=(config.tracking.max_missed + 2) * config.detection.every_n_frames,
+        end_after_frames=track_end_frames(config.tracking.max_missed, config.detection.every_n_frames),
     )
     writer = ReportWriter(settings, config.model_dump(mode="json"),
                           ModelFacts.of(model_path, getattr(restorer, "spec", None)))

@@ -53,9 +53,11 @@ class Restorer(Protocol):
 
 
 class PacketObserver(Protocol):
-    """Sees every packet the write stage composites (e.g. best_shots.BestShots for the report)."""
+    """Sees every packet the write stage composites (best_shots.BestShots for the report) and
+    returns the packet to composite: the same, or its faces with other restored views (overlay
+    mode shows each track's best shot: best_shots.BestShotInsets)."""
 
-    def observe(self, packet: FramePacket) -> None: ...
+    def observe(self, packet: FramePacket) -> FramePacket: ...
 
     def close(self) -> None: ...
 
@@ -292,7 +294,7 @@ class WriteWorker:
     def _write(self, packet: FramePacket) -> None:
         if self.observer is not None:
             with self.stats.clocks["compose"].timing():
-                self.observer.observe(packet)
+                packet = self.observer.observe(packet)
         with self.stats.clocks["compose"].timing():
             image = self.compose(packet.frame.image, packet.faces)
         with self.stats.clocks["write"].timing():

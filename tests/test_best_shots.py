@@ -151,3 +151,17 @@ def test_live_shots_carry_the_wall_clock():
     shots.observe(packet(0, [face_at(100, 80, 30)]))
     shots.close()
     assert ended[0].shots[0].wall_clock == 1_700_000_000.5 and ended[0].first_wall_clock == 1_700_000_000.5
+
+
+def test_overlay_shows_each_face_with_its_tracks_best_restored_view_so_far():
+    from streamer.best_shots import BestShotInsets
+
+    insets = BestShotInsets(BestShots(INFO, lambda track: None, top_n=1, end_after_frames=100))
+    shown = []
+    for index, side in enumerate([40, 24, 30]):  # the first (largest) face is the best shot
+        face = face_at(100, 80, side)
+        restored = np.full((64, 64, 3), index, np.uint8)
+        out = insets.observe(packet(index, [Face(face.box, 0.9, 1, square_crop_box(face.box, 1.5), None, restored)]))
+        shown.append(int(out.faces[0].restored[0, 0, 0]))
+        assert out.faces[0].box == face.box  # the inset stays beside the face where it is now
+    assert shown == [0, 0, 0]

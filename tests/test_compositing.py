@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamer.compositing import CompositeOptions, blend_mask, compose, place_inset
-from streamer.model_contract import resize_square, square_crop_box
+from streamer.compositing import CompositeOptions, blend_mask, compose
+from streamer.model_contract import square_crop_box
 from streamer.values import Box, Face
 
 HEIGHT, WIDTH, S = 180, 320, 32
@@ -83,34 +83,77 @@ def test_faces_without_a_restored_crop_are_left_alone():
         np.testing.assert_array_equal(compose(image, [unrestored], mode), image)
 
 
+def textured_face(box: Box, track_id: int, seed: int) -> Face:
+    restored = np.random.default_rng(seed).integers(128, 256, size=(S, S, 3), dtype=np.uint8)
+    return Face(box, 0.9, track_id=track_id, crop_box=square_crop_box(box, 1.5), crop=restored, restored=restored)
+
+
+def find_inset(output: np.ndarray, restored: np.ndarray) -> tuple[int, int] | None:
+    """Top-left corner where `restored` appears pixel for pixel in `output`, or None."""
+    first = restored[0, 0]
+    for y, x in zip(*np.nonzero((output == first).all(axis=2))):
+        if output[y : y + S, x : x + S].shape == restored.shape and np.array_equal(output[y : y + S, x : x + S],
+                                                                                    restored):
+            return int(x), int(y)
+    return None
+
+
 @pytest.mark.parametrize("face", FACES, ids=lambda face: f"track{face.track_id}")
-def test_overlay_draws_the_whole_enlarged_face_inside_the_frame(face):
+def test_overlay_shows_the_model_output_at_its_own_size_inside_the_frame(face):
     image = frame()
-    options = CompositeOptions(inset_scale=1.5, label=False)
-    output = compose(image, [face], "overlay", options)
+    shown = textured_face(face.box, face.track_id, seed=face.track_id)
+    output = compose(image, [shown], "overlay", CompositeOptions())
     assert output.shape == image.shape
-    side = int(round(face.crop_box.w * 1.5))
-    left, top = place_inset(face.box, side, WIDTH, HEIGHT, [face.box])
-    assert 0 <= left and left + side <= WIDTH and 0 <= top and top + side <= HEIGHT
-    inset = resize_square(face.restored, side)
-    np.testing.assert_array_equal(output[top + 1 : top + side - 1, left + 1 : left + side - 1], inset[1:-1, 1:-1])
+    corner = find_inset(output, shown.restored)  # unscaled, unrelit: the model's own pixels
+    assert corner is not None
+    inset = Box(corner[0], corner[1], S, S)
+    assert not (inset.x < face.box.x + face.box.w and face.box.x < inset.x + S
+                and inset.y < face.box.y + face.box.h and face.box.y < inset.y + S)
 
 
-def test_insets_of_neighbouring_faces_cover_neither_each_other_nor_the_faces():
-    faces = [restored_face(Box(140, 80, 20, 20), track_id=1), restored_face(Box(170, 80, 20, 20), track_id=2)]
-    taken = [face.box for face in faces]
-    for face in faces:
-        left, top = place_inset(face.box, 50, WIDTH, HEIGHT, taken)
-        inset = Box(left, top, 50, 50)
-        assert all(inset.iou(other) == 0 for other in taken)
-        taken.append(inset)
+def crowd(count: int, side: float = 20.0, gap: float = 6.0) -> list[Face]:
+    """A row of `count` faces (like a queue at a counter), every other one not restored."""
+    faces = []
+    for k in range(count):
+        box = Box(20 + k * (side + gap), 70, side, side)
+        faces.append(textured_face(box, k + 1, seed=k) if k % 2 == 0 else Face(box, 0.9, track_id=k + 1))
+    return faces
 
 
-def test_overlay_writes_the_track_id():
+@pytest.mark.parametrize("count", [2, 5, 8, 11])
+def test_insets_and_labels_never_cover_a_face_or_each_other(count):
+    from streamer.compositing import _inset_size, _label_text, place_insets
+
+    faces = crowd(count)
+    shown = [face for face in faces if face.restored is not None]
+    options = CompositeOptions()
+    sizes = [_inset_size(face, _label_text(face, options), options) for face in shown]
+    places = place_insets([face.box for face in shown], sizes, WIDTH, HEIGHT, [face.box for face in faces])
+    placed = [place for place in places if place is not None]
+    assert len(placed) == len(shown)  # this frame has room for all of them
+    for k, place in enumerate(placed):
+        assert 0 <= place.x and place.x + place.w <= WIDTH and 0 <= place.y and place.y + place.h <= HEIGHT
+        for other in placed[k + 1:] + [face.box for face in faces]:
+            assert place.iou(other) == 0, (place, other)
+    output = compose(frame(), faces, "overlay", options)
+    assert all(find_inset(output, face.restored) is not None for face in shown)
+
+
+def test_an_inset_with_no_free_place_is_left_out_rather_than_cover_a_face():
+    from streamer.compositing import place_insets
+
+    boxes = [Box(x, y, 30, 30) for x in range(0, 60, 30) for y in range(0, 60, 30)]  # a 60 x 60 frame full of faces
+    places = place_insets(boxes[:1], [(32, 44, 32)], 60, 60, boxes)
+    assert places == [None]
+
+
+def test_overlay_labels_each_inset_enhanced_with_its_track_id():
     image = frame()
-    plain = compose(image, FACES[:1], "overlay", CompositeOptions(label=False))
-    labelled = compose(image, FACES[:1], "overlay", CompositeOptions(label=True))
-    assert (plain != labelled).any()
+    face = textured_face(Box(60, 50, 30, 30), 7, seed=1)
+    plain = compose(image, [face], "overlay", CompositeOptions(label=False))
+    labelled = compose(image, [face], "overlay", CompositeOptions(label=True))
+    assert (plain != labelled).any()  # the track id is written
+    assert (plain != image).sum() > (S * S)  # and even without it, the "enhanced" strip
 
 
 def test_side_by_side_is_input_then_output():
