@@ -2,7 +2,8 @@
 
     python bench/restorer_speed.py [--model models/face_restorer.ts] [--threads 2] [--seconds 3]
 
-Rows: the shipped TorchScript model; the `probe` U-Net (the earlier 0.70M-parameter size); the
+Rows: the shipped TorchScript model (and any `--also` models; a K-frame model is fed K-frame
+windows, one window counting as one face); the `probe` U-Net (the earlier 0.70M-parameter size); the
 seed notebook's autoencoder; and plain bicubic upscaling of a 24x24 crop (what `resize_square`
 costs, the no-model baseline). Columns: batch 1, 4, 16 (the pipeline's batch sizes). Each cell is
 the best of three timed windows, so a burst of load from other processes counts less. The last
@@ -26,7 +27,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from streamer.model_contract import resize_square  # noqa: E402
+from streamer.model_contract import SPEC_FILE_NAME, RestorerSpec, resize_square  # noqa: E402
 from training.model import build_model, count_parameters  # noqa: E402
 
 BATCHES = (1, 4, 16)
@@ -47,8 +48,13 @@ def faces_per_second(run_batch, batch: int, seconds: float) -> float:
     return best
 
 
-def torch_runner(module: torch.nn.Module):
-    inputs = {b: torch.rand(b, 3, SIZE, SIZE).contiguous(memory_format=torch.channels_last) for b in BATCHES}
+def torch_runner(module: torch.nn.Module, frames: int = 1):
+    """Runs `module` on random batches; a K-frame model (contract v2) gets N x K x 3 x S x S windows,
+    each window counting as one face."""
+    if frames == 1:
+        inputs = {b: torch.rand(b, 3, SIZE, SIZE).contiguous(memory_format=torch.channels_last) for b in BATCHES}
+    else:
+        inputs = {b: torch.rand(b, frames, 3, SIZE, SIZE) for b in BATCHES}
 
     def run(batch: int) -> None:
         with torch.inference_mode():
@@ -64,6 +70,13 @@ def traced(arch: str) -> tuple[torch.nn.Module, int]:
         return torch.jit.trace(model, example), count_parameters(model)
 
 
+def load_model(path: Path) -> tuple[torch.nn.Module, int]:
+    """A TorchScript restorer and the frames per face its restorer.json asks for."""
+    extra = {SPEC_FILE_NAME: ""}
+    module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra).eval()
+    return module, RestorerSpec.from_json(extra[SPEC_FILE_NAME]).frames
+
+
 def bicubic_runner():
     crops = [np.random.default_rng(0).integers(0, 255, (24, 24, 3), dtype=np.uint8)] * max(BATCHES)
 
@@ -77,14 +90,18 @@ def bicubic_runner():
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=Path("models/face_restorer.ts"))
+    parser.add_argument("--also", type=Path, nargs="*", default=[], help="more TorchScript restorers to time")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per cell")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
-    shipped = torch.jit.load(str(args.model), map_location="cpu").eval()
-    shipped_params = sum(p.numel() for p in shipped.parameters())
-    rows = {f"shipped ({args.model.name}, {shipped_params / 1e6:.2f}M)": torch_runner(shipped)}
+    rows = {}
+    for index, path in enumerate([args.model, *args.also]):
+        module, frames = load_model(path)
+        params = sum(p.numel() for p in module.parameters())
+        label = "shipped" if index == 0 else "model"
+        rows[f"{label} ({path.name}, K={frames}, {params / 1e6:.2f}M)"] = torch_runner(module, frames)
     for arch in ("probe", "seed"):
         module, params = traced(arch)
         rows[f"{arch} ({params / 1e6:.2f}M)"] = torch_runner(module)

@@ -2,8 +2,14 @@
 
 Training (training/) and the pipeline (streamer/) both import this module, so a face is
 cropped, resized and normalised in exactly one way. The model is a TorchScript file whose
-extra file `restorer.json` holds a RestorerSpec; `forward(x)` maps N x 3 x S x S float32 RGB
-in [0, 1] to the same shape.
+extra file `restorer.json` holds a RestorerSpec.
+
+Contract v2: a model sees `frames` = K consecutive crops of one track (default 1).
+- K == 1: `forward(x)` maps N x 3 x S x S float32 RGB in [0, 1] to N x 3 x S_out x S_out.
+- K > 1: `forward(x)` takes N x K x 3 x S x S, frames oldest first, each cut with that frame's own
+  crop box (the tracker's box), and returns the restored frame `target_index` (default K - 1, the
+  newest: a live stream is causal), N x 3 x S_out x S_out.
+S_out is `output_size` (default S); a model larger than its input super-resolves.
 """
 from __future__ import annotations
 
@@ -22,6 +28,9 @@ SPEC_FILE_NAME = "restorer.json"
 Region = tuple[int, int, int, int]  # (x0, y0, x1, y1): a face box in a crop's pixels, slice ends
 
 
+MAX_FRAMES = 16
+
+
 class ContractError(UserError, ValueError):
     """A model file or its metadata breaks the restorer contract."""
 
@@ -34,16 +43,42 @@ class RestorerSpec:
     value_range: tuple[float, float] = (0.0, 1.0)
     # Facts about how the weights were made: data, licence, degradations, validation metrics.
     training: dict = field(default_factory=dict)
+    frames: int = 1  # K: crops of one track per restored face, oldest first
+    target_index: int | None = None  # which of the K frames is restored; None: K - 1 (the newest)
+    output_size: int | None = None  # S_out; None: input_size
 
     def __post_init__(self) -> None:
         if not (isinstance(self.input_size, int) and 16 <= self.input_size <= 512):
             raise ContractError(f"input_size must be an int in [16, 512], got {self.input_size!r}")
+        if not (isinstance(self.frames, int) and not isinstance(self.frames, bool) and 1 <= self.frames <= MAX_FRAMES):
+            raise ContractError(f"frames must be an int in [1, {MAX_FRAMES}], got {self.frames!r}")
+        if self.target_index is None:
+            object.__setattr__(self, "target_index", self.frames - 1)
+        if not (isinstance(self.target_index, int) and 0 <= self.target_index < self.frames):
+            raise ContractError(f"target_index must be an int in [0, {self.frames - 1}] (frames - 1), "
+                                f"got {self.target_index!r}")
+        if self.output_size is None:
+            object.__setattr__(self, "output_size", self.input_size)
+        if not (isinstance(self.output_size, int) and 16 <= self.output_size <= 1024):
+            raise ContractError(f"output_size must be an int in [16, 1024], got {self.output_size!r}")
         if not (1.0 <= float(self.crop_scale) <= 4.0):
             raise ContractError(f"crop_scale must be in [1, 4], got {self.crop_scale!r}")
         if self.color_order != "RGB":
             raise ContractError(f"color_order must be 'RGB', got {self.color_order!r}")
         if tuple(self.value_range) != (0.0, 1.0):
             raise ContractError(f"value_range must be [0, 1], got {list(self.value_range)!r}")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One face's model input: (3, S, S), or (K, 3, S, S) for a K-frame model."""
+        size = self.input_size
+        return (3, size, size) if self.frames == 1 else (self.frames, 3, size, size)
+
+    @property
+    def crops_shape(self) -> tuple[int, ...]:
+        """One face's uint8 pixels as `restore` takes them: (S, S, 3), or (K, S, S, 3)."""
+        size = self.input_size
+        return (size, size, 3) if self.frames == 1 else (self.frames, size, size, 3)
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -61,7 +96,8 @@ class RestorerSpec:
         missing = {"input_size", "crop_scale"} - data.keys()
         if missing:
             raise ContractError(f"{SPEC_FILE_NAME} lacks {sorted(missing)}")
-        known = {"input_size", "crop_scale", "color_order", "value_range", "training"}
+        known = {"input_size", "crop_scale", "color_order", "value_range", "training", "frames", "target_index",
+                 "output_size"}
         unknown = set(data) - known
         if unknown:
             raise ContractError(f"{SPEC_FILE_NAME} has unknown keys {sorted(unknown)}")
@@ -129,6 +165,16 @@ def extract_crop(image: np.ndarray, square: Box, size: int) -> np.ndarray:
 def crops_to_batch(pixels: torch.Tensor) -> torch.Tensor:
     """N x S x S x 3 uint8 crops -> the model's N x 3 x S x S float32 input in [0, 1]."""
     return pixels.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def windows_to_batch(pixels: torch.Tensor) -> torch.Tensor:
+    """N x K x S x S x 3 uint8 windows of crops -> a K-frame model's N x K x 3 x S x S float32 input in [0, 1]."""
+    return pixels.permute(0, 1, 4, 2, 3).float().div_(255.0)
+
+
+def pixels_to_batch(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 crops (N x S x S x 3) or windows (N x K x S x S x 3) -> the model's float input."""
+    return windows_to_batch(pixels) if pixels.ndim == 5 else crops_to_batch(pixels)
 
 
 def batch_to_crops(batch: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,10 @@
 """Face restoration: a TorchScript model that follows streamer.model_contract, batched.
 
 `TorchScriptRestorer.load` checks the contract before the first frame: the file is TorchScript,
-it carries restorer.json, and a dummy batch comes back with the input's shape, as finite values
-in about [0, 1]. A model that breaks it is a one-line ContractError or ModelLoadError naming the
-file. `restore` takes any number of crops and runs them in batches of at most `max_batch`.
+it carries restorer.json, and a dummy batch (N x 3 x S x S, or N x K x 3 x S x S for a K-frame
+model) comes back as N x 3 x S_out x S_out, finite, in about [0, 1]. A model that breaks it is a
+one-line ContractError or ModelLoadError naming the file. `restore` takes any number of crops (or
+K-frame windows of crops) and runs them in batches of at most `max_batch`.
 """
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ from streamer.model_contract import (
     ContractError,
     RestorerSpec,
     batch_to_crops,
-    crops_to_batch,
     extract_crop,
+    pixels_to_batch,
     square_crop_box,
 )
 from streamer.values import Face
@@ -108,24 +109,28 @@ class TorchScriptRestorer:
         restorer = cls(module, spec, target, half, bf16_autocast, max_batch)
         restorer._check_contract(path)
         logger.info(
-            "restorer %s: input %d px, crop_scale %.2f, on %s%s",
-            path, spec.input_size, spec.crop_scale, target, " fp16" if half else " bf16" if bf16_autocast else "",
+            "restorer %s: input %d px, %d frame(s), output %d px, crop_scale %.2f, on %s%s",
+            path, spec.input_size, spec.frames, spec.output_size, spec.crop_scale, target,
+            " fp16" if half else " bf16" if bf16_autocast else "",
         )
         return restorer
 
     def _check_contract(self, path: Path) -> None:
         """Run a dummy batch; the output must be the input's shape, finite, in about [0, 1]."""
-        size = self.spec.input_size
         generator = torch.Generator().manual_seed(0)
-        dummy = torch.rand((CHECK_BATCH, 3, size, size), generator=generator)
+        dummy = torch.rand((CHECK_BATCH, *self.spec.input_shape), generator=generator)
         try:
             output = self._forward(dummy.to(self.device))
         except Exception as exc:  # a model may raise anything from its forward
-            raise ContractError(f"{path}: forward fails on a {_shape(dummy)} batch: {_first_line(exc)}") from None
+            raise ContractError(f"{path}: forward fails on a {_shape(dummy)} batch "
+                                f"(frames={self.spec.frames}): {_first_line(exc)}") from None
         if not isinstance(output, torch.Tensor) or not output.is_floating_point():
             raise ContractError(f"{path}: forward must return a float tensor, got {_describe(output)}")
-        if tuple(output.shape) != tuple(dummy.shape):
-            raise ContractError(f"{path}: output shape {_shape(output)} != input shape {_shape(dummy)}")
+        expected = (CHECK_BATCH, 3, self.spec.output_size, self.spec.output_size)
+        if tuple(output.shape) != expected:
+            raise ContractError(f"{path}: output shape {_shape(output)} for a {_shape(dummy)} input; restorer.json "
+                                f"(frames={self.spec.frames}, output_size={self.spec.output_size}) asks for "
+                                f"{' x '.join(map(str, expected))}")
         low, high = float(output.min()), float(output.max())
         if not (np.isfinite(low) and np.isfinite(high)):
             raise ContractError(f"{path}: output has non-finite values")
@@ -133,11 +138,13 @@ class TorchScriptRestorer:
             raise ContractError(f"{path}: output range [{low:.3g}, {high:.3g}] is not about [0, 1]")
 
     def restore(self, crops: np.ndarray) -> np.ndarray:
-        size = self.spec.input_size
-        if crops.ndim != 4 or crops.shape[1:] != (size, size, 3) or crops.dtype != np.uint8:
-            raise ValueError(f"restore: expected N x {size} x {size} x 3 uint8 crops, got {crops.shape} {crops.dtype}")
+        shape = self.spec.crops_shape
+        if crops.shape[1:] != shape or crops.dtype != np.uint8:
+            raise ValueError(f"restore: expected N x {' x '.join(map(str, shape))} uint8 crops, "
+                             f"got {crops.shape} {crops.dtype}")
         if len(crops) == 0:
-            return crops.copy()
+            out = self.spec.output_size
+            return np.empty((0, out, out, 3), np.uint8)
         starts = range(0, len(crops), self.max_batch)
         return np.concatenate([self._restore_batch(crops[start : start + self.max_batch]) for start in starts])
 
@@ -146,7 +153,7 @@ class TorchScriptRestorer:
             if self.device.type == "cuda":
                 return self._restore_on_cuda(crops)
             pixels = torch.from_numpy(np.ascontiguousarray(crops))
-            return batch_to_crops(self._forward(crops_to_batch(pixels))).numpy()
+            return batch_to_crops(self._forward(pixels_to_batch(pixels))).numpy()
 
     def _restore_on_cuda(self, crops: np.ndarray) -> np.ndarray:
         """uint8 crops go up (4x smaller than float) from pinned memory, asynchronously; the
@@ -155,23 +162,23 @@ class TorchScriptRestorer:
         pinned_in, pinned_out = self._pinned_buffers()
         pinned_in[:count].numpy()[...] = crops
         pixels = pinned_in[:count].to(self.device, non_blocking=True)
-        pinned_out[:count].copy_(batch_to_crops(self._forward(crops_to_batch(pixels))), non_blocking=True)
+        pinned_out[:count].copy_(batch_to_crops(self._forward(pixels_to_batch(pixels))), non_blocking=True)
         torch.cuda.current_stream(self.device).synchronize()
         return pinned_out[:count].numpy().copy()
 
     def _pinned_buffers(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._pinned_in is None:
-            shape = (self.max_batch, self.spec.input_size, self.spec.input_size, 3)
-            self._pinned_in = torch.empty(shape, dtype=torch.uint8).pin_memory()
-            self._pinned_out = torch.empty(shape, dtype=torch.uint8).pin_memory()
+            out = self.spec.output_size
+            self._pinned_in = torch.empty((self.max_batch, *self.spec.crops_shape), dtype=torch.uint8).pin_memory()
+            self._pinned_out = torch.empty((self.max_batch, out, out, 3), dtype=torch.uint8).pin_memory()
         return self._pinned_in, self._pinned_out
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """N x 3 x S x S float32 in [0, 1] on the device -> the model's float32 output."""
+        """N x 3 x S x S (or N x K x 3 x S x S) float32 in [0, 1] on the device -> the model's float32 output."""
         with torch.inference_mode():
             if self._half:
                 return self._module(batch.half()).float()
-            if self.device.type == "cpu":
+            if self.device.type == "cpu" and batch.ndim == 4:
                 batch = batch.contiguous(memory_format=torch.channels_last)
             if self._bf16_autocast:
                 with torch.autocast("cpu", dtype=torch.bfloat16):

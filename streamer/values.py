@@ -98,6 +98,8 @@ class Face:
     crop is that region resized to the model's input size, restored is the model's output for it.
     keypoints are the detector's landmarks in frame pixels, in MediaPipe's order (KEYPOINT_NAMES);
     empty when the detector gives none.
+    window is what a K-frame model sees (model contract v2): the track's last K crops, oldest
+    first, ending with `crop` (streamer.track_window); None for a one-frame model.
     """
 
     box: Box
@@ -107,6 +109,7 @@ class Face:
     crop: np.ndarray | None = field(default=None, repr=False)
     restored: np.ndarray | None = field(default=None, repr=False)
     keypoints: tuple[tuple[float, float], ...] = ()
+    window: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from streamer.model_contract import ContractError, square_crop_box
+from streamer.model_contract import ContractError, RestorerSpec, square_crop_box
 from streamer.restoration import ModelLoadError, TorchScriptRestorer, prepare_crops
 from streamer.values import Box, Face
 from tests.helpers.models import BRIGHTEN_BY, TEST_INPUT_SIZE, make_spec, save_model
@@ -75,7 +75,7 @@ def write_state_dict(path):
         (lambda p: write_state_dict(p / "weights.pt"), ModelLoadError, "not a TorchScript"),
         (lambda p: save_model("identity", p / "no_spec.ts", with_spec=False), ContractError, "no restorer.json"),
         (lambda p: save_model("identity", p / "bad_spec.ts", spec='{"input_size": 32}'), ContractError, "lacks"),
-        (lambda p: save_model("half_size", p / "half.ts"), ContractError, r"output shape 2 x 3 x 16 x 16 != input"),
+        (lambda p: save_model("half_size", p / "half.ts"), ContractError, r"output shape 2 x 3 x 16 x 16 for a 2 x 3 x 32"),
         (lambda p: save_model("fixed_input_16", p / "fixed.ts"), ContractError, "forward fails on a 2 x 3 x 32 x 32"),
         (lambda p: save_model("bytes", p / "bytes.ts"), ContractError, "output range"),
     ],
@@ -90,6 +90,68 @@ def test_bad_model_files_give_one_line_errors_naming_the_file(tmp_path, make, er
         TorchScriptRestorer.load(path, device="cpu")
     assert path.name in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+# --- contract v2: K-frame windows and outputs of their own size -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "v2", "message"),
+    [
+        ("identity", {"frames": 3}, "forward fails on a 2 x 3 x 3 x 32 x 32 batch"),  # a 1-frame model says K=3
+        ("window_oldest", {}, "output shape 2 x 32 x 32 for a 2 x 3 x 32 x 32 input"),  # a K-frame model says K=1
+        ("identity", {"output_size": 64}, "output shape 2 x 3 x 32 x 32 .* asks for 2 x 3 x 64 x 64"),
+        ("upscale_2x", {}, "output shape 2 x 3 x 64 x 64 .* asks for 2 x 3 x 32 x 32"),
+    ],
+    ids=["one-frame-model-declared-k3", "k-frame-model-declared-k1", "output-size-too-big", "output-size-missing"],
+)
+def test_a_model_whose_shapes_break_its_v2_metadata_fails_at_load_in_one_line(tmp_path, kind, v2, message):
+    path = save_model(kind, tmp_path / f"{kind}.ts", make_spec(**v2))
+    with pytest.raises(ContractError, match=message) as caught:
+        TorchScriptRestorer.load(path, device="cpu")
+    assert path.name in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("json_text", "message"),
+    [
+        ('{"input_size": 32, "crop_scale": 2, "frames": 0}', "frames must be an int in"),
+        ('{"input_size": 32, "crop_scale": 2, "frames": 2.5}', "frames must be an int in"),
+        ('{"input_size": 32, "crop_scale": 2, "frames": 3, "target_index": 3}', r"target_index must be an int in \[0, 2\]"),
+        ('{"input_size": 32, "crop_scale": 2, "output_size": 4}', "output_size must be an int"),
+    ],
+    ids=["frames-0", "frames-float", "target-index-out-of-window", "output-size-tiny"],
+)
+def test_bad_v2_metadata_is_a_one_line_error_naming_the_file(tmp_path, json_text, message):
+    path = save_model("identity", tmp_path / "bad_v2.ts", spec=json_text)
+    with pytest.raises(ContractError, match=message) as caught:
+        TorchScriptRestorer.load(path, device="cpu")
+    assert "bad_v2.ts" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_one_frame_model_without_v2_keys_loads_as_before(models):
+    spec = TorchScriptRestorer.load(models["identity"], device="cpu").spec
+    assert (spec.frames, spec.target_index, spec.output_size) == (1, 0, S)
+    older = RestorerSpec.from_json('{"input_size": 32, "crop_scale": 2.0}')  # a restorer.json from before v2
+    assert (older.frames, older.target_index, older.output_size) == (1, 0, 32)
+
+
+def test_a_k_frame_model_restores_windows(tmp_path):
+    restorer = TorchScriptRestorer.load(save_model("window_oldest", tmp_path / "k3.ts", make_spec(frames=3)),
+                                        device="cpu", max_batch=4)
+    windows = np.random.default_rng(1).integers(0, 255, (6, 3, S, S, 3), dtype=np.uint8)
+    restored = restorer.restore(windows)
+    assert restored.shape == (6, S, S, 3)
+    np.testing.assert_array_equal(restored, windows[:, 0])
+    with pytest.raises(ValueError, match="expected N x 3 x 32 x 32 x 3"):
+        restorer.restore(windows[:, 0])  # single crops for a 3-frame model
+
+
+def test_a_super_resolving_model_returns_its_own_size(tmp_path):
+    restorer = TorchScriptRestorer.load(save_model("upscale_2x", tmp_path / "sr.ts", make_spec(output_size=2 * S)),
+                                        device="cpu")
+    assert restorer.restore(random_crops(3)).shape == (3, 2 * S, 2 * S, 3)
+    assert restorer.restore(random_crops(0)).shape == (0, 2 * S, 2 * S, 3)
 
 
 def test_prepare_crops_uses_the_contract_crop(models):

@@ -14,16 +14,18 @@ import csv
 import hashlib
 import logging
 import math
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
 from streamer import REPO_ROOT
-from streamer.model_contract import crops_to_batch, cut_square, resize_square, square_crop_box
+from streamer.model_contract import crops_to_batch, cut_square, resize_square, square_crop_box, windows_to_batch
 from streamer.values import Box
 from training import degrade
 
@@ -126,9 +128,8 @@ class Augment:
     saturation: float = 0.2
 
 
-def augmented_square(photo: np.ndarray, face_box: Box, crop_scale: float, aug: Augment,
-                     rng: np.random.Generator) -> np.ndarray:
-    """The square crop after a random flip, shift, zoom, rotation and colour jitter."""
+def augment_matrix(face_box: Box, crop_scale: float, aug: Augment, rng: np.random.Generator) -> np.ndarray:
+    """A random shift, zoom and rotation as a 2x3 map from the photo to its square crop."""
     square = square_crop_box(face_box, crop_scale)
     side = int(square.w)
     cx, cy = square.center
@@ -138,13 +139,21 @@ def augmented_square(photo: np.ndarray, face_box: Box, crop_scale: float, aug: A
     matrix = cv2.getRotationMatrix2D((cx, cy), angle, scale)
     # Move the (rotated, zoomed) square's centre to the output centre, plus the random shift.
     matrix[:, 2] += np.array([side / 2.0 - cx, side / 2.0 - cy]) + shift
+    return matrix
+
+
+def augmented_square(photo: np.ndarray, face_box: Box, crop_scale: float, aug: Augment,
+                     rng: np.random.Generator) -> np.ndarray:
+    """The square crop after a random flip, shift, zoom, rotation and colour jitter."""
+    side = int(square_crop_box(face_box, crop_scale).w)
+    matrix = augment_matrix(face_box, crop_scale, aug, rng)
     out = cv2.warpAffine(photo, matrix, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
     if rng.random() < 0.5:
         out = out[:, ::-1]
-    return _jitter_colour(out, aug, rng)
+    return jitter_colour(out, aug, rng)
 
 
-def _jitter_colour(image: np.ndarray, aug: Augment, rng: np.random.Generator) -> np.ndarray:
+def jitter_colour(image: np.ndarray, aug: Augment, rng: np.random.Generator) -> np.ndarray:
     img = image.astype(np.float32)
     grey = img.mean(axis=2, keepdims=True)
     img = grey + (img - grey) * (1.0 + rng.uniform(-aug.saturation, aug.saturation))
@@ -203,17 +212,18 @@ def _write_shard(job: ShardJob) -> Path:
     return job.path
 
 
-def _run_jobs(jobs: list[ShardJob], workers: int) -> list[Path]:
+def _run_jobs(jobs: list, workers: int, writer: Callable[[Any], Path] = _write_shard) -> list[Path]:
+    """Run the shard jobs whose files are missing (`writer` makes one; default: still pairs)."""
     todo = [job for job in jobs if not job.path.exists()]
     if todo:
         log.info("generating %d of %d shards with %d processes", len(todo), len(jobs), workers)
         todo[0].path.parent.mkdir(parents=True, exist_ok=True)
         if workers > 1:
             with ProcessPoolExecutor(workers) as pool:
-                list(pool.map(_write_shard, todo))
+                list(pool.map(writer, todo))
         else:
             for job in todo:
-                _write_shard(job)
+                writer(job)
     return [job.path for job in jobs]
 
 
@@ -259,7 +269,10 @@ def load_shards(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """N x S x S x 3 uint8 -> the model's N x 3 x S x S float32 input (the contract's layout)."""
+    """N x S x S x 3 uint8 -> the model's N x 3 x S x S float32 input (the contract's layout);
+    N x K x S x S x 3 (tracks) -> N x K x 3 x S x S."""
+    if images.ndim == 5:
+        return windows_to_batch(torch.from_numpy(images))
     return crops_to_batch(torch.from_numpy(images))
 
 
@@ -277,6 +290,6 @@ class PairBatches:
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         index = self.rng.integers(0, len(self.inputs), size=self.batch_size)
         x, y = self.inputs[index], self.targets[index]
-        if self.rng.random() < 0.5:
-            x, y = x[:, :, ::-1], y[:, :, ::-1]
+        if self.rng.random() < 0.5:  # flip the width axis (-2 for both N x S x S x 3 and N x K x S x S x 3)
+            x, y = x[..., ::-1, :], y[..., ::-1, :]
         return to_tensor(np.ascontiguousarray(x)), to_tensor(np.ascontiguousarray(y))

@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from streamer.model_contract import SPEC_FILE_NAME, ContractError, RestorerSpec
-from training import data, degrade
+from training import data, degrade, tracks
 from training.model import build_model, describe
 from training.train import TrainConfig, evaluate
 
@@ -35,18 +35,24 @@ def load_run(run_dir: Path, checkpoint: str = "best.pt") -> tuple[TrainConfig, t
     recorded = yaml.safe_load((run_dir / "config.yaml").read_text())
     config = TrainConfig(**{f.name: recorded[f.name] for f in fields(TrainConfig) if f.name in recorded})
     saved = torch.load(run_dir / checkpoint, weights_only=False)
-    model = build_model(config.arch)
+    model = build_model(config.arch, config.frames)
     model.load_state_dict(saved["model"])
     return config, model.eval(), saved
 
 
 def validation_metrics(model: torch.nn.Module, config: TrainConfig, presets=degrade.EVAL_PRESETS) -> dict:
-    """Per preset: PSNR/SSIM of the model and of bicubic (its input) on all validation faces."""
+    """Per preset: PSNR/SSIM of the model and of bicubic (its input) on all validation faces
+    (a model trained on tracks: on validation tracks, bicubic being the newest frame)."""
     split = data.split_records()
     metrics = {}
     for preset in presets:
-        inputs, targets = data.validation_pairs(split.val, preset, config.input_size, config.crop_scale,
-                                                Path(config.cache_dir))
+        if config.pairs == "tracks":
+            inputs, targets = tracks.last_frames(*tracks.validation_tracks(
+                split.val, preset, config.input_size, config.crop_scale, Path(config.cache_dir),
+                spec=tracks.eval_spec(config.track_frames)), config.frames)
+        else:
+            inputs, targets = data.validation_pairs(split.val, preset, config.input_size, config.crop_scale,
+                                                    Path(config.cache_dir))
         result = evaluate(model, data.to_tensor(inputs), data.to_tensor(targets))
         result = {key: round(value, 4) for key, value in result.items()}
         result["psnr_gain_db"] = round(result["psnr"] - result["bicubic_psnr"], 3)
@@ -67,7 +73,8 @@ def training_facts(config: TrainConfig, steps: int, metrics: dict) -> dict:
         "licence": LICENCE,
         "validation_identities": split.val_identities,
         "degradations": degrade.describe_presets(config.training_mix),
-        "architecture": describe(config.arch),
+        "architecture": describe(config.arch, config.frames),
+        "pairs": config.pairs if config.pairs == "stills" else {"tracks": tracks.training_spec(config.track_frames).describe()},
         "config": asdict(config),
         "steps": steps,
         "validation_metrics": metrics,
@@ -77,7 +84,9 @@ def training_facts(config: TrainConfig, steps: int, metrics: dict) -> dict:
 def export_model(model: torch.nn.Module, spec: RestorerSpec, path: Path) -> None:
     """Trace `model` (channels_last) and save it with `spec` as restorer.json, atomically."""
     model = model.eval().to(memory_format=torch.channels_last)
-    example = torch.rand(4, 3, spec.input_size, spec.input_size).contiguous(memory_format=torch.channels_last)
+    example = torch.rand(4, *spec.input_shape)
+    if spec.frames == 1:
+        example = example.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         traced = torch.jit.trace(model, example)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,10 +103,10 @@ def verify_export(path: Path, reference: torch.nn.Module | None = None) -> Resto
     loaded = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     spec = RestorerSpec.from_json(extra[SPEC_FILE_NAME])
     for batch in (1, 3):
-        x = torch.rand(batch, 3, spec.input_size, spec.input_size)
+        x = torch.rand(batch, *spec.input_shape)
         with torch.no_grad():
             y = loaded(x)
-        if y.shape != x.shape or y.dtype != torch.float32:
+        if tuple(y.shape) != (batch, 3, spec.output_size, spec.output_size) or y.dtype != torch.float32:
             raise ContractError(f"{path}: output {tuple(y.shape)} {y.dtype} for input {tuple(x.shape)}")
         if float(y.min()) < 0.0 or float(y.max()) > 1.0:
             raise ContractError(f"{path}: output outside [0, 1]")
@@ -120,7 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     config, model, saved = load_run(args.run, args.checkpoint)
     metrics = validation_metrics(model, config)
     steps = saved.get("state", {}).get("step") or saved.get("val", {}).get("step")
-    spec = RestorerSpec(config.input_size, config.crop_scale, training=training_facts(config, steps, metrics))
+    spec = RestorerSpec(config.input_size, config.crop_scale, training=training_facts(config, steps, metrics),
+                        frames=config.frames)
     export_model(model, spec, args.out)
     verify_export(args.out, reference=model)
     log.info("wrote %s (%.2f MB)", args.out, args.out.stat().st_size / 1e6)

@@ -52,12 +52,22 @@ class Upsample(nn.Module):
 
 
 class RestorerUNet(nn.Module):
-    def __init__(self, config: UNetConfig = UNetConfig()) -> None:
+    """`frames` == 1: N x 3 x S x S -> N x 3 x S x S. `frames` == K > 1: N x K x 3 x S x S (a track's last
+    K crops, oldest first) -> the restored frame `target_index`, N x 3 x S x S.
+
+    Multi-frame fusion is early: the K frames, pixel-unshuffled, are the stem's K x 12 input
+    channels, so fusing costs one wider first convolution; the residual is added to the target frame."""
+
+    def __init__(self, config: UNetConfig = UNetConfig(), frames: int = 1, target_index: int = -1) -> None:
         super().__init__()
+        if frames < 1:
+            raise ValueError(f"frames must be >= 1, got {frames}")
+        self.frames = frames
+        self.target_index = target_index % frames
         w1, w2, w3 = config.widths
         e1, e2, e3 = config.encoder_blocks
         d2, d1 = config.decoder_blocks
-        self.stem = nn.Conv2d(12, w1, 3, padding=1)
+        self.stem = nn.Conv2d(12 * frames, w1, 3, padding=1)
         self.enc1 = _blocks(w1, e1)
         self.down1 = nn.Conv2d(w1, w2, 3, stride=2, padding=1)
         self.enc2 = _blocks(w2, e2)
@@ -73,12 +83,17 @@ class RestorerUNet(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.frames > 1:
+            target = x[:, self.target_index]
+            x = x.flatten(1, 2)  # N x K*3 x S x S: frame k's channels are 3k..3k+2
+        else:
+            target = x
         s1 = self.enc1(self.stem(F.pixel_unshuffle(x, 2)))
         s2 = self.enc2(self.down1(s1))
         y = self.mid(self.down2(s2))
         y = self.dec2(self.up2(y) + s2)
         y = self.dec1(self.up1(y) + s1)
-        out = x + F.pixel_shuffle(self.head(y), 2)
+        out = target + F.pixel_shuffle(self.head(y), 2)
         # Clamp only for inference: in training a clamp passes no gradient where the output
         # overshoots, and a step that pushes many pixels past [0, 1] can leave the net stuck there.
         return out if self.training else torch.clamp(out, 0.0, 1.0)
@@ -115,22 +130,42 @@ UNET_SIZES: dict[str, UNetConfig] = {
 ARCHITECTURES = (*UNET_SIZES, "seed")
 
 
-def build_model(arch: str) -> nn.Module:
-    """A fresh network by name: one of ARCHITECTURES."""
+def build_model(arch: str, frames: int = 1, target_index: int = -1) -> nn.Module:
+    """A fresh network by name: one of ARCHITECTURES; `frames` > 1 makes a multi-frame U-Net."""
     if arch == "seed":
+        if frames != 1:
+            raise ValueError("the seed architecture takes one frame")
         return SeedAutoencoder()
     if arch not in UNET_SIZES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
-    return RestorerUNet(UNET_SIZES[arch])
+    return RestorerUNet(UNET_SIZES[arch], frames, target_index)
 
 
-def describe(arch: str) -> dict:
+def describe(arch: str, frames: int = 1, target_index: int = -1) -> dict:
     """Architecture facts for configs and model metadata."""
-    model = build_model(arch)
-    facts = {"arch": arch, "parameters": count_parameters(model)}
+    model = build_model(arch, frames, target_index)
+    facts = {"arch": arch, "parameters": count_parameters(model), "frames": frames}
     if arch in UNET_SIZES:
         facts["config"] = asdict(UNET_SIZES[arch])
+        facts["target_index"] = target_index % frames
     return facts
+
+
+def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load `state` (e.g. a single-frame model's) into `model`; a stem that takes more frames than
+    the state's gets the state's stem as its target frame's slice and zeros for the other frames,
+    so a multi-frame model starts out as exactly the single-frame model it grows from."""
+    own = model.state_dict()
+    state = dict(state)
+    stem = state.get("stem.weight")
+    if stem is not None and own["stem.weight"].shape[1] != stem.shape[1] and isinstance(model, RestorerUNet):
+        if own["stem.weight"].shape[1] != 12 * model.frames or stem.shape[1] != 12:
+            raise ValueError(f"cannot grow a stem of {stem.shape[1]} input channels to {own['stem.weight'].shape[1]}")
+        grown = torch.zeros_like(own["stem.weight"])
+        t = model.target_index
+        grown[:, 12 * t : 12 * (t + 1)] = stem
+        state["stem.weight"] = grown
+    model.load_state_dict(state)
 
 
 def count_parameters(model: nn.Module) -> int:

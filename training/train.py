@@ -25,9 +25,9 @@ import numpy as np
 import torch
 import yaml
 
-from training import data
+from training import data, tracks
 from training.losses import RestorationLoss, psnr_per_image, ssim_per_image
-from training.model import build_model, describe
+from training.model import build_model, describe, load_weights_into
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     name: str = "shipped"
     arch: str = "unet"  # training.model.ARCHITECTURES; "seed" is the seed notebook's autoencoder
+    pairs: str = "stills"  # "stills": one degraded crop per photo; "tracks": synthetic H.264 tracks (training/tracks.py)
+    frames: int = 1  # K frames the model sees (tracks only; a 1-frame model on tracks sees the target frame)
+    track_frames: int = 5  # frames per cached track
     input_size: int = 64
     crop_scale: float = 1.5
     minutes: float = 75.0  # wall-clock budget of the whole run (resumes included)
@@ -88,12 +91,23 @@ def load_data(config: TrainConfig) -> tuple[data.PairBatches, tuple[torch.Tensor
     train = split.train[: config.train_limit or None]
     val = split.val[: config.val_limit or None]
     cache = Path(config.cache_dir)
-    shards = data.training_shards(train, config.variants, config.input_size, config.crop_scale, cache, seed=config.seed,
-                                  mix=config.training_mix)
-    inputs, targets = data.load_shards(shards)
-    log.info("training pairs: %d from %d photos (%d identities held out)", len(inputs), len(train),
-             len(split.val_identities))
-    val_in, val_tg = data.validation_pairs(val, config.val_preset, config.input_size, config.crop_scale, cache)
+    if config.pairs == "tracks":
+        spec = tracks.training_spec(config.track_frames)
+        shards = tracks.training_track_shards(train, config.variants, config.input_size, config.crop_scale, cache,
+                                              seed=config.seed, mix=config.training_mix, spec=spec)
+        inputs, targets = tracks.last_frames(*data.load_shards(shards), config.frames)
+        val_in, val_tg = tracks.last_frames(*tracks.validation_tracks(
+            val, config.val_preset, config.input_size, config.crop_scale, cache,
+            spec=tracks.eval_spec(config.track_frames)), config.frames)
+    elif config.pairs == "stills":
+        shards = data.training_shards(train, config.variants, config.input_size, config.crop_scale, cache,
+                                      seed=config.seed, mix=config.training_mix)
+        inputs, targets = data.load_shards(shards)
+        val_in, val_tg = data.validation_pairs(val, config.val_preset, config.input_size, config.crop_scale, cache)
+    else:
+        raise ValueError(f"pairs must be 'stills' or 'tracks', got {config.pairs!r}")
+    log.info("training %s: %d from %d photos (%d identities held out), %d frame(s) each", config.pairs, len(inputs),
+             len(train), len(split.val_identities), config.frames)
     batches = data.PairBatches(inputs, targets, config.batch_size, seed=config.seed)
     return batches, (data.to_tensor(val_in), data.to_tensor(val_tg))
 
@@ -109,6 +123,8 @@ def evaluate(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor
     model.eval()
     outputs = torch.cat([model(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)])
     model.train(was_training)
+    if inputs.ndim == 5:  # a window of frames: bicubic is the newest (target) frame
+        inputs = inputs[:, -1]
     result = {
         "psnr": float(psnr_per_image(outputs, targets).mean()),
         "ssim": float(ssim_per_image(outputs, targets).mean()),
@@ -195,17 +211,24 @@ def plot_curves(state: RunState, path: Path) -> None:
 # --- the loop ----------------------------------------------------------------------------------
 
 
+def initial_weights(path: str) -> dict:
+    """A starting point's weights: a training checkpoint (.pt) or an exported TorchScript model (.ts)."""
+    if path.endswith(".ts"):
+        return torch.jit.load(path, map_location="cpu").state_dict()
+    return torch.load(path, weights_only=False)["model"]
+
+
 class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.run_dir = Path(config.out)
         torch.manual_seed(config.seed)
-        self.model = build_model(config.arch).to(memory_format=torch.channels_last)
+        self.model = build_model(config.arch, config.frames).to(memory_format=torch.channels_last)
         self.loss_fn = RestorationLoss(config.ssim_weight)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.batches, (self.val_inputs, self.val_targets) = load_data(config)
         if config.init_from:
-            self.model.load_state_dict(torch.load(config.init_from, weights_only=False)["model"])
+            load_weights_into(self.model, initial_weights(config.init_from))
         self.ema = copy.deepcopy(self.model).eval()
         self.state = resume(self.run_dir / "last.pt", self.model, self.ema, self.optimizer, self.batches)
 
@@ -224,7 +247,9 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.config, self.state)
         x, y = self.batches.next()
-        x, y = x.contiguous(memory_format=torch.channels_last), y.contiguous(memory_format=torch.channels_last)
+        if x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = y.contiguous(memory_format=torch.channels_last)
         loss = self.loss_fn(self.model(x), y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -240,7 +265,8 @@ class Trainer:
 
     def run(self) -> RunState:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(yaml.safe_dump({**asdict(self.config), **describe(self.config.arch)}))
+        facts = describe(self.config.arch, self.config.frames)
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump({**asdict(self.config), **facts}))
         budget_s = self.config.minutes * 60.0
         if not self.state.val_history:
             self.validate()
@@ -286,6 +312,8 @@ def parse_args(argv: list[str] | None) -> tuple[Path | None, dict]:
     parser.add_argument("--variants", type=int, help="degraded copies of each training photo in the cache")
     parser.add_argument("--init-from", dest="init_from", help="start from this checkpoint's weights")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--frames", type=int, help="frames the model sees (with tracks)")
+    parser.add_argument("--pairs", choices=("stills", "tracks"), help="training data: degraded stills or tracks")
     args = parser.parse_args(argv)
     overrides = dict(QUICK) if args.quick else {}
     overrides.update({k: v for k, v in vars(args).items() if k not in ("config", "quick") and v is not None})

@@ -82,6 +82,20 @@ class Bytes(nn.Module):
         return x * 255.0
 
 
+class WindowOldest(nn.Module):
+    """A K-frame model (contract v2): N x K x 3 x S x S -> the window's oldest frame, N x 3 x S x S."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, 0]
+
+
+class Upscale2x(nn.Module):
+    """A super-resolving model: N x 3 x S x S -> N x 3 x 2S x 2S (nearest)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.interpolate(x, scale_factor=2.0, mode="nearest")
+
+
 KINDS = {
     "identity": Identity,
     "brighten": Brighten,
@@ -89,11 +103,15 @@ KINDS = {
     "half_size": HalfSize,
     "fixed_input_16": FixedInput16,
     "bytes": Bytes,
+    "window_oldest": WindowOldest,
+    "upscale_2x": Upscale2x,
 }
 
 
-def make_spec(input_size: int = TEST_INPUT_SIZE) -> RestorerSpec:
-    return RestorerSpec(input_size=input_size, crop_scale=TEST_CROP_SCALE, training={"data": "none: a test model"})
+def make_spec(input_size: int = TEST_INPUT_SIZE, **v2: int) -> RestorerSpec:
+    """A test spec; `v2`: frames, target_index, output_size."""
+    return RestorerSpec(input_size=input_size, crop_scale=TEST_CROP_SCALE, training={"data": "none: a test model"},
+                        **v2)
 
 
 def save_model(kind: str, path: Path, spec: RestorerSpec | str | None = None, with_spec: bool = True) -> Path:
