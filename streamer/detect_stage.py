@@ -16,6 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
+from streamer.track_window import TrackWindows
 from streamer.values import Face
 
 
@@ -40,10 +41,13 @@ class DetectStage:
     """One source's faces, frame by frame. Holds the detector's and the tracker's state: one per
     source, called from one thread, with the frames in order."""
 
-    def __init__(self, detector: Detector, tracker: Tracker, crop_faces: CropFaces | None, every_n: int = 1) -> None:
+    def __init__(self, detector: Detector, tracker: Tracker, crop_faces: CropFaces | None, every_n: int = 1,
+                 windows: TrackWindows | None = None) -> None:
         if every_n < 1:
             raise ValueError(f"DetectStage: every_n must be >= 1, got {every_n}")
         self.detector, self.tracker, self.crop_faces, self.every_n = detector, tracker, crop_faces, every_n
+        # A K-frame restorer's per-track windows (this source's tracks only); None: a one-frame restorer.
+        self.windows = windows
         self.frames_seen = 0
 
     def faces_in(self, image: np.ndarray, frame_index: int) -> tuple[Face, ...]:
@@ -51,7 +55,7 @@ class DetectStage:
         detections = self._detections(image)
         faces = self._in_picture(self.tracker.update(frame_index, detections), image)
         self.frames_seen += 1
-        return tuple(self._cropped(image, faces))
+        return tuple(self._windowed(self._cropped(image, faces), frame_index))
 
     def _detections(self, image: np.ndarray) -> list[Face] | None:
         # Counts the frames seen, not frame indices: a live source's drops leave gaps in the index.
@@ -64,6 +68,12 @@ class DetectStage:
         """The faces with pixels in the frame (the tracker may carry one out of the picture)."""
         height, width = image.shape[:2]
         return [face for face in faces if face.box.overlaps_frame(width, height)]
+
+    def _windowed(self, faces: Sequence[Face], frame_index: int) -> Sequence[Face]:
+        """Each cropped face with its track's last K crops (Face.window), for a K-frame restorer."""
+        if self.windows is None:
+            return faces
+        return self.windows.faces_with_windows(frame_index, faces)
 
     def _cropped(self, image: np.ndarray, faces: list[Face]) -> Sequence[Face]:
         if self.crop_faces is None or not faces:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from streamer.camera import CameraJob, CameraLinks, CameraLost, CameraPolicy
 from streamer.detect_stage import CropFaces, Detector, DetectStage, Tracker
 from streamer.stats import RunStats
+from streamer.track_window import TrackWindows
 from streamer.urls import is_live_url, mask_credentials
 from streamer.values import StreamInfo
 from streamer.workers import (
@@ -79,7 +80,10 @@ class Components:
     def detect_stage(self, detector: Detector, every_n: int) -> DetectStage:
         """A source's detect stage around its own `detector` (crops are cut only for a restorer)."""
         crop_faces = self.crop_faces if self.restorer is not None else None
-        return DetectStage(detector, self.make_tracker(), crop_faces, every_n)
+        spec = getattr(self.restorer, "spec", None)
+        frames = spec.frames if spec is not None else 1
+        windows = TrackWindows(frames) if crop_faces is not None and frames > 1 else None
+        return DetectStage(detector, self.make_tracker(), crop_faces, every_n, windows)
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,9 @@ class SourceStats:
     frames_out: int = 0  # frames written to the output
     faces: int = 0  # faces found or carried by the tracker, summed over frames
     restored: int = 0  # faces the restorer processed
+    # faces the restorer was never given although it runs: larger than restoration.max_face_px (the
+    # restorer's output holds a face of only input_size / crop_scale px; pasted over a larger face it blurs it)
+    too_large: int = 0
     drops: int = 0  # live frames dropped because downstream was late
     reconnects: int = 0
     corrupt_packets: int = 0
@@ -191,6 +194,11 @@ class RunStats:
                  f"{'corrupt':>7} {'fps':>7}"
         rows = [header] + [_source_row(s, self.fps(s.source_id)) for s in self.sources.values()]
         stages = "  ".join(f"{name} {ms:.1f}" for name, ms in self.stage_ms_per_frame().items())
+        too_large = sum(s.too_large for s in self.sources.values())
+        if too_large:
+            faces = sum(s.faces for s in self.sources.values())
+            rows.append(f"left alone: {too_large} of {faces} faces, larger than restoration.max_face_px "
+                        "(set it to 0 to restore every face)")
         rows.append(f"stage ms/frame: {stages}")
         rows.append(
             f"restorer: {self.restorer.faces} faces in {self.restorer.batches} batches, "
@@ -211,6 +219,7 @@ def _source_dict(source: SourceStats, fps: float) -> dict:
         "frames_out": source.frames_out,
         "faces": source.faces,
         "restored_faces": source.restored,
+        "faces_too_large": source.too_large,
         "drops": source.drops,
         "reconnects": source.reconnects,
         "corrupt_packets": source.corrupt_packets,

@@ -180,6 +180,8 @@ class DetectWorker:
             with self.stats.clocks["detect"].timing():
                 packet = FramePacket(item, self.stage.faces_in(item.image, item.index))
             self.stats.faces += len(packet.faces)
+            if self.stage.crop_faces is not None:  # a restorer runs: a face without a crop was too large for it
+                self.stats.too_large += sum(face.crop is None for face in packet.faces)
             put(self.outbox, packet, self.halt)
 
 
@@ -249,7 +251,8 @@ class RestoreWorker:
         return items
 
     def _restore(self, items: list) -> list:
-        crops = [face.crop for item in items for face in _faces_to_restore(item)]
+        # A K-frame restorer gets each face's window of its track's last K crops (model contract v2).
+        crops = [face.crop if face.window is None else face.window for item in items for face in _faces_to_restore(item)]
         if not crops or self.restorer is None:
             return items
         with self.stats.clock.timing():

@@ -1,6 +1,7 @@
 """The pipeline's threading with fake stages: order, timing, drops, failures, shared batching."""
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
@@ -9,6 +10,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from streamer.model_contract import RestorerSpec
 from streamer.pipeline import Components, Job, Pipeline, PipelineSettings
 from streamer.values import Box, Face, Frame, StreamInfo
 from streamer.workers import Batching, CaptureLimits, put_dropping
@@ -348,3 +350,43 @@ def test_a_face_the_tracker_carried_out_of_the_picture_is_not_restored():
     harness = Harness([FakeSource("a", 5)], make_tracker=DriftingTracker, crop_faces=crop_inside_only)
     stats = harness.pipeline().run()
     assert stats.sources["a"].faces == stats.sources["a"].restored == 5
+
+
+class OneTrackTracker:
+    """Every detection is track 1 (in each camera: their ids collide on purpose)."""
+
+    def update(self, frame_index: int, detections: list[Face] | None) -> list[Face]:
+        return [Face(f.box, f.score, track_id=1) for f in detections or []]
+
+
+class WindowRecorder(RecordingRestorer):
+    """A 3-frame restorer (model contract v2): records the windows it is given, returns their newest crops."""
+
+    spec = RestorerSpec(input_size=16, crop_scale=1.5, frames=3)
+
+    def restore(self, crops: np.ndarray) -> np.ndarray:
+        assert crops.ndim == 5 and crops.shape[1] == 3
+        self.batches.append(crops.copy())
+        return 255 - crops[:, -1]
+
+
+def crop_keeping_track(image: np.ndarray, faces):
+    return [dataclasses.replace(face, crop=crop) for face, crop in
+            zip(faces, (f.crop for f in crop_with_source_mark(image, faces)))]
+
+
+def test_a_k_frame_restorer_gets_each_tracks_last_k_crops_and_cameras_never_mix():
+    # Camera k's frames have pixel values 100k + i (a face on even i), so a crop tells its camera and frame.
+    sources = [OffsetSource(f"cam{k}", 12, offset=100 * k) for k in range(2)]
+    harness = Harness(sources, make_tracker=OneTrackTracker, restorer=WindowRecorder(), crop_faces=crop_keeping_track)
+    stats = harness.pipeline(batching=Batching(batch_size=4, max_latency_s=0.2), queue_size=4).run()
+    windows = [[int(crop[0, 0, 0]) for crop in window] for batch in harness.components.restorer.batches
+               for window in batch]
+    assert len(windows) == stats.restorer.faces == 12
+    for camera in (0, 1):
+        own = sorted((w for w in windows if w[-1] // 100 == camera), key=lambda w: w[-1])
+        newest = [100 * camera + i for i in range(0, 12, 2)]
+        assert [w[-1] for w in own] == newest
+        assert own[0] == [newest[0]] * 3  # a young track repeats its oldest crop
+        assert own[1] == [newest[0], newest[0], newest[1]]
+        assert all(w == newest[i - 2 : i + 1] for i, w in enumerate(own) if i >= 2)  # oldest first, causal

@@ -276,12 +276,28 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return crops_to_batch(torch.from_numpy(images))
 
 
-class PairBatches:
-    """Random mini-batches from in-memory pairs, with a random horizontal flip per batch."""
+def young_windows(windows: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
+    """`share` of the N x K x ... windows (in place) made a young track's: seen for L in 1..K-1 frames,
+    the K - L frames before its first repeat that first crop."""
+    frames = windows.shape[1]
+    for index in np.flatnonzero(rng.random(len(windows)) < share):
+        seen = int(rng.integers(1, frames))
+        windows[index, : frames - seen] = windows[index, frames - seen]
+    return windows
 
-    def __init__(self, inputs: np.ndarray, targets: np.ndarray, batch_size: int, seed: int) -> None:
+
+class PairBatches:
+    """Random mini-batches from in-memory pairs, with a random horizontal flip per batch.
+
+    For windows of K frames, `young_share` of the windows are made into a young track's window: a
+    track seen for only L < K frames, whose window repeats its oldest crop (streamer.track_window),
+    so the model also learns to restore the first frames of every track and stills."""
+
+    def __init__(self, inputs: np.ndarray, targets: np.ndarray, batch_size: int, seed: int,
+                 young_share: float = 0.0) -> None:
         self.inputs, self.targets = inputs, targets
         self.batch_size = batch_size
+        self.young_share = young_share
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -292,4 +308,6 @@ class PairBatches:
         x, y = self.inputs[index], self.targets[index]
         if self.rng.random() < 0.5:  # flip the width axis (-2 for both N x S x S x 3 and N x K x S x S x 3)
             x, y = x[..., ::-1, :], y[..., ::-1, :]
+        if x.ndim == 5 and self.young_share > 0:
+            x = young_windows(np.array(x), self.young_share, self.rng)
         return to_tensor(np.ascontiguousarray(x)), to_tensor(np.ascontiguousarray(y))

@@ -30,8 +30,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from streamer.restoration import ModelLoadError, TorchScriptRestorer
+from streamer import REPO_ROOT
 from streamer.model_contract import ContractError
+from streamer.restoration import ModelLoadError, TorchScriptRestorer
 from training import data, degrade, tracks
 from training.evaluate import (
     PresetRun,
@@ -46,7 +47,6 @@ from training.evaluate import (
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 BASELINE_FILE = REPO_ROOT / "training" / "track_baseline.json"
 DEFAULT_OUT_DIR = REPO_ROOT / "runs" / "evaluation_tracks"
 DEFAULT_MODELS = {

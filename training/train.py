@@ -39,6 +39,7 @@ class TrainConfig:
     pairs: str = "stills"  # "stills": one degraded crop per photo; "tracks": synthetic H.264 tracks (training/tracks.py)
     frames: int = 1  # K frames the model sees (tracks only; a 1-frame model on tracks sees the target frame)
     track_frames: int = 5  # frames per cached track
+    young_share: float = 0.0  # K-frame models: share of windows made a young track's (training.data.young_windows)
     input_size: int = 64
     crop_scale: float = 1.5
     minutes: float = 75.0  # wall-clock budget of the whole run (resumes included)
@@ -108,7 +109,7 @@ def load_data(config: TrainConfig) -> tuple[data.PairBatches, tuple[torch.Tensor
         raise ValueError(f"pairs must be 'stills' or 'tracks', got {config.pairs!r}")
     log.info("training %s: %d from %d photos (%d identities held out), %d frame(s) each", config.pairs, len(inputs),
              len(train), len(split.val_identities), config.frames)
-    batches = data.PairBatches(inputs, targets, config.batch_size, seed=config.seed)
+    batches = data.PairBatches(inputs, targets, config.batch_size, seed=config.seed, young_share=config.young_share)
     return batches, (data.to_tensor(val_in), data.to_tensor(val_tg))
 
 

@@ -44,10 +44,12 @@ from streamer.model_contract import (
     ContractError,
     RestorerSpec,
     extract_crop,
+    resize_square,
     square_crop_box,
 )
 from streamer.restoration import ModelLoadError, TorchScriptRestorer
 from streamer.sources import SourceError, open_source
+from streamer.track_window import TrackWindows
 from streamer.values import Box, Face
 from training import degrade, metrics
 from training.evaluate import PresetRun, comparison_grid, save_png
@@ -186,12 +188,23 @@ def _sample(face: Face, index: int, frame: np.ndarray, truth_frame: np.ndarray, 
 
 
 def restore_with_model(samples: list[FaceSample], restorer: TorchScriptRestorer) -> np.ndarray:
-    """The model's output for the faces the pipeline restores, the crop itself for the others."""
+    """The model's output for the faces the pipeline restores, the crop itself for the others.
+
+    A K-frame model gets each face's window of its track's last K restored crops, as the pipeline's
+    per-track windows give it (streamer.track_window; samples are in frame order)."""
     crops = np.stack([s.crop for s in samples])
     chosen = [i for i, s in enumerate(samples) if s.restored]
     outputs = crops.copy()
     if chosen:
-        outputs[chosen] = restorer.restore(crops[chosen])
+        if restorer.spec.frames == 1:
+            inputs = crops[chosen]
+        else:
+            windows = TrackWindows(restorer.spec.frames)
+            inputs = np.stack([windows.push(samples[i].frame_index, samples[i].track_id, crops[i]) for i in chosen])
+        restored = restorer.restore(inputs)
+        if restored.shape[1:] != crops.shape[1:]:  # a super-resolving model: scored at the crop's size
+            restored = np.stack([resize_square(r, crops.shape[1]) for r in restored])
+        outputs[chosen] = restored
     return outputs
 
 
@@ -272,14 +285,14 @@ def format_tables(report: dict) -> str:
         f"{report['faces']} face crops in {report['tracks']} tracks ({report['restored_faces']} restored, the "
         "others larger than restoration.max_face_px); "
         f"degraded video {report['degraded']['bitrate_kbps']} kbit/s",
-        f"{'method':<9} {'PSNR dB':>8} {'SSIM':>7} {'change':>7} {'temporal err':>12}",
+        f"{'method':<16} {'PSNR dB':>8} {'SSIM':>7} {'change':>7} {'temporal err':>12}",
     ]
-    for method in METHODS:
+    for method in [*METHODS, *(m for m in totals if m not in METHODS and m != "truth")]:
         t = totals[method]
         lines.append(
-            f"{method:<9} {t['psnr']:>8.2f} {t['ssim']:>7.4f} {t['change']:>7.2f} {t['temporal_error']:>12.2f}"
+            f"{method:<16} {t['psnr']:>8.2f} {t['ssim']:>7.4f} {t['change']:>7.2f} {t['temporal_error']:>12.2f}"
         )
-    lines.append(f"{'truth':<9} {'':>8} {'':>7} {totals['truth']['change']:>7.2f}")
+    lines.append(f"{'truth':<16} {'':>8} {'':>7} {totals['truth']['change']:>7.2f}")
     lines.append("")
     lines.append(f"{'track':>5} {'frames':>6} {'face px':>7} {'PSNR bic':>8} {'PSNR model':>10} {'PSNR ours':>9} "
                  f"{'chg truth':>9} {'chg bic':>7} {'chg ours':>8} {'terr bic':>8} {'terr ours':>9}")
@@ -316,7 +329,10 @@ def track_grid(samples: list[FaceSample], outputs: dict[str, np.ndarray], tracks
     return comparison_grid(runs, faces_per_preset=frames)
 
 
-def run(video: Path, settings: CctvSettings, config: Path, model: Path | None, out_dir: Path) -> dict:
+def run(video: Path, settings: CctvSettings, config: Path, model: Path | None, out_dir: Path,
+        also: dict[str, Path] | None = None) -> dict:
+    """The check; `also` (name -> model file): more restorers scored on the very same faces, each
+    as pasted ("pasted:<name>"), so models compare on one detection run."""
     degraded = out_dir / f"{video.stem}_cctv_{settings.height}p_crf{settings.crf}.mp4"
     bitrate = write_degraded_video(video, degraded, settings)
     samples, restorer = collect_faces(video, degraded, config, model)
@@ -325,6 +341,11 @@ def run(video: Path, settings: CctvSettings, config: Path, model: Path | None, o
     model_outputs = restore_with_model(samples, restorer)
     outputs = {"bicubic": np.stack([s.crop for s in samples]), "model": model_outputs,
                "ours": as_the_pipeline_pastes(samples, model_outputs)}
+    for name, path in (also or {}).items():
+        other = TorchScriptRestorer.load(path, device="cpu")
+        if (other.spec.input_size, other.spec.crop_scale) != (restorer.spec.input_size, restorer.spec.crop_scale):
+            raise ContractError(f"{path}: another crop contract than the config's model; cannot score the same crops")
+        outputs[f"pasted:{name}"] = as_the_pipeline_pastes(samples, restore_with_model(samples, other))
     report = summarise(samples, outputs)
     report["restored_faces"] = sum(s.restored for s in samples)
     save_png(track_grid(samples, outputs), out_dir / "grid.png")
@@ -344,12 +365,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noise", type=float, default=defaults.read_noise, help="shot and read noise (8-bit levels)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="pipeline config (detector, tracker)")
     parser.add_argument("--model", type=Path, default=None, help="restorer (default: the config's)")
+    parser.add_argument("--also", nargs="*", default=[], metavar="NAME=PATH",
+                        help="more restorers to score on the same faces, as pasted")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR)
     args = parser.parse_args(argv)
+    also = dict(item.split("=", 1) for item in args.also)
     settings = CctvSettings(height=args.height, blur_sigma=args.blur, shot_noise=args.noise, read_noise=args.noise,
                             crf=args.crf)
     try:
-        report = run(args.video, settings, args.config, args.model, args.out)
+        report = run(args.video, settings, args.config, args.model, args.out,
+                     {name: Path(path) for name, path in also.items()})
     except (SourceError, ConfigError, ModelLoadError, ContractError) as exc:
         print(f"video_check: {exc}", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ import torch
 from streamer.model_contract import SPEC_FILE_NAME, ContractError, RestorerSpec
 from training import train
 from training.export import export_model, load_run, verify_export
-from training.model import ARCHITECTURES, build_model
+from training.model import ARCHITECTURES, build_model, load_weights_into
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +73,39 @@ def test_every_architecture_keeps_the_shape_and_range(arch):
     with torch.no_grad():
         y = build_model(arch).eval()(x)
     assert y.shape == x.shape and float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+
+
+def test_a_multi_frame_model_grown_from_a_single_frame_one_starts_as_it():
+    single = build_model("tiny").eval()
+    with torch.no_grad():
+        for p in single.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    multi = build_model("tiny", frames=3).eval()
+    load_weights_into(multi, single.state_dict())
+    windows = torch.rand(2, 3, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(multi(windows), single(windows[:, -1]), atol=1e-5)
+        assert multi(windows).shape == (2, 3, 64, 64)
+
+
+@pytest.fixture(scope="module")
+def quick_multi_frame_run(tmp_path_factory) -> tuple[Path, train.RunState]:
+    root = tmp_path_factory.mktemp("quick_k3")
+    config = train.load_config(None, {**train.QUICK, "pairs": "tracks", "frames": 3, "track_frames": 3,
+                                      "young_share": 0.2, "train_limit": 128, "val_limit": 32,
+                                      "out": str(root / "run"), "cache_dir": str(root / "cache")})
+    return Path(config.out), train.train(config)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_quick_multi_frame_training_lowers_the_validation_loss_and_exports_a_k_frame_model(quick_multi_frame_run,
+                                                                                            tmp_path):
+    run_dir, state = quick_multi_frame_run
+    first, last = state.val_history[0], state.val_history[-1]
+    assert last["loss"] < first["loss"]
+    config, model, _ = load_run(run_dir)
+    spec = RestorerSpec(config.input_size, config.crop_scale, frames=config.frames)
+    path = tmp_path / "k3.ts"
+    export_model(model, spec, path)
+    assert verify_export(path, reference=model).frames == 3
