@@ -169,7 +169,7 @@ def h264_sequence_roundtrip(tracks: list[list[np.ndarray]], crf: int, preset: st
     Returns the decoded tracks and the picture type of each decoded frame ('I', 'P', ...)."""
     frames = len(tracks[0])
     cell = max(max(t[0].shape[:2]) for t in tracks) + 2 * TILE_MARGIN
-    cell = int(math.ceil(cell / degrade.MACROBLOCK)) * degrade.MACROBLOCK
+    cell = math.ceil(cell / degrade.MACROBLOCK) * degrade.MACROBLOCK
     rows, cols = degrade._tile_grid(len(tracks))
     cols = max(cols, 2)  # a mosaic one tile wide decoded differently from run to run (uninitialised reads?)
     mosaics = []

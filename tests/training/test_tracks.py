@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.helpers.faces import require_faces
 from training import tracks
 from training.data import Augment, load_photo, split_records
-from tests.helpers.faces import require_faces
 
 SIZE, CROP_SCALE = 64, 1.5
 
@@ -18,8 +18,11 @@ def faces():
     return [load_photo(r.path) for r in records], [r.face_box for r in records]
 
 
+TRAINING_AUGMENT = Augment()
+
+
 def make(faces, seed, presets=("moderate", "sharp", "wide", "night", "severe", "mild"), spec=tracks.TRAINING_SPEC,
-         augment=Augment()):
+         augment=TRAINING_AUGMENT):
     photos, boxes = faces
     return tracks.make_tracks(photos, boxes, list(presets), np.random.default_rng(seed), SIZE, CROP_SCALE, spec,
                               augment)
