@@ -4,7 +4,7 @@
 time (RSS flat?), end-to-end latency p50/p95 (frame captured -> written), frames, drops and
 reconnects per camera, and the segments written.
 
-    python bench/live_soak.py [--minutes 8] [--size 320x240] [--fps 15] [--segment-s 60]
+    nice -n 10 python bench/live_soak.py [--minutes 8] [--size 320x240] [--fps 15] [--segment-s 60]
 
 Needs the RTSP test server (.ci/install_system_deps.sh) and the tests' helpers.
 """

@@ -6,7 +6,7 @@ Compares, in one run, the default backoff (0.5 s doubling, cap 30 s, but capped 
 `reconnect_recent_max_s` = 2 s while the camera was up in the last minute) against the same
 without the lower recent cap (the previous behaviour: cap 30 s throughout).
 
-    python bench/reconnect_gap.py [--outages 4,15] [--repeats 2]
+    python bench/reconnect_gap.py [--outages 4,15] [--repeats 2] 2>/dev/null   # (MediaPipe's native log)
 """
 from __future__ import annotations
 

@@ -178,3 +178,37 @@ def test_sigkill_mid_run_leaves_every_finished_segment_and_the_current_one_playa
     counts = [len(read_frames(path)[0]) for path in finished]
     assert all(count >= 2 * FPS - 5 for count in counts[1:]), counts  # 2 s each (the first starts mid-probe)
     assert len(read_frames(current)[0]) >= 0.5 * FPS  # 1.5 s in: playable up to about its last second
+
+
+def test_metrics_over_http_and_healthz_flip_when_the_camera_goes_down_and_back(tmp_path, checker_model):
+    import urllib.error
+    import urllib.request
+
+    from streamer.metrics import MetricsServer
+
+    def get(path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.port}{path}", timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    with RtspTestServer.start(width=160, height=120, fps=FPS) as camera:
+        with LiveRun([Job("cam1", camera.url, str(tmp_path / "cam1.mp4"), "cam1")], checker_model) as run:
+            server = MetricsServer(0, no_frame_s=2.0, stats=lambda: run.pipeline.stats, host="127.0.0.1").start()
+            try:
+                wait_until(lambda: run.stats().frames_out >= 40, 30, "frames")
+                time.sleep(1.0)
+                status, text = get("/metrics")
+                assert status == 200 and 'cctv_camera_up{camera="cam1"} 1.0' in text
+                assert 'cctv_latency_seconds_count{camera="cam1"}' in text and "cctv_restorer_faces_total" in text
+                assert get("/healthz") == (200, "ok\n")
+                camera.kill()
+                wait_until(lambda: get("/healthz")[0] == 503, 10, "/healthz failing while the camera is down")
+                assert get("/healthz")[1].startswith("cam1: no frame for ")
+                assert 'cctv_camera_up{camera="cam1"} 0.0' in get("/metrics")[1]
+                camera.restart()
+                wait_until(lambda: get("/healthz")[0] == 200, 20, "/healthz back once the camera is")
+                assert 'cctv_reconnects_total{camera="cam1"} 1.0' in get("/metrics")[1]
+            finally:
+                server.stop()
