@@ -158,7 +158,10 @@ class CameraJob:
         drained or reached its limits), False after a fault (to be restarted)."""
         generation = _Generation(self, source)
         try:
-            generation.start()
+            try:
+                generation.start()
+            except Exception as error:  # noqa: BLE001 - e.g. its output cannot be opened: this camera's fault
+                generation.fail(error)
             while generation.alive():
                 if self.halt.wait(POLL_S) or self.drain.is_set():
                     generation.stop(halt=self.halt.is_set())

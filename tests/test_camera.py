@@ -230,3 +230,20 @@ def test_latency_from_capture_to_write_is_recorded_for_every_frame_written():
     assert latency.count == stats.sources["a"].frames_out
     assert 0 < latency.percentile(50) <= latency.percentile(95) < 1.0
     assert np.isclose(sum(latency.bucket_counts), latency.count)
+
+
+def test_an_output_that_cannot_be_opened_restarts_that_camera_only():
+    cams = Cameras(["a", "b"])
+    opened = {"a": 0}
+
+    def failing_first_time():
+        opened["a"] += 1
+        if opened["a"] == 1:
+            raise OSError("No space left on device")
+        return FakeSink()
+
+    cams.sink_factory["a"] = failing_first_time
+    pipeline = cams.pipeline()
+    stats = run_until(pipeline, lambda: cams.frames_written("a") > 10, 10.0, "camera a writing after its restart")
+    assert stats.sources["a"].restarts == 1 and "No space left" in stats.sources["a"].last_error
+    assert stats.sources["b"].restarts == 0 and cams.frames_written("b") > 10
