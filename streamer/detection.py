@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 
 import mediapipe as mp
 import numpy as np
@@ -64,6 +65,14 @@ def tile_grid(width: int, height: int, options: TilingOptions) -> list[Tile]:
         for y in _tile_starts(height, options)
         for x in _tile_starts(width, options)
     ]
+
+
+def search_regions(width: int, height: int, options: TilingOptions) -> list[Tile]:
+    """What tiled detection looks at: the whole frame (when `whole_frame`, or when one tile covers
+    the frame) followed by the tiles."""
+    whole = Tile(0, 0, width, height)
+    tiles = [tile for tile in tile_grid(width, height, options) if tile != whole]
+    return ([whole] if options.whole_frame or not tiles else []) + tiles
 
 
 def _tile_starts(length: int, options: TilingOptions) -> list[int]:
@@ -133,18 +142,27 @@ class MediaPipeFaceDetector:
 
     def _detect_tiled(self, image: np.ndarray, tiling: TilingOptions) -> list[Face]:
         height, width = image.shape[:2]
-        whole = Tile(0, 0, width, height)
-        tiles = [tile for tile in tile_grid(width, height, tiling) if tile != whole]
+        return self._detect_regions(image, search_regions(width, height, tiling), tiling.nms_threshold)
+
+    def detect_regions(self, image: np.ndarray, regions: Sequence[Tile], nms_threshold: float = 0.4) -> list[Face]:
+        """Faces in some regions of the frame only (frame coordinates), duplicates merged.
+
+        The model sees each region shrunk to its input size (192 px for full range), so a region's
+        side sets the scale a face is seen at: a search policy (search_policy.py) picks regions
+        sized for the faces it looks for. One call costs about the same whatever the region's size."""
+        check_rgb_image(image, "face detector input")
+        faces = self._detect_regions(image, regions, nms_threshold)
+        return [face for face in faces if max(face.box.w, face.box.h) >= self.min_face_px]
+
+    def _detect_regions(self, image: np.ndarray, regions: Sequence[Tile], nms_threshold: float) -> list[Face]:
+        height, width = image.shape[:2]
         faces: list[Face] = []
         cut: list[bool] = []
-        if tiling.whole_frame or not tiles:
-            faces += self._detect_in(image, whole)
-            cut += [False] * len(faces)
-        for tile in tiles:
-            found = self._detect_in(image, tile)
+        for region in regions:
+            found = self._detect_in(image, region)
             faces += found
-            cut += [touches_inner_edge(face.box, tile, width, height) for face in found]
-        return suppress_duplicates(faces, cut, tiling.nms_threshold)
+            cut += [touches_inner_edge(face.box, region, width, height) for face in found]
+        return suppress_duplicates(faces, cut, nms_threshold)
 
     def _detect_in(self, image: np.ndarray, tile: Tile) -> list[Face]:
         """Detections in one tile, in frame coordinates."""

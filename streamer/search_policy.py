@@ -1,0 +1,292 @@
+"""Where the detector looks in each frame: detection that costs what the scene needs.
+
+Running the detector on every tile of every detection frame (the reference) finds the small
+faces, but a 1080p frame has 29 tiles and each detector call costs about the same (~2.5 ms on
+one core, whatever the region's size), so it costs 60-80 ms a frame. CCTV is mostly a still
+background, and the faces already tracked need not be searched for everywhere. The adaptive
+policy spends a fixed budget per frame instead:
+
+1. **Track-guided regions.** Each live track (the tracker's prediction for this frame) gets a
+   region about REGION_SCALE times its face, so the model sees the face at a good scale; tracks
+   close together share one region as long as it is no coarser than a tile. These are searched
+   on every detection round, so a tracked face is never missed for lack of looking.
+2. **Motion-gated, rotating tiles** (the whole frame counts as one more tile, for big faces).
+   A cheap low-resolution grey copy of the frame tells which tiles changed since they were last
+   searched. Changed tiles are searched oldest first, as many as the budget leaves after the
+   track regions (at least one per round): a full scan spread over a few frames, the tracker
+   carrying the faces in between. A tile that has not changed is searched again only every
+   `still_rescan_s` (a face that sits still and was lost is found again).
+
+Budget: `budget_ms` of detector time per video frame, planned as whole detector calls of
+`call_ms` each (a fixed estimate, so a given clip always gets the same plan: deterministic and
+testable). A round (every `every_n` frames) makes max(1, budget_ms * every_n / call_ms) calls, the
+track regions first. The first round searches everything.
+
+Time to first detection: a face that appears makes its tile change, and a changed tile waits at
+most for the other changed tiles searched before it, so a new face (one the detector can see in
+a tile) is searched within `first_detection_rounds(tiles, calls per round)` rounds, that is
+`every_n` times that many frames (1080p, 384 px tiles, 8 ms at 2.5 ms a call, every frame: 29
+regions, 2 tile calls a round at worst: 15 frames, 0.6 s at 25 fps; usually far less, because
+still tiles are not in the queue).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from streamer.detection import Tile, TilingOptions, search_regions
+from streamer.values import Box, Face, Frame
+
+# A track's region side, in face sides: the face fills about 1/4 of what the model sees.
+REGION_SCALE = 4.0
+# The change map: the frame's green channel shrunk by MOTION_FACTOR (4: a 20 px face is 5 x 5
+# pixels there); a pixel changed when it moved by more than MOTION_THRESHOLD grey levels (above
+# compression noise, which the shrinking averages away), a tile when MOTION_MIN_PIXELS did.
+MOTION_FACTOR = 4
+MOTION_THRESHOLD = 18
+MOTION_MIN_PIXELS = 4
+
+
+class RegionDetector(Protocol):
+    def detect_regions(self, image: np.ndarray, regions: Sequence[Tile], nms_threshold: float = 0.4) -> list[Face]:
+        ...
+
+
+class FaceSearch(Protocol):
+    """Decides when and where the detector runs. `find` returns the detections of this frame, or
+    None when the detector did not run (the tracker then carries the faces)."""
+
+    def find(self, frame: Frame, tick: int, predicted: Sequence[Face]) -> list[Face] | None: ...
+
+
+@dataclass(frozen=True)
+class SearchBudget:
+    budget_ms: float = 8.0  # detector time to spend per video frame
+    call_ms: float = 2.5  # what one detector call costs (bench/pipeline_bench.py prints it)
+    still_rescan_s: float = 3.0  # a tile that has not changed is searched again after this long
+
+    def __post_init__(self) -> None:
+        if self.budget_ms <= 0 or self.call_ms <= 0 or self.still_rescan_s <= 0:
+            raise ValueError(f"SearchBudget: every value must be > 0, got {self}")
+
+    def calls_per_round(self, every_n: int) -> int:
+        return max(1, int(self.budget_ms * every_n / self.call_ms))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The regions one detection round searches."""
+
+    track_regions: tuple[Tile, ...]
+    tiles: tuple[Tile, ...]
+
+    @property
+    def regions(self) -> tuple[Tile, ...]:
+        return self.track_regions + self.tiles
+
+
+@dataclass
+class SearchCounters:
+    rounds: int = 0
+    calls: int = 0
+    track_calls: int = 0
+    tile_calls: int = 0
+    seconds: float = 0.0  # detector time
+
+
+class EveryNthFrame:
+    """The reference behaviour: the whole detector (every tile, when tiling is on) every
+    `every_n` frames."""
+
+    def __init__(self, detector, every_n: int = 1) -> None:
+        if every_n < 1:
+            raise ValueError(f"every_n must be >= 1, got {every_n}")
+        self.detector, self.every_n = detector, every_n
+        self.counters = SearchCounters()
+
+    def find(self, frame: Frame, tick: int, predicted: Sequence[Face]) -> list[Face] | None:
+        if tick % self.every_n != 0:
+            return None
+        started = time.perf_counter()
+        faces = self.detector.detect(frame.image)
+        self.counters.seconds += time.perf_counter() - started
+        self.counters.rounds += 1
+        return faces
+
+    def close(self) -> None:
+        close = getattr(self.detector, "close", None)
+        if close is not None:
+            close()
+
+
+class AdaptiveSearch:
+    """Track-guided regions plus motion-gated rotating tiles within a per-frame budget (module
+    docstring). One per source: it remembers what each tile looked like when last searched."""
+
+    def __init__(
+        self,
+        detector: RegionDetector,
+        tiling: TilingOptions,
+        budget: SearchBudget = SearchBudget(),
+        every_n: int = 1,
+    ) -> None:
+        if every_n < 1:
+            raise ValueError(f"every_n must be >= 1, got {every_n}")
+        self.detector, self.tiling, self.budget, self.every_n = detector, tiling, budget, every_n
+        self.counters = SearchCounters()
+        self._size: tuple[int, int] | None = None
+        self._tiles: list[Tile] = []
+        self._last_round: list[int] = []  # per tile: the round it was last searched (-1: never)
+        self._last_seconds: list[float] = []  # per tile: the frame time it was last searched
+        self._snapshots: list[np.ndarray | None] = []  # per tile: its change-map pixels then
+        self._min_changed: list[int] = []  # per tile: changed pixels that make it worth a search
+        self._last_time = -math.inf
+
+    def find(self, frame: Frame, tick: int, predicted: Sequence[Face]) -> list[Face] | None:
+        if tick % self.every_n != 0:
+            return None
+        plan = self.plan(frame, tick // self.every_n, predicted)
+        started = time.perf_counter()
+        faces = self.detector.detect_regions(frame.image, plan.regions, self.tiling.nms_threshold)
+        counters = self.counters
+        counters.seconds += time.perf_counter() - started
+        counters.rounds += 1
+        counters.track_calls += len(plan.track_regions)
+        counters.tile_calls += len(plan.tiles)
+        counters.calls += len(plan.regions)
+        return faces
+
+    def plan(self, frame: Frame, round_index: int, predicted: Sequence[Face]) -> Plan:
+        """The regions to search this round; marks the chosen tiles as searched."""
+        height, width = frame.image.shape[:2]
+        seconds = _frame_seconds(frame)
+        if self._size != (width, height) or seconds < self._last_time:
+            self._reset(width, height)  # a new stream, or time went back (a loop, a reconnect)
+        self._last_time = seconds
+        change_map = change_map_of(frame.image)
+        grid = self._tiles[1:] if self.tiling.whole_frame else self._tiles
+        regions = tuple(track_regions([face.box for face in predicted], width, height, grid, self.tiling.tile_size))
+        first_round = all(last < 0 for last in self._last_round)
+        room = len(self._tiles) if first_round else max(1, self.budget.calls_per_round(self.every_n) - len(regions))
+        searched = [index for index, tile in enumerate(self._tiles) if tile in regions]  # by a track's region
+        chosen = [index for index in self._due_tiles(change_map, seconds) if index not in searched][:room]
+        for index in searched + chosen:
+            self._last_round[index] = round_index
+            self._last_seconds[index] = seconds
+            self._snapshots[index] = _cells(change_map, self._tiles[index]).copy()
+        return Plan(regions, tuple(self._tiles[index] for index in sorted(chosen)))
+
+    def _due_tiles(self, change_map: np.ndarray, seconds: float) -> list[int]:
+        """Tiles worth searching now, the longest unsearched first."""
+        due = []
+        for index, tile in enumerate(self._tiles):
+            snapshot = self._snapshots[index]
+            still_for = seconds - self._last_seconds[index]
+            if (snapshot is None or still_for >= self.budget.still_rescan_s
+                    or changed(snapshot, _cells(change_map, tile), self._min_changed[index])):
+                due.append(index)
+        return sorted(due, key=lambda index: (self._last_round[index], index))
+
+    def _reset(self, width: int, height: int) -> None:
+        self._size = (width, height)
+        self._tiles = search_regions(width, height, self.tiling)
+        self._last_round = [-1] * len(self._tiles)
+        self._last_seconds = [-math.inf] * len(self._tiles)
+        self._snapshots = [None] * len(self._tiles)
+        self._min_changed = [MOTION_MIN_PIXELS] * len(self._tiles)
+
+    def close(self) -> None:
+        close = getattr(self.detector, "close", None)
+        if close is not None:
+            close()
+
+
+def first_detection_rounds(tiles: int, calls_per_round: int, tracks: int = 0) -> int:
+    """At most how many rounds a changed tile waits before it is searched (the documented bound):
+    every other tile may be ahead of it, and the track regions take their calls first."""
+    tile_calls = max(1, calls_per_round - tracks)
+    return math.ceil(tiles / tile_calls)
+
+
+def change_map_of(image: np.ndarray) -> np.ndarray:
+    """The frame's green channel shrunk by MOTION_FACTOR (every other pixel, then area-averaged),
+    as int16 so differences do not wrap. ~0.3 ms at 1080p."""
+    green = np.ascontiguousarray(image[::2, ::2, 1])
+    step = MOTION_FACTOR // 2
+    small = cv2.resize(green, (green.shape[1] // step, green.shape[0] // step), interpolation=cv2.INTER_AREA)
+    return small.astype(np.int16)
+
+
+def changed(before: np.ndarray, now: np.ndarray, min_pixels: int = MOTION_MIN_PIXELS) -> bool:
+    """At least `min_pixels` of the change map moved by more than MOTION_THRESHOLD grey levels."""
+    return int(np.count_nonzero(np.abs(now - before) > MOTION_THRESHOLD)) >= min_pixels
+
+
+def _cells(change_map: np.ndarray, tile: Tile) -> np.ndarray:
+    x0, y0 = tile.x // MOTION_FACTOR, tile.y // MOTION_FACTOR
+    return change_map[y0 : (tile.y + tile.h) // MOTION_FACTOR, x0 : (tile.x + tile.w) // MOTION_FACTOR]
+
+
+def _frame_seconds(frame: Frame) -> float:
+    if frame.pts is None:
+        return frame.index / 25.0
+    return float(frame.pts * frame.time_base)
+
+
+def track_regions(boxes: Sequence[Box], width: int, height: int, grid: Sequence[Tile], tile_size: int) -> list[Tile]:
+    """The regions that find the tracked faces again this round.
+
+    A small face (at most a third of a tile) is searched in a tile of the grid that holds it
+    whole: the scale and the context the tiled reference found it in (a region centred on a
+    20-40 px face, at any scale, finds only about half of the faces that the tiles find). The
+    fewest tiles that hold all the small faces are chosen (greedy set cover), so a group of faces
+    costs one call. A larger face gets a region REGION_SCALE times its side (at least a tile),
+    or the whole frame when that would not fit."""
+    small: list[set[int]] = []  # per small face: the grid tiles that hold it
+    regions: list[Tile] = []
+    for box in boxes:
+        if not box.overlaps_frame(width, height):
+            continue
+        holders = _holders(box, grid)
+        if holders and max(box.w, box.h) <= tile_size / 3:
+            small.append(holders)
+        else:
+            regions.append(_face_region(box, width, height, tile_size))
+    while small:
+        counts: dict[int, int] = {}
+        for holders in small:
+            for index in holders:
+                counts[index] = counts.get(index, 0) + 1
+        best = min(counts, key=lambda index: (-counts[index], index))
+        regions.append(grid[best])
+        small = [holders for holders in small if best not in holders]
+    unique = list(dict.fromkeys(regions))
+    return sorted(unique, key=lambda tile: (tile.y, tile.x, tile.w))
+
+
+def _holders(box: Box, grid: Sequence[Tile]) -> set[int]:
+    """The grid tiles that hold `box` whole with a margin (a quarter face: the prediction's error),
+    or without one when none does."""
+    for margin in (0.25 * max(box.w, box.h), 0.0):
+        holders = {index for index, tile in enumerate(grid)
+                   if tile.x <= box.x - margin and tile.y <= box.y - margin
+                   and box.x + box.w + margin <= tile.x + tile.w and box.y + box.h + margin <= tile.y + tile.h}
+        if holders:
+            return holders
+    return set()
+
+
+def _face_region(box: Box, width: int, height: int, tile_size: int) -> Tile:
+    side = int(round(max(tile_size, REGION_SCALE * max(box.w, box.h))))
+    if side >= min(width, height):
+        return Tile(0, 0, width, height)
+    cx, cy = box.center
+    x = int(round(min(max(cx - side / 2.0, 0.0), width - side)))
+    y = int(round(min(max(cy - side / 2.0, 0.0), height - side)))
+    return Tile(x, y, side, side)
