@@ -8,12 +8,12 @@ face of the policy overlaps it by IoU >= MATCH_IOU in the same frame.
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from streamer.detect_stage import DetectStage
 from streamer.values import Box, Face, Frame
 
 MATCH_IOU = 0.3
@@ -91,13 +91,10 @@ class FirstDetection:
         return float(np.mean(self.delays)), int(max(self.delays)), self.never
 
 
-def search_and_track(search, tracker, frame: Frame, tick: int) -> list[Face]:
-    """One frame through a search policy and a tracker, as the pipeline's detect stage does:
+def search_and_track(stage: DetectStage, frame: Frame) -> tuple[Face, ...]:
+    """One frame through the detect stage (search policy, tracker), as the pipeline runs it:
     the faces the pipeline would restore."""
-    predicted = tracker.update(frame.index, None)
-    faces = tracker.update(frame.index, search.find(frame, tick, predicted))
-    height, width = frame.image.shape[:2]
-    return [face for face in faces if face.box.overlaps_frame(width, height)]
+    return stage.faces_in(frame.image, frame.index, frame.seconds)
 
 
 def frames_of(images: Iterable[np.ndarray], fps: int = 25) -> Iterable[Frame]:
@@ -110,7 +107,3 @@ def frames_of(images: Iterable[np.ndarray], fps: int = 25) -> Iterable[Frame]:
 
 def boxes(faces: Sequence[Face]) -> list[Box]:
     return [face.box for face in faces]
-
-
-def with_index(frame: Frame, index: int) -> Frame:
-    return dataclasses.replace(frame, index=index)

@@ -132,3 +132,54 @@ def grid_placements(
         y = row * cell_h + (cell_h - face_w) // 2 + (index * 53) % (cell_h // 4) - cell_h // 8
         placements.append(Placement(x, y, face_w))
     return placements
+
+
+@dataclass(frozen=True)
+class Walker:
+    """A face that enters at frame `start` and moves by (dx, dy) px per frame, growing by `grow`
+    px per frame (walking toward the camera)."""
+
+    start_frame: int
+    placement: Placement
+    dx: float = 0.0
+    dy: float = 0.0
+    grow: float = 0.0
+
+    def at(self, frame: int) -> Placement | None:
+        if frame < self.start_frame:
+            return None
+        t = frame - self.start_frame
+        p = self.placement
+        return Placement(round(p.x + self.dx * t), round(p.y + self.dy * t), max(4, round(p.width + self.grow * t)))
+
+
+def walking_scene(width: int, height: int, walkers: list[Walker], frames: int, seed: int = 0):
+    """Frames of a still corridor with faces appearing and moving (one identity per walker), each
+    with its faces' true boxes (those whose box is inside the frame). A generator: one frame at a
+    time, so a long 1080p scene does not fill the memory."""
+    background = cctv_background(width, height, seed)
+    photos = load_faces(len(walkers), seed)
+    for index in range(frames):
+        frame = background.copy()
+        boxes = []
+        for photo, walker in zip(photos, walkers):
+            placement = walker.at(index)
+            if placement is None:
+                continue
+            box = paste_face(frame, photo, placement)
+            if box.x >= 0 and box.y >= 0 and box.x + box.w <= width and box.y + box.h <= height:
+                boxes.append(box)
+        yield frame, boxes
+
+
+def crowd_walkers(width: int, height: int, count: int, frames: int, seed: int = 0) -> list[Walker]:
+    """`count` faces of 20-60 px, entering over the first half of `frames` at random places,
+    walking slowly in random directions and growing a little (a crowd seen from above)."""
+    rng = np.random.default_rng(seed)
+    walkers = []
+    for _ in range(count):
+        size = int(rng.integers(20, 61))
+        x, y = int(rng.integers(size, width - 3 * size)), int(rng.integers(size, height - 3 * size))
+        walkers.append(Walker(int(rng.integers(0, max(1, frames // 2))), Placement(x, y, size),
+                              float(rng.uniform(-3, 3)), float(rng.uniform(-1, 2)), float(rng.uniform(0, 0.2))))
+    return walkers

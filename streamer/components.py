@@ -16,6 +16,7 @@ from streamer.detection import MediaPipeFaceDetector, TilingOptions
 from streamer.model_contract import RestorerSpec
 from streamer.pipeline import Components, Job, PipelineSettings
 from streamer.restoration import TorchScriptRestorer, prepare_crops
+from streamer.search_policy import AdaptiveSearch, SearchBudget
 from streamer.sinks import (
     LOSSLESS_FILE_OPTIONS,
     RecordingOptions,
@@ -140,7 +141,9 @@ def load_restorer(config: Config) -> TorchScriptRestorer | None:
     )
 
 
-def _make_detector(config: Config) -> MediaPipeFaceDetector:
+def _make_detector(config: Config) -> MediaPipeFaceDetector | AdaptiveSearch:
+    """The source's detector; with tiling on and the adaptive policy, wrapped in the policy that
+    decides where it looks (the detect stage asks it every frame)."""
     detection = config.detection
     tiling = detection.tiling
     options = (
@@ -148,7 +151,12 @@ def _make_detector(config: Config) -> MediaPipeFaceDetector:
         if tiling.enabled
         else None
     )
-    return MediaPipeFaceDetector(detection.model_path(), detection.min_score, options, detection.min_face_px)
+    detector = MediaPipeFaceDetector(detection.model_path(), detection.min_score, options, detection.min_face_px)
+    if options is None or detection.search.policy != "adaptive":
+        return detector
+    search = detection.search
+    budget = SearchBudget(search.budget_ms, search.call_ms, search.still_rescan_s)
+    return AdaptiveSearch(detector, options, budget, detection.every_n_frames)
 
 
 def _log_detection(config: Config) -> None:
@@ -156,8 +164,16 @@ def _log_detection(config: Config) -> None:
     logger.info(
         "detector: %s (min score %.2f, every %d frames), tiling %s",
         detection.model_path().name, detection.min_score, detection.every_n_frames,
-        f"on ({tiling.tile_size} px tiles, {tiling.overlap} px overlap)" if tiling.enabled else "off",
+        f"on ({tiling.tile_size} px tiles, {tiling.overlap} px overlap, search {_search_summary(detection)})"
+        if tiling.enabled else "off",
     )
+
+
+def _search_summary(detection) -> str:
+    search = detection.search
+    if search.policy != "adaptive":
+        return "every tile"
+    return f"adaptive, {search.budget_ms:g} ms/frame"
 
 
 def _sink_options(config: Config) -> SinkOptions:

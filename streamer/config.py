@@ -73,12 +73,24 @@ class TilingConfig(_Section):
         return self
 
 
+class SearchConfig(_Section):
+    """With tiling on: where the detector looks in each frame (streamer/search_policy.py)."""
+
+    # adaptive: each tracked face's region every detection round, plus changed tiles, oldest
+    # first, within budget_ms; every_tile: every tile at every detection round (the reference).
+    policy: Literal["adaptive", "every_tile"] = "adaptive"
+    budget_ms: float = Field(12.0, gt=0.0, le=10000.0)  # detector time per video frame
+    call_ms: float = Field(2.5, gt=0.0, le=1000.0)  # one detector call's cost (the budget is in calls)
+    still_rescan_s: float = Field(3.0, gt=0.0, le=3600.0)  # a tile with no change is searched this often
+
+
 class DetectionConfig(_Section):
     model: str = "full_range"  # full_range | short_range | a path to a MediaPipe .tflite
     min_score: float = Field(0.5, gt=0.0, lt=1.0)
     every_n_frames: int = Field(3, ge=1, le=100)
     min_face_px: int = Field(10, ge=0, le=2048)
     tiling: TilingConfig = TilingConfig()
+    search: SearchConfig = SearchConfig()
 
     def model_path(self) -> Path:
         return resolve_repo_path(DETECTOR_MODELS.get(self.model, self.model))

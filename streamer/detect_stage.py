@@ -50,15 +50,19 @@ class DetectStage:
         self.windows = windows
         self.frames_seen = 0
 
-    def faces_in(self, image: np.ndarray, frame_index: int) -> tuple[Face, ...]:
-        """The faces of this frame, tracked (track_id set) and, with a `crop_faces`, cropped."""
-        detections = self._detections(image)
+    def faces_in(self, image: np.ndarray, frame_index: int, seconds: float | None = None) -> tuple[Face, ...]:
+        """The faces of this frame, tracked (track_id set) and, with a `crop_faces`, cropped.
+        `seconds`: the frame's time, for a search policy's clocks (None: counted in frames)."""
+        detections = self._detections(image, frame_index, seconds)
         faces = self._in_picture(self.tracker.update(frame_index, detections), image)
         self.frames_seen += 1
         return tuple(self._windowed(self._cropped(image, faces), frame_index))
 
-    def _detections(self, image: np.ndarray) -> list[Face] | None:
+    def _detections(self, image: np.ndarray, frame_index: int, seconds: float | None) -> list[Face] | None:
         # Counts the frames seen, not frame indices: a live source's drops leave gaps in the index.
+        find = getattr(self.detector, "find", None)
+        if find is not None:  # a search policy (search_policy.py) decides when and where to look
+            return find(image, self.frames_seen, seconds, self.tracker.update(frame_index, None))
         if self.frames_seen % self.every_n:
             return None  # the tracker carries the faces over this frame
         return self.detector.detect(image)

@@ -9,9 +9,9 @@ coordinates and merges duplicates with non-maximum suppression.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Sequence
 
 import mediapipe as mp
 import numpy as np

@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 
 from streamer.detection import Tile, TilingOptions, search_regions
-from streamer.values import Box, Face, Frame
+from streamer.values import Box, Face
 
 # A track's region side, in face sides: the face fills about 1/4 of what the model sees.
 REGION_SCALE = 4.0
@@ -51,6 +51,7 @@ REGION_SCALE = 4.0
 MOTION_FACTOR = 4
 MOTION_THRESHOLD = 18
 MOTION_MIN_PIXELS = 4
+NOMINAL_FPS = 25.0  # frames' time when they carry no timestamp
 
 
 class RegionDetector(Protocol):
@@ -62,7 +63,10 @@ class FaceSearch(Protocol):
     """Decides when and where the detector runs. `find` returns the detections of this frame, or
     None when the detector did not run (the tracker then carries the faces)."""
 
-    def find(self, frame: Frame, tick: int, predicted: Sequence[Face]) -> list[Face] | None: ...
+    def find(self, image: np.ndarray, tick: int, seconds: float | None, predicted: Sequence[Face]) -> list[Face] | None:
+        """`tick`: frames seen so far (0 first); `seconds`: the frame's time (None: tick / NOMINAL_FPS);
+        `predicted`: the tracker's faces at this frame, before this frame's detections."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -110,11 +114,11 @@ class EveryNthFrame:
         self.detector, self.every_n = detector, every_n
         self.counters = SearchCounters()
 
-    def find(self, frame: Frame, tick: int, predicted: Sequence[Face]) -> list[Face] | None:
+    def find(self, image: np.ndarray, tick: int, seconds: float | None, predicted: Sequence[Face]) -> list[Face] | None:
         if tick % self.every_n != 0:
             return None
         started = time.perf_counter()
-        faces = self.detector.detect(frame.image)
+        faces = self.detector.detect(image)
         self.counters.seconds += time.perf_counter() - started
         self.counters.rounds += 1
         return faces
@@ -123,6 +127,12 @@ class EveryNthFrame:
         close = getattr(self.detector, "close", None)
         if close is not None:
             close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class AdaptiveSearch:
@@ -148,12 +158,13 @@ class AdaptiveSearch:
         self._min_changed: list[int] = []  # per tile: changed pixels that make it worth a search
         self._last_time = -math.inf
 
-    def find(self, frame: Frame, tick: int, predicted: Sequence[Face]) -> list[Face] | None:
+    def find(self, image: np.ndarray, tick: int, seconds: float | None, predicted: Sequence[Face]) -> list[Face] | None:
         if tick % self.every_n != 0:
             return None
-        plan = self.plan(frame, tick // self.every_n, predicted)
+        seconds = tick / NOMINAL_FPS if seconds is None else seconds
+        plan = self.plan(image, tick // self.every_n, seconds, predicted)
         started = time.perf_counter()
-        faces = self.detector.detect_regions(frame.image, plan.regions, self.tiling.nms_threshold)
+        faces = self.detector.detect_regions(image, plan.regions, self.tiling.nms_threshold)
         counters = self.counters
         counters.seconds += time.perf_counter() - started
         counters.rounds += 1
@@ -162,14 +173,18 @@ class AdaptiveSearch:
         counters.calls += len(plan.regions)
         return faces
 
-    def plan(self, frame: Frame, round_index: int, predicted: Sequence[Face]) -> Plan:
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Every region at once (the reference search), for callers that detect frame by frame."""
+        height, width = image.shape[:2]
+        return self.detector.detect_regions(image, search_regions(width, height, self.tiling), self.tiling.nms_threshold)
+
+    def plan(self, image: np.ndarray, round_index: int, seconds: float, predicted: Sequence[Face]) -> Plan:
         """The regions to search this round; marks the chosen tiles as searched."""
-        height, width = frame.image.shape[:2]
-        seconds = _frame_seconds(frame)
+        height, width = image.shape[:2]
         if self._size != (width, height) or seconds < self._last_time:
             self._reset(width, height)  # a new stream, or time went back (a loop, a reconnect)
         self._last_time = seconds
-        change_map = change_map_of(frame.image)
+        change_map = change_map_of(image)
         grid = self._tiles[1:] if self.tiling.whole_frame else self._tiles
         regions = tuple(track_regions([face.box for face in predicted], width, height, grid, self.tiling.tile_size))
         first_round = all(last < 0 for last in self._last_round)
@@ -206,6 +221,12 @@ class AdaptiveSearch:
         if close is not None:
             close()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 def first_detection_rounds(tiles: int, calls_per_round: int, tracks: int = 0) -> int:
     """At most how many rounds a changed tile waits before it is searched (the documented bound):
@@ -231,12 +252,6 @@ def changed(before: np.ndarray, now: np.ndarray, min_pixels: int = MOTION_MIN_PI
 def _cells(change_map: np.ndarray, tile: Tile) -> np.ndarray:
     x0, y0 = tile.x // MOTION_FACTOR, tile.y // MOTION_FACTOR
     return change_map[y0 : (tile.y + tile.h) // MOTION_FACTOR, x0 : (tile.x + tile.w) // MOTION_FACTOR]
-
-
-def _frame_seconds(frame: Frame) -> float:
-    if frame.pts is None:
-        return frame.index / 25.0
-    return float(frame.pts * frame.time_base)
 
 
 def track_regions(boxes: Sequence[Box], width: int, height: int, grid: Sequence[Tile], tile_size: int) -> list[Tile]:
@@ -283,10 +298,10 @@ def _holders(box: Box, grid: Sequence[Tile]) -> set[int]:
 
 
 def _face_region(box: Box, width: int, height: int, tile_size: int) -> Tile:
-    side = int(round(max(tile_size, REGION_SCALE * max(box.w, box.h))))
+    side = round(max(tile_size, REGION_SCALE * max(box.w, box.h)))
     if side >= min(width, height):
         return Tile(0, 0, width, height)
     cx, cy = box.center
-    x = int(round(min(max(cx - side / 2.0, 0.0), width - side)))
-    y = int(round(min(max(cy - side / 2.0, 0.0), height - side)))
+    x = round(min(max(cx - side / 2.0, 0.0), width - side))
+    y = round(min(max(cy - side / 2.0, 0.0), height - side))
     return Tile(x, y, side, side)

@@ -85,6 +85,11 @@ class Frame:
     def __post_init__(self) -> None:
         check_rgb_image(self.image, f"Frame {self.source_id}#{self.index}")
 
+    @property
+    def seconds(self) -> float | None:
+        """The presentation time in seconds; None when the source gave no timestamp."""
+        return None if self.pts is None else float(self.pts * self.time_base)
+
 
 # MediaPipe face detection's six landmarks, in its order ("right" is the person's right).
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear", "left_ear")

@@ -178,7 +178,7 @@ class DetectWorker:
                 put(self.outbox, item, self.halt)
                 return
             with self.stats.clocks["detect"].timing():
-                packet = FramePacket(item, self.stage.faces_in(item.image, item.index))
+                packet = FramePacket(item, self.stage.faces_in(item.image, item.index, item.seconds))
             self.stats.faces += len(packet.faces)
             if self.stage.crop_faces is not None:  # a restorer runs: a face without a crop was too large for it
                 self.stats.too_large += sum(face.crop is None for face in packet.faces)
