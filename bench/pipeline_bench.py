@@ -1,6 +1,9 @@
 """Pipeline throughput against a serial loop of the same stages and the decode+encode bound.
 
     python bench/pipeline_bench.py [--max-frames N] [--model PATH] [--threads N] [--videos NAME ...]
+    python bench/pipeline_bench.py --search [--videos NAME ...]   # where the detector looks
+    python bench/pipeline_bench.py --latency [--seconds S]        # a live 720p25 RTSP camera
+    python bench/pipeline_bench.py --presets                      # x264 presets at 1080p
 
 For each video of ../shared/data/videos (crowd_walk_1080p: whole-frame detection; office_cctv_360p:
 tiling on), in one run and with the same components and codec settings:
@@ -13,6 +16,20 @@ and the restorer alone on random crops at batch 1..32 (its best faces/s), agains
 inside the pipeline (faces / the restorer thread's busy time), and the CPU cores each mode kept busy
 (CPU time / wall time: a loaded machine shows below 2 on 2 cores). Prints one table and the ratios
 the targets are stated in. Not a test: numbers depend on the machine and its load (printed).
+
+--search: tiling on (crowd_walk_1080p played SEARCH_LOOPS times over, office_cctv_360p once, and a
+generated 1080p crowd whose true boxes are known), in one run:
+  bound       decode + encode alone
+  every tile  the pipeline with detection.search.policy every_tile (every tile every N frames)
+  adaptive    the pipeline with the adaptive policy (streamer/search_policy.py, the default)
+with fps, faces restored and the detect stage's ms/frame; then, on the same frames without
+encoding, each policy's recall by face size against the reference (the detector on every tile of
+every frame; on the generated scene, against the true boxes too), frames to first detection, and
+the detector's own ms/frame.
+--latency: a generated 720p25 scene served by the RTSP test server (tests/helpers/rtsp_server.py)
+through the pipeline with configs/live_rtsp.yaml: latency from a frame decoded to the frame
+written (p50/p95), and drops.
+--presets: the x264 presets on the crowd clip: encode fps and bytes per frame.
 """
 from __future__ import annotations
 
@@ -35,6 +52,11 @@ from streamer.components import build_components, pipeline_settings  # noqa: E40
 from streamer.config import Config, load_config  # noqa: E402
 from streamer.pipeline import Components, Job, Pipeline  # noqa: E402
 from streamer.workers import CaptureLimits  # noqa: E402
+from streamer.detect_stage import DetectStage  # noqa: E402
+from streamer.search_policy import EveryNthFrame  # noqa: E402
+from streamer.tracking import FaceTracker  # noqa: E402
+from streamer.values import Frame  # noqa: E402
+from bench.search_quality import FirstDetection, Recall, boxes, frames_of, search_and_track  # noqa: E402
 
 VIDEOS_DIR = REPO_ROOT.parent / "shared" / "data" / "videos"
 # video -> config overrides (dotted key -> value). The targets count every detected face as
@@ -198,6 +220,266 @@ def print_table(rows: list[Row]) -> None:
         print(f"{row.video}: pipeline busy ms/frame: {stages}; CPU cores kept busy: {cores}")
 
 
+TILED = {**EVERY_FACE, "detection.tiling.enabled": True}
+SEARCH_LOOPS = {"crowd_walk_1080p.mp4": 4, "office_cctv_360p.mp4": 1}
+POLICIES = ("every_tile", "adaptive")
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast")
+
+
+def looped_clip(name: str, loops: int, out_dir: Path) -> Path:
+    """The video stream of `name` played `loops` times over (packets copied, timestamps shifted)."""
+    import av
+
+    if loops == 1:
+        return VIDEOS_DIR / name
+    target = out_dir / f"loop{loops}_{name}"
+    with av.open(str(VIDEOS_DIR / name)) as source, av.open(str(target), "w") as output:
+        video = source.streams.video[0]
+        stream = output.add_stream_from_template(video)
+        packets = [packet for packet in source.demux(video) if packet.dts is not None]
+        span = max(packet.pts + (packet.duration or 0) for packet in packets) - min(p.pts for p in packets)
+        for loop in range(loops):
+            for packet in packets:
+                packet.stream = stream
+                packet.pts += span if loop else 0
+                packet.dts += span if loop else 0
+                output.mux(packet)
+    return target
+
+
+def tiled_config(args: argparse.Namespace, policy: str, extra: dict | None = None) -> Config:
+    flags = {key: (value, key) for key, value in {**TILED, **(extra or {})}.items()}
+    flags["detection.search.policy"] = (policy, "--search")
+    if args.model:
+        flags["restoration.model"] = (str(args.model.resolve()), "--model")
+    return load_config(args.config, flags)
+
+
+def decoded_frames(path: Path, limit: int | None):
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        for index, frame in enumerate(itertools.islice(container.decode(stream), limit)):
+            yield Frame("bench", index, frame.pts, stream.time_base, frame.to_ndarray(format="rgb24"))
+
+
+def search_quality(frames, truths_of, config: Config, components: dict[str, Components]) -> dict:
+    """Each policy's recall against the reference (every tile, every frame) on the same frames,
+    frames to first detection, and detector ms/frame; with `truths_of`, the reference's and the
+    policies' recall against the true boxes too."""
+    reference = EveryNthFrame(components["every_tile"].make_detector(), 1)
+    searches = {"every_tile": EveryNthFrame(components["every_tile"].make_detector(), config.detection.every_n_frames),
+                "adaptive": components["adaptive"].make_detector()}
+    stages = {name: DetectStage(search, FaceTracker(**config.tracking.model_dump()), None)
+              for name, search in searches.items()}
+    recall = {name: Recall() for name in stages}
+    truth_recall = {name: Recall() for name in ("reference", *stages)}
+    first = {name: FirstDetection() for name in stages}
+    count = 0
+    try:
+        for frame in frames:
+            count += 1
+            found = boxes(reference.find(frame.image, 0, frame.seconds, ()) or [])
+            truths = truths_of(frame.index) if truths_of else None
+            if truths is not None:
+                truth_recall["reference"].add(truths, found)
+            for name, stage in stages.items():
+                faces = boxes(search_and_track(stage, frame))
+                recall[name].add(found, faces)
+                first[name].add(frame.index, found, faces)
+                if truths is not None:
+                    truth_recall[name].add(truths, faces)
+    finally:
+        for search in (reference, *searches.values()):
+            search.close()
+    for detection in first.values():
+        detection.finish()
+    detect_ms = {name: 1000 * search.counters.seconds / max(1, count) for name, search in searches.items()}
+    detect_ms["reference"] = 1000 * reference.counters.seconds / max(1, count)
+    calls = {name: getattr(search.counters, "calls", 0) / max(1, count) for name, search in searches.items()}
+    return {"frames": count, "recall": recall, "truth_recall": truth_recall if truths_of else None,
+            "first": first, "detect_ms": detect_ms, "calls": calls}
+
+
+def bench_search(name: str, args: argparse.Namespace, out_dir: Path) -> dict:
+    configs = {policy: tiled_config(args, policy) for policy in POLICIES}
+    components = {policy: build_components(config) for policy, config in configs.items()}
+    clip = looped_clip(name, SEARCH_LOOPS[name], out_dir)
+    job = Job("bench", str(clip), "", name)
+    output = lambda tag: dataclasses.replace(job, output=str(out_dir / f"{tag}_{name}"))  # noqa: E731
+    cores: dict[str, float] = {}
+    bound_s, frames = timed(lambda: run_bound(output("bound"), components["adaptive"], args.max_frames), cores,
+                            "bound")
+    runs = {"bound": {"fps": frames / bound_s}}
+    for policy in POLICIES:
+        wall, stats = timed(lambda: run_pipeline(output(policy), components[policy], configs[policy],
+                                                 args.max_frames), cores, policy)
+        source = stats.sources["bench"]
+        runs[policy] = {"fps": frames / wall, "restored": source.restored, "faces": source.faces,
+                        "stage_ms": stats.stage_ms_per_frame()}
+    quality = search_quality(decoded_frames(clip, args.max_frames), None, configs["adaptive"], components)
+    return {"video": f"{name} x{SEARCH_LOOPS[name]}", "frames": frames, "runs": runs, "quality": quality,
+            "cores": cores}
+
+
+def bench_generated_scene(args: argparse.Namespace, frames: int = 75) -> dict:
+    """The policies against the true boxes of a generated 1080p crowd (30 CelebA faces walking)."""
+    from samples.scene import crowd_walkers, walking_scene
+
+    config = tiled_config(args, "adaptive")
+    components = {policy: build_components(tiled_config(args, policy)) for policy in POLICIES}
+    walkers = crowd_walkers(1920, 1080, 30, frames, seed=7)
+    truths: dict[int, list] = {}
+
+    def images():
+        for index, (image, true_boxes) in enumerate(walking_scene(1920, 1080, walkers, frames, seed=7)):
+            truths[index] = true_boxes
+            yield image
+
+    quality = search_quality(frames_of(images()), truths.get, config, components)
+    return {"video": "generated crowd 1080p", "frames": quality["frames"], "quality": quality}
+
+
+def print_search(rows: list[dict]) -> None:
+    print(f"cpus={os.cpu_count()} load(1 min)={os.getloadavg()[0]:.2f} (a shared machine shows > 2)")
+    print("pipeline, tiling on:")
+    print(f"{'video':26} {'frames':>6} {'bound fps':>9} {'every-tile fps':>14} {'adaptive fps':>12} "
+          f"{'adapt/every':>11} {'adapt/bound':>11} {'restored e/a':>14} {'detect ms/frame e/a':>20}")
+    for row in rows:
+        if "runs" not in row:
+            continue
+        runs = row["runs"]
+        every, adaptive, bound = runs["every_tile"], runs["adaptive"], runs["bound"]["fps"]
+        print(f"{row['video']:26} {row['frames']:>6} {bound:>9.1f} {every['fps']:>14.1f} {adaptive['fps']:>12.1f} "
+              f"{adaptive['fps'] / every['fps']:>11.2f} {adaptive['fps'] / bound:>11.2f} "
+              f"{every['restored']:>6}/{adaptive['restored']:<7} "
+              f"{every['stage_ms']['detect']:>9.1f}/{adaptive['stage_ms']['detect']:<9.1f}")
+        for policy in POLICIES:
+            stages = "  ".join(f"{stage} {ms:.1f}" for stage, ms in runs[policy]["stage_ms"].items())
+            print(f"    {policy}: busy ms/frame: {stages}")
+    print("detection on the same frames (no encoding); recall of the reference's boxes (every tile, every frame) "
+          "by face size; first detection: mean/worst frames, faces never found")
+    for row in rows:
+        quality = row["quality"]
+        labels = quality["recall"]["adaptive"].labels()
+        print(f"{row['video']} ({quality['frames']} frames); reference detector "
+              f"{quality['detect_ms']['reference']:.1f} ms/frame; reference boxes by size "
+              + ", ".join(f"{label}: {total}" for label, total in zip(labels, quality["recall"]["adaptive"].total)))
+        for policy in POLICIES:
+            recall, (mean, worst, never) = quality["recall"][policy], quality["first"][policy].summary()
+            by_bin = " ".join("  -  " if value is None else f"{value:5.3f}" for value in recall.by_bin())
+            truth = quality["truth_recall"]
+            vs_truth = (f"; vs true boxes >=20 px: {truth[policy].at_least(20):.3f} "
+                        f"(reference {truth['reference'].at_least(20):.3f})" if truth else "")
+            print(f"    {policy:10} recall {by_bin}  >=20 px {recall.at_least(20):.3f}; first detection "
+                  f"{mean:.1f}/{worst} frames, never {never}; detector {quality['detect_ms'][policy]:.1f} ms/frame "
+                  f"({quality['detect_ms']['reference'] / max(1e-9, quality['detect_ms'][policy]):.1f}x less than "
+                  f"the reference), {quality['calls'][policy]:.1f} calls/frame{vs_truth}")
+
+
+class TimedSource:
+    """A source whose frames are stamped when decoded (into `stamps`, by frame index)."""
+
+    def __init__(self, source, stamps: dict[int, float]) -> None:
+        self._source, self.stamps = source, stamps
+
+    def __getattr__(self, name: str):
+        return getattr(self._source, name)
+
+    def __enter__(self) -> TimedSource:
+        self._source.__enter__()
+        return self
+
+    def __exit__(self, *exc_info):
+        return self._source.__exit__(*exc_info)
+
+    def frames(self, stop: threading.Event):
+        for frame in self._source.frames(stop):
+            self.stamps[frame.index] = time.perf_counter()
+            yield frame
+
+
+class TimedSink:
+    """A sink that records, per frame, the seconds from decoded (the stamp) to written."""
+
+    def __init__(self, sink, stamps: dict[int, float], latencies: list[float]) -> None:
+        self._sink, self.stamps, self.latencies = sink, stamps, latencies
+
+    def write(self, frame: Frame) -> None:
+        self._sink.write(frame)
+        self.latencies.append(time.perf_counter() - self.stamps.pop(frame.index))
+
+    def close(self) -> None:
+        self._sink.close()
+
+    def abort(self) -> None:
+        self._sink.abort()
+
+
+def bench_latency(args: argparse.Namespace, out_dir: Path) -> dict:
+    """A live 720p25 camera (the RTSP test server looping a generated scene) through the pipeline."""
+    from samples.scene import crowd_walkers, walking_scene
+    from tests.helpers.rtsp_server import RtspTestServer, gstreamer_problem, write_frames_dir
+
+    problem = gstreamer_problem()
+    if problem:
+        raise SystemExit(f"error: --latency needs the RTSP test server: {problem}")
+    walkers = crowd_walkers(1280, 720, 8, 50, seed=3)
+    frames_dir = write_frames_dir(out_dir / "camera", (image for image, _ in walking_scene(1280, 720, walkers, 50)))
+    flags = {"source.inputs": ([], "-"), "restoration.max_face_px": (0, "-")}
+    config = load_config(REPO_ROOT / "configs" / "live_rtsp.yaml", flags)
+    components = build_components(config)
+    stamps: dict[int, float] = {}
+    latencies: list[float] = []
+    timed_components = dataclasses.replace(
+        components,
+        open_source=lambda url, source_id: TimedSource(components.open_source(url, source_id), stamps),
+        open_sink=lambda target, info: TimedSink(components.open_sink(target, info), stamps, latencies),
+    )
+    with RtspTestServer.start(width=1280, height=720, fps=25, frames_dir=frames_dir) as server:
+        job = Job("camera", server.url, str(out_dir / "live.mp4"), "rtsp 720p25")
+        settings = pipeline_settings(config, CaptureLimits(duration_s=args.seconds))
+        stats = Pipeline([job], timed_components, settings).run()
+    source = stats.sources["camera"]
+    steady = np.array(latencies[25:]) * 1000  # after the first second (model warm-up)
+    return {"frames_in": source.frames_in, "frames_out": source.frames_out, "drops": source.drops,
+            "restored": source.restored, "p50": float(np.percentile(steady, 50)),
+            "p95": float(np.percentile(steady, 95)), "max": float(steady.max()), "seconds": args.seconds,
+            "fps": stats.fps("camera")}
+
+
+def print_latency(result: dict) -> None:
+    print(f"cpus={os.cpu_count()} load(1 min)={os.getloadavg()[0]:.2f}")
+    print(f"live 720p25 (configs/live_rtsp.yaml, tiling + adaptive search, every face restored), {result['seconds']} s:"
+          f" {result['frames_in']} frames in, {result['frames_out']} out, {result['drops']} dropped,"
+          f" {result['restored']} faces restored, {result['fps']:.1f} fps")
+    print(f"latency decoded -> written (after the first second): p50 {result['p50']:.0f} ms, "
+          f"p95 {result['p95']:.0f} ms, max {result['max']:.0f} ms")
+
+
+def bench_presets(args: argparse.Namespace, out_dir: Path) -> None:
+    """Encode the crowd clip (decoded once) with each x264 preset at the configs' crf values."""
+    from streamer.sinks import SinkOptions, open_sink
+    from streamer.sources import open_source
+
+    with open_source(str(VIDEOS_DIR / "crowd_walk_1080p.mp4"), "bench") as source:
+        info = source.info
+        frames = list(itertools.islice(source.frames(threading.Event()), args.max_frames or 105))
+    print(f"cpus={os.cpu_count()} load(1 min)={os.getloadavg()[0]:.2f}; crowd_walk_1080p, {len(frames)} frames")
+    print(f"{'preset':10} {'crf':>3} {'encode fps':>10} {'kB/frame':>8}")
+    for crf in (20, 23):
+        for preset in PRESETS:
+            path = out_dir / f"{preset}_{crf}.mp4"
+            sink = open_sink(str(path), info, SinkOptions(codec="libx264", crf=crf, preset=preset, copy_audio=False))
+            started = time.perf_counter()
+            for frame in frames:
+                sink.write(frame)
+            sink.close()
+            fps = len(frames) / (time.perf_counter() - started)
+            print(f"{preset:10} {crf:>3} {fps:>10.1f} {path.stat().st_size / len(frames) / 1000:>8.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-frames", type=int, help="only the first N frames of each video")
@@ -205,10 +487,24 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="restorer model (default: the config's)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--videos", nargs="*", choices=sorted(VIDEOS), default=sorted(VIDEOS))
+    parser.add_argument("--search", action="store_true", help="every-tile reference vs the adaptive search")
+    parser.add_argument("--no-scene", action="store_true", help="--search without the generated crowd")
+    parser.add_argument("--latency", action="store_true", help="a live 720p25 RTSP camera: latency, drops")
+    parser.add_argument("--seconds", type=float, default=30.0, help="--latency: how long the live run lasts")
+    parser.add_argument("--presets", action="store_true", help="x264 presets at 1080p: speed and size")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pipeline_bench_") as out_dir:
-        rows = [bench_video(name, VIDEOS[name], args, Path(out_dir)) for name in args.videos]
-    print_table(rows)
+        if args.presets:
+            bench_presets(args, Path(out_dir))
+        elif args.latency:
+            print_latency(bench_latency(args, Path(out_dir)))
+        elif args.search:
+            rows = [bench_search(name, args, Path(out_dir)) for name in args.videos]
+            if not args.no_scene:
+                rows.append(bench_generated_scene(args))
+            print_search(rows)
+        else:
+            print_table([bench_video(name, VIDEOS[name], args, Path(out_dir)) for name in args.videos])
 
 
 if __name__ == "__main__":

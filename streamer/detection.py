@@ -145,14 +145,22 @@ class MediaPipeFaceDetector:
         return self._detect_regions(image, search_regions(width, height, tiling), tiling.nms_threshold)
 
     def detect_regions(self, image: np.ndarray, regions: Sequence[Tile], nms_threshold: float = 0.4) -> list[Face]:
-        """Faces in some regions of the frame only (frame coordinates), duplicates merged.
+        """Faces in some regions of the frame only (frame coordinates), duplicates merged."""
+        found = self.detect_each(image, regions)
+        faces = [face for faces in found for face in faces]
+        cut = [touches_inner_edge(face.box, region, image.shape[1], image.shape[0])
+               for region, faces in zip(regions, found) for face in faces]
+        return suppress_duplicates(faces, cut, nms_threshold)
+
+    def detect_each(self, image: np.ndarray, regions: Sequence[Tile]) -> list[list[Face]]:
+        """Each region's faces (frame coordinates), duplicates not merged: a search policy
+        (search_policy.py) learns which region found which face.
 
         The model sees each region shrunk to its input size (192 px for full range), so a region's
-        side sets the scale a face is seen at: a search policy (search_policy.py) picks regions
-        sized for the faces it looks for. One call costs about the same whatever the region's size."""
+        side sets the scale a face is seen at. One call costs about the same whatever the size."""
         check_rgb_image(image, "face detector input")
-        faces = self._detect_regions(image, regions, nms_threshold)
-        return [face for face in faces if max(face.box.w, face.box.h) >= self.min_face_px]
+        return [[face for face in self._detect_in(image, region) if max(face.box.w, face.box.h) >= self.min_face_px]
+                for region in regions]
 
     def _detect_regions(self, image: np.ndarray, regions: Sequence[Tile], nms_threshold: float) -> list[Face]:
         height, width = image.shape[:2]

@@ -1,33 +1,32 @@
 """Where the detector looks in each frame: detection that costs what the scene needs.
 
-Running the detector on every tile of every detection frame (the reference) finds the small
-faces, but a 1080p frame has 29 tiles and each detector call costs about the same (~2.5 ms on
-one core, whatever the region's size), so it costs 60-80 ms a frame. CCTV is mostly a still
-background, and the faces already tracked need not be searched for everywhere. The adaptive
-policy spends a fixed budget per frame instead:
+Running the detector on every tile of every frame (the reference) finds the small faces, but a
+1080p frame has 29 regions (28 tiles of 384 px and the whole frame) and each detector call costs
+about the same (~2.5 ms on one core, whatever the region's size): 60-80 ms a frame. CCTV is mostly
+a still background, and the faces already tracked need not be searched for everywhere. The
+adaptive policy spends a budget per frame instead:
 
-1. **Track-guided regions.** Each live track (the tracker's prediction for this frame) gets a
-   region about REGION_SCALE times its face, so the model sees the face at a good scale; tracks
-   close together share one region as long as it is no coarser than a tile. These are searched
-   on every detection round, so a tracked face is never missed for lack of looking.
-2. **Motion-gated, rotating tiles** (the whole frame counts as one more tile, for big faces).
-   A cheap low-resolution grey copy of the frame tells which tiles changed since they were last
-   searched. Changed tiles are searched oldest first, as many as the budget leaves after the
-   track regions (at least one per round): a full scan spread over a few frames, the tracker
-   carrying the faces in between. A tile that has not changed is searched again only every
-   `still_rescan_s` (a face that sits still and was lost is found again).
+1. **Track-guided regions.** Each live track (the tracker's prediction for this frame) is searched
+   on every detection round in a view that suits it: a small face in a grid tile that holds it
+   whole (the scale and context the reference found it in; one tile for a group of faces), a
+   face that only the whole-frame pass found in the whole frame again, a big face in a region
+   REGION_SCALE times its side. A tracked face is never lost for lack of looking.
+2. **Motion-gated, rotating tiles** (the whole frame counts as one more tile, for big faces). A
+   low-resolution grey copy of the frame (~0.3 ms at 1080p) tells which tiles changed since they
+   were last searched, not counting the pixels on tracked faces. Changed tiles are searched
+   oldest first (then the most changed), as many as the budget leaves after the track regions,
+   at least one per round: a full scan spread over a few frames, the tracker carrying the faces
+   in between. A tile that has not changed is searched again only every `still_rescan_s`.
 
-Budget: `budget_ms` of detector time per video frame, planned as whole detector calls of
-`call_ms` each (a fixed estimate, so a given clip always gets the same plan: deterministic and
-testable). A round (every `every_n` frames) makes max(1, budget_ms * every_n / call_ms) calls, the
-track regions first. The first round searches everything.
+Budget: `budget_ms` of detector time per video frame, planned as whole detector calls of `call_ms`
+each (a fixed estimate, so a clip always gets the same plan: deterministic and testable); unset,
+a quarter of the reference's calls. A round (every `every_n` frames) makes
+max(1, budget_ms * every_n / call_ms) calls, track regions first; the first round searches all.
 
-Time to first detection: a face that appears makes its tile change, and a changed tile waits at
-most for the other changed tiles searched before it, so a new face (one the detector can see in
-a tile) is searched within `first_detection_rounds(tiles, calls per round)` rounds, that is
-`every_n` times that many frames (1080p, 384 px tiles, 8 ms at 2.5 ms a call, every frame: 29
-regions, 2 tile calls a round at worst: 15 frames, 0.6 s at 25 fps; usually far less, because
-still tiles are not in the queue).
+Time to first detection: a face that appears changes its tile, and a changed tile waits at most
+for the other changed tiles searched before it: within `first_detection_rounds(tiles, calls per
+round, track regions)` rounds, `every_n` times that many frames (worst case, every tile changed
+at once; a face in an otherwise still scene is searched in the next round).
 """
 from __future__ import annotations
 
@@ -40,7 +39,13 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from streamer.detection import Tile, TilingOptions, search_regions
+from streamer.detection import (
+    Tile,
+    TilingOptions,
+    search_regions,
+    suppress_duplicates,
+    touches_inner_edge,
+)
 from streamer.values import Box, Face
 
 # A track's region side, in face sides: the face fills about 1/4 of what the model sees.
@@ -52,10 +57,12 @@ MOTION_FACTOR = 4
 MOTION_THRESHOLD = 18
 MOTION_MIN_PIXELS = 4
 NOMINAL_FPS = 25.0  # frames' time when they carry no timestamp
+DEFAULT_SHARE = 0.25  # the default budget: this share of the reference's detector calls per frame
 
 
 class RegionDetector(Protocol):
-    def detect_regions(self, image: np.ndarray, regions: Sequence[Tile], nms_threshold: float = 0.4) -> list[Face]:
+    def detect_each(self, image: np.ndarray, regions: Sequence[Tile]) -> list[list[Face]]:
+        """Each region's faces, in frame coordinates (detection.MediaPipeFaceDetector)."""
         ...
 
 
@@ -71,15 +78,20 @@ class FaceSearch(Protocol):
 
 @dataclass(frozen=True)
 class SearchBudget:
-    budget_ms: float = 8.0  # detector time to spend per video frame
-    call_ms: float = 2.5  # what one detector call costs (bench/pipeline_bench.py prints it)
+    # Detector time to spend per video frame; None: a quarter of what searching every region of
+    # every frame costs (the reference), whatever the frame size.
+    budget_ms: float | None = None
+    call_ms: float = 2.5  # what one detector call costs (bench/pipeline_bench.py --search prints it)
     still_rescan_s: float = 3.0  # a tile that has not changed is searched again after this long
 
     def __post_init__(self) -> None:
-        if self.budget_ms <= 0 or self.call_ms <= 0 or self.still_rescan_s <= 0:
+        if (self.budget_ms is not None and self.budget_ms <= 0) or self.call_ms <= 0 or self.still_rescan_s <= 0:
             raise ValueError(f"SearchBudget: every value must be > 0, got {self}")
 
-    def calls_per_round(self, every_n: int) -> int:
+    def calls_per_round(self, every_n: int, regions: int) -> int:
+        """Detector calls a round may make; `regions`: how many an every-region search makes."""
+        if self.budget_ms is None:
+            return max(1, int(regions * every_n * DEFAULT_SHARE))
         return max(1, int(self.budget_ms * every_n / self.call_ms))
 
 
@@ -157,6 +169,8 @@ class AdaptiveSearch:
         self._snapshots: list[np.ndarray | None] = []  # per tile: its change-map pixels then
         self._min_changed: list[int] = []  # per tile: changed pixels that make it worth a search
         self._last_time = -math.inf
+        self._last_found: list[tuple[Box, Tile]] = []  # the last round's faces and their regions
+        self._found_in: dict[int, Tile] = {}  # track id -> the region that found it last
 
     def find(self, image: np.ndarray, tick: int, seconds: float | None, predicted: Sequence[Face]) -> list[Face] | None:
         if tick % self.every_n != 0:
@@ -164,7 +178,7 @@ class AdaptiveSearch:
         seconds = tick / NOMINAL_FPS if seconds is None else seconds
         plan = self.plan(image, tick // self.every_n, seconds, predicted)
         started = time.perf_counter()
-        faces = self.detector.detect_regions(image, plan.regions, self.tiling.nms_threshold)
+        faces = self._detect(image, plan.regions, predicted)
         counters = self.counters
         counters.seconds += time.perf_counter() - started
         counters.rounds += 1
@@ -176,7 +190,26 @@ class AdaptiveSearch:
     def detect(self, image: np.ndarray) -> list[Face]:
         """Every region at once (the reference search), for callers that detect frame by frame."""
         height, width = image.shape[:2]
-        return self.detector.detect_regions(image, search_regions(width, height, self.tiling), self.tiling.nms_threshold)
+        return self._detect(image, search_regions(width, height, self.tiling), ())
+
+    def _detect(self, image: np.ndarray, regions: Sequence[Tile], predicted: Sequence[Face]) -> list[Face]:
+        """The regions' faces, duplicates merged; remembers which region found each face."""
+        height, width = image.shape[:2]
+        found = [(face, region) for region, faces in zip(regions, self.detector.detect_each(image, regions))
+                 for face in faces]
+        cut = [touches_inner_edge(face.box, region, width, height) for face, region in found]
+        kept = suppress_duplicates([face for face, _ in found], cut, self.tiling.nms_threshold)
+        # Each face's finest view: the smallest region that found it (a tile sees a small face
+        # larger than the whole-frame pass, which NMS may have preferred).
+        self._last_found = [(face.box, min((region for other, region in found if other.box.iou(face.box) >= 0.5),
+                                           key=lambda region: (region.w * region.h, region.y, region.x)))
+                            for face in kept]
+        self._found_in = {}
+        for face in predicted:
+            match = _best_match(face.box, self._last_found)
+            if match is not None and face.track_id is not None:
+                self._found_in[face.track_id] = match
+        return kept
 
     def plan(self, image: np.ndarray, round_index: int, seconds: float, predicted: Sequence[Face]) -> Plan:
         """The regions to search this round; marks the chosen tiles as searched."""
@@ -186,27 +219,45 @@ class AdaptiveSearch:
         self._last_time = seconds
         change_map = change_map_of(image)
         grid = self._tiles[1:] if self.tiling.whole_frame else self._tiles
-        regions = tuple(track_regions([face.box for face in predicted], width, height, grid, self.tiling.tile_size))
-        first_round = all(last < 0 for last in self._last_round)
-        room = len(self._tiles) if first_round else max(1, self.budget.calls_per_round(self.every_n) - len(regions))
+        regions = tuple(track_regions([(face.box, self._known_region(face)) for face in predicted], width, height,
+                                      grid, self.tiling.tile_size))
         searched = [index for index, tile in enumerate(self._tiles) if tile in regions]  # by a track's region
-        chosen = [index for index in self._due_tiles(change_map, seconds) if index not in searched][:room]
+        tracked = _tracked_mask(change_map.shape, [face.box for face in predicted])
+        due = [index for index in self._due_tiles(change_map, tracked, seconds) if index not in searched]
+        chosen = due[: self._room(regions)]
+        overdue = [index for index in due if seconds - self._last_seconds[index] >= self.budget.still_rescan_s]
+        if not chosen and overdue:
+            chosen = overdue[:1]  # every tile is searched at least every still_rescan_s, budget or not
         for index in searched + chosen:
             self._last_round[index] = round_index
             self._last_seconds[index] = seconds
             self._snapshots[index] = _cells(change_map, self._tiles[index]).copy()
         return Plan(regions, tuple(self._tiles[index] for index in sorted(chosen)))
 
-    def _due_tiles(self, change_map: np.ndarray, seconds: float) -> list[int]:
-        """Tiles worth searching now, the longest unsearched first."""
+    def _known_region(self, face: Face) -> Tile | None:
+        """The region that found this face last (the same view finds it again), if known."""
+        region = self._found_in.get(face.track_id) if face.track_id is not None else None
+        return region if region is not None else _best_match(face.box, self._last_found)
+
+    def _room(self, regions: Sequence[Tile]) -> int:
+        """How many tiles this round may search: the budget less the track regions, but at least
+        one (the search for new faces always moves on); every tile in the first round."""
+        if all(last < 0 for last in self._last_round):
+            return len(self._tiles)
+        return max(1, self.budget.calls_per_round(self.every_n, len(self._tiles)) - len(regions))
+
+    def _due_tiles(self, change_map: np.ndarray, tracked: np.ndarray, seconds: float) -> list[int]:
+        """Tiles worth searching now: the longest unsearched first, then the most changed. A change
+        on a tracked face (its track region finds it) does not count: only a change elsewhere may
+        be a new face."""
         due = []
         for index, tile in enumerate(self._tiles):
             snapshot = self._snapshots[index]
+            moved = 0 if snapshot is None else changed_pixels(snapshot, _cells(change_map, tile), _cells(tracked, tile))
             still_for = seconds - self._last_seconds[index]
-            if (snapshot is None or still_for >= self.budget.still_rescan_s
-                    or changed(snapshot, _cells(change_map, tile), self._min_changed[index])):
-                due.append(index)
-        return sorted(due, key=lambda index: (self._last_round[index], index))
+            if snapshot is None or still_for >= self.budget.still_rescan_s or moved >= self._min_changed[index]:
+                due.append((self._last_round[index], -moved, index))
+        return [index for *_, index in sorted(due)]
 
     def _reset(self, width: int, height: int) -> None:
         self._size = (width, height)
@@ -244,9 +295,24 @@ def change_map_of(image: np.ndarray) -> np.ndarray:
     return small.astype(np.int16)
 
 
-def changed(before: np.ndarray, now: np.ndarray, min_pixels: int = MOTION_MIN_PIXELS) -> bool:
-    """At least `min_pixels` of the change map moved by more than MOTION_THRESHOLD grey levels."""
-    return int(np.count_nonzero(np.abs(now - before) > MOTION_THRESHOLD)) >= min_pixels
+def changed_pixels(before: np.ndarray, now: np.ndarray, ignore: np.ndarray | None = None) -> int:
+    """How many pixels of the change map (outside `ignore`) moved by more than MOTION_THRESHOLD."""
+    moved = np.abs(now - before) > MOTION_THRESHOLD
+    if ignore is not None:
+        moved &= ~ignore
+    return int(np.count_nonzero(moved))
+
+
+def _tracked_mask(shape: tuple[int, ...], faces: Sequence[Box]) -> np.ndarray:
+    """The change map's pixels on the tracked faces (each box enlarged by half its side: the
+    face's motion since the tile's last search)."""
+    mask = np.zeros(shape[:2], bool)
+    for box in faces:
+        pad = 0.5 * max(box.w, box.h)
+        x0, y0 = max(0, int((box.x - pad) // MOTION_FACTOR)), max(0, int((box.y - pad) // MOTION_FACTOR))
+        x1, y1 = int((box.x + box.w + pad) // MOTION_FACTOR) + 1, int((box.y + box.h + pad) // MOTION_FACTOR) + 1
+        mask[y0:y1, x0:x1] = True
+    return mask
 
 
 def _cells(change_map: np.ndarray, tile: Tile) -> np.ndarray:
@@ -254,25 +320,32 @@ def _cells(change_map: np.ndarray, tile: Tile) -> np.ndarray:
     return change_map[y0 : (tile.y + tile.h) // MOTION_FACTOR, x0 : (tile.x + tile.w) // MOTION_FACTOR]
 
 
-def track_regions(boxes: Sequence[Box], width: int, height: int, grid: Sequence[Tile], tile_size: int) -> list[Tile]:
-    """The regions that find the tracked faces again this round.
+def track_regions(
+    faces: Sequence[tuple[Box, Tile | None]], width: int, height: int, grid: Sequence[Tile], tile_size: int
+) -> list[Tile]:
+    """The regions that find the tracked faces again this round; `faces`: each predicted box with
+    the region that found it last (None: not known).
 
     A small face (at most a third of a tile) is searched in a tile of the grid that holds it
-    whole: the scale and the context the tiled reference found it in (a region centred on a
-    20-40 px face, at any scale, finds only about half of the faces that the tiles find). The
-    fewest tiles that hold all the small faces are chosen (greedy set cover), so a group of faces
-    costs one call. A larger face gets a region REGION_SCALE times its side (at least a tile),
-    or the whole frame when that would not fit."""
+    whole: the view the tiled reference found it in (a region merely centred on a 20-40 px face
+    finds only about half of the faces the tiles find); the fewest tiles that hold all such faces
+    are chosen (greedy set cover), so a group of faces costs one call. A face that only a
+    larger view found (the whole-frame pass) is searched in that view again. A larger face gets
+    a region REGION_SCALE times its side (at least a tile), or the whole frame."""
     small: list[set[int]] = []  # per small face: the grid tiles that hold it
     regions: list[Tile] = []
-    for box in boxes:
+    for box, known in faces:
         if not box.overlaps_frame(width, height):
+            continue
+        if known is not None and known not in grid and _holds(known, box, 0.0):
+            regions.append(known)  # the whole frame, or a big face's region
             continue
         holders = _holders(box, grid)
         if holders and max(box.w, box.h) <= tile_size / 3:
             small.append(holders)
         else:
             regions.append(_face_region(box, width, height, tile_size))
+    small = [holders for holders in small if not any(grid[index] in regions for index in holders)]
     while small:
         counts: dict[int, int] = {}
         for holders in small:
@@ -289,12 +362,21 @@ def _holders(box: Box, grid: Sequence[Tile]) -> set[int]:
     """The grid tiles that hold `box` whole with a margin (a quarter face: the prediction's error),
     or without one when none does."""
     for margin in (0.25 * max(box.w, box.h), 0.0):
-        holders = {index for index, tile in enumerate(grid)
-                   if tile.x <= box.x - margin and tile.y <= box.y - margin
-                   and box.x + box.w + margin <= tile.x + tile.w and box.y + box.h + margin <= tile.y + tile.h}
+        holders = {index for index, tile in enumerate(grid) if _holds(tile, box, margin)}
         if holders:
             return holders
     return set()
+
+
+def _holds(tile: Tile, box: Box, margin: float) -> bool:
+    return (tile.x <= box.x - margin and tile.y <= box.y - margin
+            and box.x + box.w + margin <= tile.x + tile.w and box.y + box.h + margin <= tile.y + tile.h)
+
+
+def _best_match(box: Box, found: Sequence[tuple[Box, Tile]]) -> Tile | None:
+    """The region of the found face that overlaps `box` most (IoU >= 0.3), if any."""
+    best = max(found, key=lambda entry: box.iou(entry[0]), default=None)
+    return best[1] if best is not None and box.iou(best[0]) >= 0.3 else None
 
 
 def _face_region(box: Box, width: int, height: int, tile_size: int) -> Tile:

@@ -32,10 +32,10 @@ class PerfectDetector:
     def __init__(self, truth_of_frame) -> None:
         self.truth_of_frame, self.frame, self.searched = truth_of_frame, 0, []
 
-    def detect_regions(self, image, regions, nms_threshold=0.4) -> list[Face]:
+    def detect_each(self, image, regions) -> list[list[Face]]:
         self.searched.append((self.frame, tuple(regions)))
-        return [Face(box=box, score=0.9) for box in self.truth_of_frame(self.frame)
-                if any(_holds(region, box) for region in regions)]
+        return [[Face(box=box, score=0.9) for box in self.truth_of_frame(self.frame) if _holds(region, box)]
+                for region in regions]
 
 
 def _holds(region: Tile, box: Box) -> bool:
@@ -82,7 +82,7 @@ def test_face_appearing_in_a_still_tile_is_found_within_the_documented_frames():
     # Still scene: after the first full scan nothing is searched until a still tile's rescan is due.
     assert all(not regions_per_round[frame] for frame in range(1, appears))
     tiles = len(search_regions(WIDTH, HEIGHT, TILING))
-    bound = first_detection_rounds(tiles, BUDGET.calls_per_round(1))
+    bound = first_detection_rounds(tiles, BUDGET.calls_per_round(1, len(search_regions(WIDTH, HEIGHT, TILING))))
     found = next(i for i in range(appears, 60) if any(face.box.iou(box) > 0.5 for face in tracked[i]))
     assert found - appears <= bound
     assert found - appears <= 1  # only the face's own tiles changed: searched at once
@@ -97,7 +97,7 @@ def test_track_guided_region_follows_a_moving_face():
     for frame, regions in searched[1:]:
         truth = walker(frame)[0]
         assert any(_holds(region, truth) for region in regions), f"frame {frame}: the face was not searched"
-        assert len(regions) <= BUDGET.calls_per_round(1)  # a region for the track, not a full scan
+        assert len(regions) <= BUDGET.calls_per_round(1, len(search_regions(WIDTH, HEIGHT, TILING)))  # a region for the track, not a full scan
     assert all(any(face.box.iou(walker(i)[0]) > 0.5 for face in faces) for i, faces in enumerate(tracked))
 
 
