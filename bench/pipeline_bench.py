@@ -129,7 +129,7 @@ def run_serial(job: Job, components: Components, every_n: int, limit: int | None
             sink = components.open_sink(job.output, source.info)
             count = 0
             for frame in itertools.islice(source.frames(threading.Event()), limit):
-                faces = restore_serially(components, stage.faces_in(frame.image, frame.index))
+                faces = restore_serially(components, stage.faces_in(frame.image, frame.index, frame.seconds))
                 sink.write(dataclasses.replace(frame, image=components.compose(frame.image, faces)))
                 count += 1
             sink.close()
