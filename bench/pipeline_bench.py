@@ -4,6 +4,7 @@
     python bench/pipeline_bench.py --search [--videos NAME ...]   # where the detector looks
     python bench/pipeline_bench.py --latency [--seconds S]        # a live 720p25 RTSP camera
     python bench/pipeline_bench.py --presets                      # x264 presets at 1080p
+    python bench/pipeline_bench.py --profile                      # ms/frame of the steps at 1080p
 
 For each video of ../shared/data/videos (crowd_walk_1080p: whole-frame detection; office_cctv_360p:
 tiling on), in one run and with the same components and codec settings:
@@ -480,6 +481,55 @@ def bench_presets(args: argparse.Namespace, out_dir: Path) -> None:
             print(f"{preset:10} {crf:>3} {fps:>10.1f} {path.stat().st_size / len(frames) / 1000:>8.1f}")
 
 
+def bench_profile(args: argparse.Namespace) -> None:
+    """Milliseconds per 1080p frame of each step around detection: decoding, the colour conversions
+    (decoded YUV -> the pipeline's RGB, RGB -> the encoder's YUV), compositing four restored faces,
+    the change map of the search policy, and x264 encoding (superfast, as configs/default.yaml)."""
+    import av
+    import cv2
+
+    from streamer import compositing
+    from streamer.search_policy import change_map_of
+    from streamer.values import Box, Face
+
+    with av.open(str(VIDEOS_DIR / "crowd_walk_1080p.mp4")) as container:
+        stream = container.streams.video[0]
+        started = time.perf_counter()
+        decoded = list(itertools.islice(container.decode(stream), args.max_frames or 60))
+        decode_ms = 1000 * (time.perf_counter() - started) / len(decoded)
+    steps: dict[str, float] = {"decode (PyAV, YUV)": decode_ms}
+
+    def per_frame(name: str, work) -> list:
+        started = time.perf_counter()
+        results = [work(item) for item in inputs]
+        steps[name] = 1000 * (time.perf_counter() - started) / len(inputs)
+        return results
+
+    inputs = decoded
+    images = per_frame("YUV -> RGB (to_ndarray rgb24)", lambda frame: frame.to_ndarray(format="rgb24"))
+    inputs = images
+    crop = np.full((64, 64, 3), 128, np.uint8)
+    faces = [Face(box=Box(300.0 + 300 * k, 400.0, 40.0, 48.0), score=0.9, crop_box=Box(270.0 + 300 * k, 364.0, 100.0,
+                                                                                       100.0), crop=crop, restored=crop)
+             for k in range(4)]
+    per_frame("compose: paste 4 faces", lambda image: compositing.compose(image, faces, "paste"))
+    per_frame("search: change map", change_map_of)
+    yuv = per_frame("RGB -> YUV (cv2 I420)", lambda image: cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420))
+    inputs = yuv
+    video_frames = per_frame("to av.VideoFrame", lambda plane: av.VideoFrame.from_ndarray(plane, format="yuv420p"))
+    with av.open(os.devnull, "w", format="mp4") as output:
+        encoder = output.add_stream("libx264", rate=25)
+        encoder.width, encoder.height, encoder.pix_fmt = 1920, 1080, "yuv420p"
+        encoder.options = {"preset": "superfast", "crf": "20"}
+        inputs = video_frames
+        per_frame("encode x264 superfast (frame-threaded: wall)", lambda frame: encoder.encode(frame))
+        for packet in encoder.encode(None):
+            del packet
+    print(f"cpus={os.cpu_count()} load(1 min)={os.getloadavg()[0]:.2f}; crowd_walk_1080p, {len(decoded)} frames")
+    for name, ms in steps.items():
+        print(f"{name:45} {ms:6.1f} ms/frame")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-frames", type=int, help="only the first N frames of each video")
@@ -492,9 +542,12 @@ def main() -> None:
     parser.add_argument("--latency", action="store_true", help="a live 720p25 RTSP camera: latency, drops")
     parser.add_argument("--seconds", type=float, default=30.0, help="--latency: how long the live run lasts")
     parser.add_argument("--presets", action="store_true", help="x264 presets at 1080p: speed and size")
+    parser.add_argument("--profile", action="store_true", help="ms per 1080p frame of decode, colour, compose, encode")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pipeline_bench_") as out_dir:
-        if args.presets:
+        if args.profile:
+            bench_profile(args)
+        elif args.presets:
             bench_presets(args, Path(out_dir))
         elif args.latency:
             print_latency(bench_latency(args, Path(out_dir)))

@@ -104,9 +104,9 @@ def test_the_pipeline_and_the_bench_serial_loop_both_run_the_detect_stage(monkey
     seen: list[str] = []
     real = DetectStage.faces_in
 
-    def spy(self, image, frame_index):
+    def spy(self, image, frame_index, *rest):
         seen.append(threading.current_thread().name)
-        return real(self, image, frame_index)
+        return real(self, image, frame_index, *rest)
 
     monkeypatch.setattr(detect_stage.DetectStage, "faces_in", spy)
     harness = Harness([FakeSource("a", 6)], make_detector=ClosableDetector)
