@@ -314,8 +314,8 @@ def bench_search(name: str, args: argparse.Namespace, out_dir: Path) -> dict:
                             "bound")
     runs = {"bound": {"fps": frames / bound_s}}
     for policy in POLICIES:
-        wall, stats = timed(lambda: run_pipeline(output(policy), components[policy], configs[policy],
-                                                 args.max_frames), cores, policy)
+        wall, stats = timed(lambda policy=policy: run_pipeline(output(policy), components[policy], configs[policy],
+                                                               args.max_frames), cores, policy)
         source = stats.sources["bench"]
         runs[policy] = {"fps": frames / wall, "restored": source.restored, "faces": source.faces,
                         "stage_ms": stats.stage_ms_per_frame()}
