@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from streamer import REPO_ROOT  # noqa: E402  (first: sets the OpenMP wait policy before torch loads)
+from streamer import REPO_ROOT, SHARED_DATA  # noqa: E402  (first: sets the OpenMP wait policy before torch loads)
 from streamer.components import build_components, pipeline_settings  # noqa: E402
 from streamer.config import Config, load_config  # noqa: E402
 from streamer.pipeline import Components, Job, Pipeline  # noqa: E402
@@ -59,7 +59,7 @@ from streamer.tracking import FaceTracker  # noqa: E402
 from streamer.values import Frame  # noqa: E402
 from bench.search_quality import FirstDetection, Recall, boxes, frames_of, search_and_track  # noqa: E402
 
-VIDEOS_DIR = REPO_ROOT.parent / "shared" / "data" / "videos"
+VIDEOS_DIR = SHARED_DATA / "videos"
 # video -> config overrides (dotted key -> value). The targets count every detected face as
 # restored, so the size cap that spares large faces (restoration.max_face_px) is lifted.
 EVERY_FACE = {"restoration.max_face_px": 0}

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from streamer import REPO_ROOT
+from streamer import SHARED_DATA
 from streamer.compositing import blend_into
 from streamer.values import Box
 
-FACES_DIR = REPO_ROOT.parent / "shared" / "data" / "faces"
+FACES_DIR = SHARED_DATA / "faces"
 FACES_CSV = FACES_DIR / "celeba_wild_256.csv"
 # Photos whose face was small in the original are blurry already; use sharp ones.
 MIN_SOURCE_FACE_PX = 128

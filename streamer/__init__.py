@@ -13,3 +13,6 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]  # relative paths in configs and scripts start here
+# The shared, read-only data (CelebA faces, test videos): ../shared/data beside the repository, or
+# $SHARED_DATA. Training, the benchmarks and some tests need it; the pipeline does not.
+SHARED_DATA = Path(os.environ.get("SHARED_DATA") or REPO_ROOT.parent / "shared" / "data")

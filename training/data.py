@@ -24,14 +24,14 @@ import cv2
 import numpy as np
 import torch
 
-from streamer import REPO_ROOT
+from streamer import REPO_ROOT, SHARED_DATA
 from streamer.model_contract import crops_to_batch, cut_square, resize_square, square_crop_box, windows_to_batch
 from streamer.values import Box
 from training import degrade
 
 log = logging.getLogger(__name__)
 
-FACES_DIR = REPO_ROOT.parent / "shared" / "data" / "faces"
+FACES_DIR = SHARED_DATA / "faces"
 WILD_CSV = "celeba_wild_256.csv"
 DEFAULT_CACHE_DIR = REPO_ROOT / ".cache" / "pairs"
 SPLIT_SEED = 1234

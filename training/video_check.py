@@ -37,7 +37,7 @@ import av
 import cv2
 import numpy as np
 
-from streamer import REPO_ROOT, brightness, compositing
+from streamer import REPO_ROOT, SHARED_DATA, brightness, compositing
 from streamer.components import build_components
 from streamer.config import ConfigError, load_config
 from streamer.model_contract import (
@@ -56,7 +56,7 @@ from training.evaluate import PresetRun, comparison_grid, save_png
 
 log = logging.getLogger(__name__)
 
-DEFAULT_VIDEO = REPO_ROOT.parent / "shared" / "data" / "videos" / "crowd_walk_1080p.mp4"
+DEFAULT_VIDEO = SHARED_DATA / "videos" / "crowd_walk_1080p.mp4"
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
 DEFAULT_OUT_DIR = REPO_ROOT / "runs" / "video_check"
 METHODS = ("bicubic", "model", "ours")  # ours: the model's output as the pipeline pastes it

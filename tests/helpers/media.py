@@ -11,7 +11,6 @@ the time pts * time_base stays i / fps). `codec="libx264rgb"` writes lossless RG
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from functools import lru_cache
@@ -21,7 +20,8 @@ import av
 import cv2
 import numpy as np
 
-from streamer import REPO_ROOT
+from streamer import SHARED_DATA
+from tests.helpers.faces import require_faces
 from streamer.values import Box
 
 AUDIO_RATE = 48000
@@ -33,7 +33,7 @@ DEFAULT_CODEC_OPTIONS = {"libx264rgb": {"qp": "0"}}
 
 def shared_data_dir() -> Path:
     """../shared/data next to the repository (override with env SHARED_DATA)."""
-    return Path(os.environ.get("SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+    return SHARED_DATA
 
 
 def make_frames(count: int, width: int, height: int, seed: int = 0, noise: int = 48) -> list[np.ndarray]:
@@ -197,6 +197,7 @@ def make_face_frames(
     and, per frame, the ground-truth face boxes (MediaPipe convention, frame pixels); a face box
     always stays inside the frame (the faces bounce off the edges).
     """
+    require_faces()  # a test without the shared faces is skipped (fails under CI)
     width, height = size
     rng = np.random.default_rng(seed)
     widths = [face_px] * faces if isinstance(face_px, int) else list(face_px)

@@ -10,7 +10,7 @@ import pytest
 
 from streamer.model_contract import SPEC_FILE_NAME, RestorerSpec, resize_square, square_crop_box
 from streamer.values import Box
-from tests.helpers.faces import require_faces
+from tests.helpers.faces import require_faces, require_shared_data
 from streamer import brightness
 from tests.helpers.models import TEST_INPUT_SIZE, make_spec, save_model
 from training import baselines, data, degrade, evaluate, metrics, video_check
@@ -248,8 +248,7 @@ def test_cctv_degradation_downscales_blurs_and_adds_noise():
 
 @pytest.mark.slow
 def test_video_check_restores_tracked_faces_of_the_crowd_video(tmp_path):
-    if not video_check.DEFAULT_VIDEO.is_file() or not evaluate.DEFAULT_MODEL.is_file():
-        pytest.skip("needs ../shared/data/videos and models/face_restorer.ts")
+    require_shared_data("videos", video_check.DEFAULT_VIDEO.name)
     report = video_check.run(video_check.DEFAULT_VIDEO, video_check.CctvSettings(), video_check.DEFAULT_CONFIG,
                              None, tmp_path)
     assert report["tracks"] >= 3

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from streamer.model_contract import SPEC_FILE_NAME, ContractError, RestorerSpec
+from tests.helpers.faces import require_faces
 from training import train
 from training.export import export_model, load_run, verify_export
 from training.model import ARCHITECTURES, build_model, load_weights_into
@@ -15,6 +16,7 @@ from training.model import ARCHITECTURES, build_model, load_weights_into
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory) -> tuple[Path, train.RunState]:
+    require_faces()
     root = tmp_path_factory.mktemp("quick")
     config = train.load_config(None, {**train.QUICK, "out": str(root / "run"), "cache_dir": str(root / "cache")})
     return Path(config.out), train.train(config)
