@@ -23,7 +23,7 @@ from streamer.sinks import (
     SinkOptions,
     open_sink,
 )
-from streamer.sources import SourceOptions, open_source
+from streamer.sources import open_source
 from streamer.tracking import FaceTracker
 from streamer.values import StreamInfo
 from streamer.workers import Batching, CaptureLimits
@@ -56,10 +56,9 @@ def assemble_components(config: Config, restorer: SpecRestorer | None, report: R
     """The stages of `config` around a restorer loaded elsewhere (shared by several cameras, each
     with its own config, or a remote one); None: faces are not restored. With a `report`, the
     write stage hands every packet to the report's best-shot collector."""
-    source_options = SourceOptions(**config.source.model_dump(exclude={"inputs", "required", "give_up_after_s"}))
     sink_options = _sink_options(config)
     return Components(
-        open_source=functools.partial(open_source, options=source_options),
+        open_source=functools.partial(open_source, options=config.source),
         open_sink=functools.partial(open_sink, options=sink_options, recording=recording_options(config)),
         make_detector=functools.partial(_make_detector, config),
         make_tracker=functools.partial(FaceTracker, **config.tracking.model_dump()),
@@ -145,12 +144,7 @@ def _make_detector(config: Config) -> MediaPipeFaceDetector | AdaptiveSearch:
     """The source's detector; with tiling on and the adaptive policy, wrapped in the policy that
     decides where it looks (the detect stage asks it every frame)."""
     detection = config.detection
-    tiling = detection.tiling
-    options = (
-        TilingOptions(tile_size=tiling.tile_size, overlap=tiling.overlap, whole_frame=tiling.whole_frame)
-        if tiling.enabled
-        else None
-    )
+    options = TilingOptions.from_config(detection.tiling)
     detector = MediaPipeFaceDetector(detection.model_path(), detection.min_score, options, detection.min_face_px)
     if options is None or detection.search.policy != "adaptive":
         return detector

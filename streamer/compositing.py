@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from streamer import brightness
+from streamer.config import CompositingConfig
 from streamer.model_contract import Region, face_region_in_crop, resize_square
 from streamer.values import Box, Face, check_rgb_image
 
@@ -42,18 +43,19 @@ BORDER_RGB = (255, 220, 0)
 LABEL_FONT_SCALE = 0.4
 
 
+_DEFAULTS = CompositingConfig()  # the schema's defaults (config.py holds them all)
+
+
 @dataclass(frozen=True)
 class CompositeOptions:
-    feather: float = 0.15  # width of the blend ramp, as a fraction of the crop side
-    inset_scale: float = 1.0  # overlay: inset side / the model's output side (whole numbers; 1: its own pixels)
+    feather: float = _DEFAULTS.feather  # width of the blend ramp, as a fraction of the crop side
+    inset_scale: int = _DEFAULTS.inset_scale  # overlay: inset side / the model's output side (1: its own pixels)
     label: bool = True  # overlay: write the track id on the inset
-    keep_brightness: bool = True  # in a lit frame a face keeps its own brightness (needs each face's crop)
+    keep_brightness: bool = _DEFAULTS.keep_brightness  # in a lit frame a face keeps its own brightness
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.feather <= 0.5:
-            raise ValueError(f"CompositeOptions: feather must be in [0, 0.5], got {self.feather}")
-        if self.inset_scale <= 0:
-            raise ValueError(f"CompositeOptions: inset_scale must be > 0, got {self.inset_scale}")
+        # The config's rules (config.CompositingConfig), not a copy of them.
+        CompositingConfig(feather=self.feather, inset_scale=self.inset_scale, keep_brightness=self.keep_brightness)
 
 
 def compose(

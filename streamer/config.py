@@ -34,6 +34,8 @@ class _Section(BaseModel):
 
 
 class SourceConfig(_Section):
+    """Also the sources' options (sources.SourceOptions): one schema, one set of defaults and rules."""
+
     # Inputs used when the command line names none (e.g. a camera list); `${VAR}` is expanded.
     inputs: list[str] = []
     # The rest are sources.SourceOptions (live streams only).
@@ -65,6 +67,7 @@ class TilingConfig(_Section):
     tile_size: int = Field(384, ge=64, le=4096)  # px; a face is enlarged by frame size / tile size
     overlap: int = Field(128, ge=0, le=4096)  # px shared by neighbouring tiles: the widest face never cut
     whole_frame: bool = True  # also look at the whole frame, for faces too big for a tile
+    nms_threshold: float = Field(0.4, gt=0.0, le=1.0)  # a box covering more of a better one is a duplicate
 
     @model_validator(mode="after")
     def _overlap_below_tile(self) -> TilingConfig:
@@ -113,7 +116,7 @@ class RestorationConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(16, ge=1, le=512)
     max_latency_ms: float = Field(40.0, ge=0.0, le=10000.0)
-    fp16: bool = False  # CUDA only
+    fp16: bool = True  # CUDA only (a CPU runs float32)
     bf16: bool = False  # CPU autocast, where the CPU supports it
     threads: int = Field(0, ge=0, le=256)  # 0: torch chooses
     # Faces larger than this keep their own pixels: the shipped model outputs a face ~43 px wide
@@ -135,7 +138,7 @@ class CompositingConfig(_Section):
 
 class OutputConfig(_Section):
     codec: Literal["libx264", "ffv1"] = "libx264"
-    crf: int = Field(23, ge=0, le=51)
+    crf: int = Field(20, ge=0, le=51)  # x264 quality: lower is better and larger; 20 keeps faces' detail
     preset: Literal[
         "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
     ] = "superfast"  # real time on 2 cores at 1080p; batch.yaml trades speed for size

@@ -8,6 +8,7 @@ coordinates and merges duplicates with non-maximum suppression.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import mediapipe as mp
 import numpy as np
 from mediapipe.tasks.python import BaseOptions, vision
 
+from streamer.config import TilingConfig
 from streamer.errors import UserError
 from streamer.values import Box, Face, check_rgb_image
 
@@ -30,23 +32,27 @@ class DetectorLoadError(UserError, RuntimeError):
     """The face-detection model file cannot be used."""
 
 
+_TILING = TilingConfig()  # the schema's defaults
+
+
 @dataclass(frozen=True)
 class TilingOptions:
     """Overlapping square tiles. A face narrower than `overlap` is whole inside at least one tile;
     faces too big for the tiles are found by the whole-frame pass."""
 
-    tile_size: int = 384
-    overlap: int = 128
-    whole_frame: bool = True  # also run the model on the whole frame (finds the big faces)
-    nms_threshold: float = 0.4  # suppress a box covering more than this fraction of a better one
+    tile_size: int = _TILING.tile_size
+    overlap: int = _TILING.overlap
+    whole_frame: bool = _TILING.whole_frame  # also run the model on the whole frame (finds the big faces)
+    nms_threshold: float = _TILING.nms_threshold  # suppress a box covering more than this fraction of a better one
 
     def __post_init__(self) -> None:
-        if self.tile_size < 64:
-            raise ValueError(f"TilingOptions: tile_size must be >= 64 px, got {self.tile_size}")
-        if not 0 <= self.overlap < self.tile_size:
-            raise ValueError(f"TilingOptions: overlap must be in [0, tile_size), got {self.overlap}")
-        if not 0.0 < self.nms_threshold <= 1.0:
-            raise ValueError(f"TilingOptions: nms_threshold must be in (0, 1], got {self.nms_threshold}")
+        # The config's rules (config.TilingConfig), not a copy of them.
+        TilingConfig(enabled=True, **dataclasses.asdict(self))
+
+    @classmethod
+    def from_config(cls, tiling: TilingConfig) -> TilingOptions | None:
+        """The options of an enabled tiling section, None when tiling is off."""
+        return cls(**tiling.model_dump(exclude={"enabled"})) if tiling.enabled else None
 
 
 @dataclass(frozen=True)

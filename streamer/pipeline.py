@@ -18,6 +18,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from streamer.camera import CameraJob, CameraLinks, CameraLost, CameraPolicy
+from streamer.config import LoggingConfig, PipelineConfig, RestorationConfig
 from streamer.detect_stage import CropFaces, Detector, DetectStage, Tracker
 from streamer.stats import RunStats
 from streamer.track_window import TrackWindows
@@ -86,15 +87,20 @@ class Components:
         return DetectStage(detector, self.make_tracker(), crop_faces, every_n, windows)
 
 
+_RESTORATION, _PIPELINE, _LOGGING = RestorationConfig(), PipelineConfig(), LoggingConfig()  # the schema's defaults
+
+
 @dataclass(frozen=True)
 class PipelineSettings:
-    every_n_frames: int = 1
-    batching: Batching = Batching(batch_size=8, max_latency_s=0.04)
-    queue_size: int = 8
-    live_queue_size: int = 2
-    live_drop: str = "oldest"
+    """components.pipeline_settings builds these from a Config; the defaults are the schema's."""
+
+    every_n_frames: int = 1  # tests' fakes detect on every frame
+    batching: Batching = Batching(_RESTORATION.batch_size, _RESTORATION.max_latency_ms / 1000.0)
+    queue_size: int = _PIPELINE.queue_size
+    live_queue_size: int = _PIPELINE.live_queue_size
+    live_drop: str = _PIPELINE.live_drop
     limits: CaptureLimits = field(default_factory=CaptureLimits)
-    status_interval_s: float = 10.0  # period of the status log line of a live run
+    status_interval_s: float = _LOGGING.status_interval_s  # period of the status log line of a live run
     camera: CameraPolicy = field(default_factory=CameraPolicy)  # restarts and giving up, per camera
     warn_down_s: float = 30.0  # a camera not up for this long gets a WARNING in the status log
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from streamer.config import RestorationConfig
 from streamer.errors import UserError
 from streamer.model_contract import (
     SPEC_FILE_NAME,
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 # The dummy batch's output may overshoot [0, 1] a little (it is clipped); more means another range.
 OUTPUT_RANGE_SLACK = 0.25
 CHECK_BATCH = 2
+_DEFAULTS = RestorationConfig()  # the schema's defaults (config.py holds them all)
 
 
 class ModelLoadError(UserError, RuntimeError):
@@ -70,7 +72,7 @@ class TorchScriptRestorer:
         device: torch.device,
         half: bool = False,
         bf16_autocast: bool = False,
-        max_batch: int = 16,
+        max_batch: int = _DEFAULTS.batch_size,
     ) -> None:
         self.spec = spec
         self.device = device
@@ -85,11 +87,11 @@ class TorchScriptRestorer:
     def load(
         cls,
         path: str | Path,
-        device: str = "auto",
-        fp16: bool = True,
-        bf16: bool = False,
+        device: str = _DEFAULTS.device,
+        fp16: bool = _DEFAULTS.fp16,
+        bf16: bool = _DEFAULTS.bf16,
         threads: int | None = None,
-        max_batch: int = 16,
+        max_batch: int = _DEFAULTS.batch_size,
     ) -> TorchScriptRestorer:
         """Load and check a restorer. fp16 applies on CUDA only, bf16 (autocast) on CPUs with
         native bf16 only. `threads` sets torch's intra-op threads for the whole process."""

@@ -60,6 +60,7 @@ import av
 import cv2
 import numpy as np
 
+from streamer.config import OutputConfig
 from streamer.errors import UserError
 from streamer.urls import mask_credentials, push_format, url_scheme
 from streamer.values import Frame, StreamInfo
@@ -76,11 +77,14 @@ class SinkError(UserError):
     """An output cannot be written (one line, credentials masked)."""
 
 
+_OUTPUT = OutputConfig()  # the schema's defaults (config.py holds them all)
+
+
 @dataclass(frozen=True)
 class SinkOptions:
-    codec: str = "libx264"
-    crf: int | None = 20  # x264/x265 only
-    preset: str | None = "veryfast"  # x264/x265 only
+    codec: str = _OUTPUT.codec
+    crf: int | None = _OUTPUT.crf  # x264/x265 only
+    preset: str | None = _OUTPUT.preset  # x264/x265 only
     pix_fmt: str = "yuv420p"
     codec_options: Mapping[str, str] = field(default_factory=dict)  # passed to the encoder as-is
     copy_audio: bool = True

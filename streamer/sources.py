@@ -40,11 +40,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
 
 import av
 import numpy as np
 
+from streamer.config import SourceConfig
 from streamer.errors import UserError
 from streamer.urls import is_live_url, mask_credentials, not_a_file_hint, url_scheme
 from streamer.values import Frame, StreamInfo
@@ -59,27 +59,9 @@ class SourceError(UserError):
     """A source the user named cannot be read (one line, credentials masked)."""
 
 
-@dataclass(frozen=True)
-class SourceOptions:
-    transport: Literal["tcp", "udp"] = "tcp"  # RTSP transport
-    open_timeout_s: float = 10.0  # connecting and reading the stream header
-    read_timeout_s: float = 5.0  # no data for this long = a stalled stream (a disconnect)
-    reconnect_initial_s: float = 0.5  # first backoff delay after a disconnect
-    reconnect_max_s: float = 30.0  # backoff cap
-    reconnect_recent_max_s: float = 2.0  # backoff cap while the stream was up within RECENT_S
-    connect_attempts: int = 3  # tries for the first connection before open_source gives up
-
-    def __post_init__(self) -> None:
-        if self.transport not in ("tcp", "udp"):
-            raise ValueError(f"SourceOptions.transport: expected 'tcp' or 'udp', got {self.transport!r}")
-        for name in ("open_timeout_s", "read_timeout_s", "reconnect_initial_s", "reconnect_max_s",
-                     "reconnect_recent_max_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"SourceOptions.{name}: expected a positive number, got {getattr(self, name)}")
-        if self.reconnect_max_s < self.reconnect_initial_s:
-            raise ValueError("SourceOptions.reconnect_max_s: must be >= reconnect_initial_s")
-        if self.connect_attempts < 1:
-            raise ValueError(f"SourceOptions.connect_attempts: expected >= 1, got {self.connect_attempts}")
+# A source's options are the config's `source` section (its `inputs` aside): the schema holds the
+# defaults and the rules.
+SourceOptions = SourceConfig
 
 
 @dataclass

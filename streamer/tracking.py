@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamer.config import TrackingConfig
 from streamer.values import Box, Face
 
 MIN_SIDE_PX = 1.0
@@ -64,25 +65,14 @@ class FaceTracker:
     the detector overlooks once keeps being restored), and dropped at the next miss.
     """
 
-    def __init__(
-        self,
-        max_missed: int = 2,
-        iou_threshold: float = 0.2,
-        max_center_distance: float = 1.5,
-        smoothing: float = 0.6,
-        velocity_smoothing: float = 0.3,
-    ) -> None:
-        if max_missed < 0:
-            raise ValueError(f"max_missed must be >= 0, got {max_missed}")
-        if not 0.0 < smoothing <= 1.0:
-            raise ValueError(f"smoothing must be in (0, 1], got {smoothing}")
-        if not 0.0 <= velocity_smoothing <= 1.0:
-            raise ValueError(f"velocity_smoothing must be in [0, 1], got {velocity_smoothing}")
-        self.max_missed = max_missed
-        self.iou_threshold = iou_threshold
-        self.max_center_distance = max_center_distance  # in face sizes
-        self.smoothing = smoothing  # alpha: how far one detection moves the box
-        self.velocity_smoothing = velocity_smoothing  # beta: how far it changes the velocity
+    def __init__(self, **settings: float) -> None:
+        """`settings`: config.TrackingConfig's keys; the schema holds their defaults and rules."""
+        checked = TrackingConfig(**settings)
+        self.max_missed = checked.max_missed
+        self.iou_threshold = checked.iou_threshold
+        self.max_center_distance = checked.max_center_distance  # in face sizes
+        self.smoothing = checked.smoothing  # alpha: how far one detection moves the box
+        self.velocity_smoothing = checked.velocity_smoothing  # beta: how far it changes the velocity
         self._tracks: list[_Track] = []
         self._ids = itertools.count(1)
         self._last_frame = -1

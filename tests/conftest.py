@@ -1,6 +1,7 @@
 """Fixtures shared by the CLI and end-to-end tests: generated clips, test models, a CLI runner."""
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from streamer import REPO_ROOT
+from tests.helpers import faces as faces_helper
+from tests.helpers.faces import HOW_TO_GET_IT
 from tests.helpers.media import make_face_frames, write_clip
 from tests.helpers.models import save_model
 
@@ -63,3 +66,14 @@ def run_cli():
         return CliResult(completed.returncode, completed.stdout, completed.stderr)
 
     return run
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Every skip for missing shared data is reported at one place, so `-ra` prints one line for all
+    of them (with their count) instead of one line per test."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and isinstance(report.longrepr, tuple) and report.longrepr[2].endswith(HOW_TO_GET_IT):
+        line = inspect.getsourcelines(faces_helper.require_shared_data)[1]
+        report.longrepr = (str(Path(faces_helper.__file__).relative_to(REPO_ROOT)), line, report.longrepr[2])

@@ -75,3 +75,30 @@ def test_relative_model_paths_resolve_against_the_repository(tmp_path, monkeypat
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_the_shipped_configs_are_valid(path):
     load_config(path)
+
+
+def test_the_default_config_file_states_the_schemas_defaults():
+    """configs/default.yaml documents the defaults; the schema (streamer/config.py) is where they live, and
+    the stages take theirs from it. A value in the file that differs would be a second default."""
+    assert load_config(REPO_ROOT / "configs" / "default.yaml") == Config()
+
+
+def test_the_stages_defaults_are_the_schemas():
+    from streamer.compositing import CompositeOptions
+    from streamer.detection import TilingOptions
+    from streamer.pipeline import PipelineSettings
+    from streamer.sinks import SinkOptions
+    from streamer.tracking import FaceTracker
+
+    config = Config()
+    sink, settings, tracker = SinkOptions(), PipelineSettings(), FaceTracker()
+    assert (sink.codec, sink.crf, sink.preset) == (config.output.codec, config.output.crf, config.output.preset)
+    assert settings.batching.batch_size == config.restoration.batch_size
+    assert settings.queue_size == config.pipeline.queue_size
+    assert tracker.max_missed == config.tracking.max_missed and tracker.smoothing == config.tracking.smoothing
+    assert TilingOptions().tile_size == config.detection.tiling.tile_size
+    assert CompositeOptions().feather == config.compositing.feather
+    with pytest.raises(ValueError, match="overlap"):
+        TilingOptions(tile_size=128, overlap=128)  # the schema's rule
+    with pytest.raises(ValueError, match="smoothing"):
+        FaceTracker(smoothing=0)

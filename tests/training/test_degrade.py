@@ -16,6 +16,7 @@ SIZE, CROP_SCALE = 64, 1.5
 @pytest.fixture(scope="module")
 def squares() -> list[np.ndarray]:
     """Six real validation faces as high-resolution square crops."""
+    require_faces()
     return [clean_square(record, CROP_SCALE) for record in split_records().val[:6]]
 
 
@@ -185,6 +186,7 @@ def test_identity_split_is_fixed_and_disjoint():
 
 
 def test_split_drops_faces_too_small_in_the_source():
+    require_faces()
     split = split_records()
     assert all(r.face_px_in_source >= 64 for r in split.train + split.val)
     assert {r.identity for r in split.val} <= set(split.val_identities)
