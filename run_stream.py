@@ -62,9 +62,10 @@ examples:
       --metrics-port 9108
 
 exit status:
-  0 every input was processed; 1 some files of a batch failed (each is listed at the end,
-  the others were written); 2 bad input (missing or unreadable file, malformed URL, bad
-  config or model, output exists without --overwrite): nothing written, fix and rerun;
+  0 every input was processed; 1 some files of a batch failed, or an input was truncated
+  (each is listed at the end; the others, and what a truncated file held, were written);
+  2 bad input (missing or unreadable file, malformed URL, bad config or model, output exists
+  without --overwrite): nothing written, fix and rerun;
   3 a camera could not be reached or kept after its retries (source.required,
   source.give_up_after_s): the other cameras recorded; retryable; 130 interrupted (Ctrl-C
   once finishes the frames in flight and keeps a playable output; twice aborts and removes a

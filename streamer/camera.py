@@ -103,7 +103,6 @@ class CameraJob:
         self._delay_s = policy.restart_initial_s
         self._sink: Any = None
         self._source: Any = None
-        self._earlier_reconnects = self._earlier_corrupt = 0
         self._end_sent = False
         self._observer: Any = None  # sees the camera's packets across generations (the report's collector)
         self._observer_closed = False
@@ -124,7 +123,6 @@ class CameraJob:
                     ended = self._run_generation(source)
                 finally:
                     self._watch()
-                    self._earlier_reconnects, self._earlier_corrupt = self.stats.reconnects, self.stats.corrupt_packets
                     self._source = None
                     _close(source)
                 if ended:
@@ -139,7 +137,8 @@ class CameraJob:
     def _open_source(self) -> Any:
         """The opened source, or None after a failure that is to be retried."""
         try:
-            source = self.components.open_source(self.job.input, self.job.source_id)
+            # Every opening counts into the camera's one SourceStats: its reconnects add up over generations.
+            source = self.components.open_source(self.job.input, self.job.source_id, stats=self.stats)
         except Exception as error:  # noqa: BLE001 - any failure to open is this camera's fault
             message = mask_credentials(str(error))
             self.stats.last_error = message
@@ -186,10 +185,6 @@ class CameraJob:
         elif self.stats.state == "up":
             self.stats.set_state("reconnecting")
             self.stats.state_since = time.time() - silent
-        source_counters = getattr(self._source, "stats", None)
-        if source_counters is not None:  # a new source counts from 0: add the earlier sources' counts
-            self.stats.reconnects = self._earlier_reconnects + getattr(source_counters, "reconnects", 0)
-            self.stats.corrupt_packets = self._earlier_corrupt + getattr(source_counters, "corrupt_packets", 0)
         counters = getattr(self._sink, "dropped", None)
         if counters is not None:
             self.stats.output_drops = self._sink.dropped

@@ -253,7 +253,8 @@ class JobRunner:
         source = stats.sources[job.source_id]
         logger.info("%s -> %s: %d frames, %d faces, %.1f fps", job.label, job.output, source.frames_out,
                     source.faces, stats.fps(job.source_id))
-        return JobResult(job, stats, None)
+        # A cut input's output is written and playable, but it is not the whole recording: not "ok".
+        return JobResult(job, stats, mask_credentials(source.last_error) if source.truncated else None)
 
     def _run_pipeline(self, jobs: list[Job], progress: Callable[[RunStats], None] | None) -> RunStats:
         pipeline = Pipeline(jobs, self.components, self.settings)

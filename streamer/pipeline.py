@@ -68,7 +68,7 @@ class Job:
 class Components:
     """The stages the pipeline runs, injected so tests can swap in fakes."""
 
-    open_source: Callable[[str, str], Source]  # (input, source_id) -> Source
+    open_source: Callable[..., Source]  # (input, source_id, stats=SourceStats) -> Source counting into stats
     open_sink: Callable[[str, StreamInfo], Sink]  # (output, info of its source) -> Sink
     make_detector: Callable[[], Detector]  # one per source (a detector is not shared by threads)
     make_tracker: Callable[[], Tracker]
@@ -134,8 +134,7 @@ class Pipeline:
         The first exception raised by any stage is re-raised here, after every thread has stopped."""
         with ExitStack() as resources:
             files = [job for job in self.jobs if not job.is_camera]
-            sources = {job.source_id: resources.enter_context(self._components(job).open_source(job.input, job.source_id))
-                       for job in files}
+            sources = {job.source_id: resources.enter_context(self._open_source(job)) for job in files}
             detectors = [self._detector(resources, job) for job in files]
             sinks = self._open_sinks(files, sources)
             writers = self._start(files, sources, sinks, detectors)
@@ -260,7 +259,6 @@ class Pipeline:
             duration = self.settings.limits.duration_s
             if cameras and duration is not None and time.monotonic() - started >= duration:
                 self.request_stop()  # cameras that are down or still connecting end with the others
-            self._copy_source_counters(sources)
             self.stats.sample_window()
             self.stats.restore_queue_depth = self._restore_inbox.qsize() if self._restore_inbox else 0
             if on_progress is not None:
@@ -268,7 +266,6 @@ class Pipeline:
             if live and time.monotonic() >= next_status:
                 self._log_status()
                 next_status += self.settings.status_interval_s
-        self._copy_source_counters(sources)
 
     def _note_cameras_never_reached(self) -> None:
         """A camera that never delivered a frame in the whole run was not reached: say so (exit 3)."""
@@ -288,12 +285,10 @@ class Pipeline:
                 logger.warning("%s: camera %s for %.0f s (%s)", source.label, source.state, now - source.state_since,
                                source.last_error or "no frame")
 
-    def _copy_source_counters(self, sources: dict[str, Source]) -> None:
-        for source_id, source in sources.items():
-            counters = getattr(source, "stats", None)
-            stats = self.stats.sources[source_id]
-            stats.reconnects = getattr(counters, "reconnects", stats.reconnects)
-            stats.corrupt_packets = getattr(counters, "corrupt_packets", stats.corrupt_packets)
+    def _open_source(self, job: Job) -> Source:
+        """The job's source, counting into the run's stats for it (one object: what the source counts,
+        disconnects and errors included, reaches the summary and --stats-json)."""
+        return self._components(job).open_source(job.input, job.source_id, stats=self.stats.sources[job.source_id])
 
     def _stop_threads(self) -> None:
         deadline = time.monotonic() + JOIN_TIMEOUT_S

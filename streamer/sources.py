@@ -37,7 +37,6 @@ import random
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -46,6 +45,7 @@ import numpy as np
 
 from streamer.config import SourceConfig
 from streamer.errors import UserError
+from streamer.stats import SourceStats
 from streamer.urls import is_live_url, mask_credentials, not_a_file_hint, url_scheme
 from streamer.values import Frame, StreamInfo
 
@@ -64,23 +64,15 @@ class SourceError(UserError):
 SourceOptions = SourceConfig
 
 
-@dataclass
-class SourceStats:
-    """Counters a source updates while it runs (read them from any thread)."""
-
-    frames: int = 0
-    corrupt_packets: int = 0  # packets the decoder rejected and the source skipped
-    disconnects: int = 0  # live: streams lost (end of stream, read timeout, read error)
-    reconnects: int = 0  # live: connections re-established after a disconnect
-    last_error: str | None = None
-
-
-def open_source(url_or_path: str, source_id: str, options: SourceOptions | None = None) -> FileSource | LiveSource:
-    """Open a video file or a live stream URL; raises SourceError when it cannot be read."""
+def open_source(
+    url_or_path: str, source_id: str, options: SourceOptions | None = None, stats: SourceStats | None = None
+) -> FileSource | LiveSource:
+    """Open a video file or a live stream URL; raises SourceError when it cannot be read. The source
+    counts into `stats` (a pipeline passes its run's SourceStats for this source), or its own."""
     options = options or SourceOptions()
     if is_live_url(url_or_path):
-        return LiveSource(url_or_path, source_id, options)
-    return FileSource(url_or_path, source_id)
+        return LiveSource(url_or_path, source_id, options, stats)
+    return FileSource(url_or_path, source_id, stats)
 
 
 class _Decoding:
@@ -204,10 +196,10 @@ class _Source:
 class FileSource(_Source):
     """Every frame of a video file, in order; see the module docstring for errors."""
 
-    def __init__(self, path: str, source_id: str) -> None:
+    def __init__(self, path: str, source_id: str, stats: SourceStats | None = None) -> None:
         super().__init__()
         self.path = path
-        self.stats = SourceStats()
+        self.stats = stats or SourceStats(source_id, path)
         if not Path(path).exists():
             raise SourceError(f"{mask_credentials(path)}: no such file{not_a_file_hint(path)}")
         if not Path(path).is_file():
@@ -233,15 +225,16 @@ class FileSource(_Source):
         for index, decoded in enumerate(_chain(first, self._decoding.decoded)):
             if stop.is_set():
                 return
-            self.stats.frames += 1
+            self.stats.decoded += 1
             yield Frame(self.info.source_id, index, decoded.pts, Fraction(decoded.time_base), _rgb(decoded))
         self._check_complete()
 
     def _check_complete(self) -> None:
         """Warn when the file ended before the frame count its header promised (a cut file)."""
         expected = self._decoding.stream.frames
-        if expected and self.stats.frames < expected:
-            self.stats.last_error = f"{self.path}: decoded {self.stats.frames} of {expected} frames (truncated file?)"
+        if expected and self.stats.decoded < expected:
+            self.stats.truncated = True
+            self.stats.last_error = f"{self.path}: truncated: decoded {self.stats.decoded} of {expected} frames"
         if self.stats.last_error:
             logger.warning("%s", self.stats.last_error)
 
@@ -320,12 +313,12 @@ class _LiveClock:
 class LiveSource(_Source):
     """A live stream that reconnects forever once it has been seen; see the module docstring."""
 
-    def __init__(self, url: str, source_id: str, options: SourceOptions) -> None:
+    def __init__(self, url: str, source_id: str, options: SourceOptions, stats: SourceStats | None = None) -> None:
         super().__init__()
         self.url = url
         self.masked_url = mask_credentials(url)
         self.options = options
-        self.stats = SourceStats()
+        self.stats = stats or SourceStats(source_id, self.masked_url)
         self._connection, first = self._first_connection()
         self.info = StreamInfo(
             source_id=source_id,
@@ -412,8 +405,8 @@ class LiveSource(_Source):
 
     def _live_frame(self, decoded: av.VideoFrame) -> Frame:
         pts = self._clock.place(decoded.pts, decoded.time_base, time.monotonic())
-        frame = Frame(self.info.source_id, self.stats.frames, pts, LIVE_TIME_BASE, _rgb(decoded))
-        self.stats.frames += 1
+        frame = Frame(self.info.source_id, self.stats.decoded, pts, LIVE_TIME_BASE, _rgb(decoded))
+        self.stats.decoded += 1
         return frame
 
     def _drop_connection(self) -> None:

@@ -1,7 +1,7 @@
 """Counters and per-stage timing of a pipeline run, its summary table and its JSON form.
 
-Each counter has one writer (the thread of its stage), so no lock is needed: the supervisor
-and the progress display only read them.
+Each counter has one writer (the thread of its stage, named at each field), so no lock is needed:
+the supervisor and the progress display only read them.
 """
 from __future__ import annotations
 
@@ -64,18 +64,30 @@ class StageClock:
 
 @dataclass
 class SourceStats:
-    source_id: str
-    label: str  # the input as it may be shown (credentials masked)
-    frames_in: int = 0  # frames the capture thread read
-    frames_out: int = 0  # frames written to the output
+    """One source's counters, from the source itself to its output: the one object the source, the
+    stages, the summary and --stats-json all use."""
+
+    source_id: str = ""
+    label: str = ""  # the input as it may be shown (credentials masked)
+    # Written by the source, whose frames() runs in the capture thread:
+    decoded: int = 0  # frames decoded
+    corrupt_packets: int = 0  # packets the decoder rejected and the source skipped
+    disconnects: int = 0  # live: streams lost (end of stream, read timeout, read error)
+    reconnects: int = 0  # live: connections re-established after a disconnect
+    truncated: bool = False  # a file that ended before the frame count its header states
+    # Written by the capture thread:
+    frames_in: int = 0  # frames handed to the pipeline
+    capture_drops: int = 0  # live frames dropped because detection was late
+    # Written by the detect thread:
     faces: int = 0  # faces found or carried by the tracker, summed over frames
-    restored: int = 0  # faces the restorer processed
     # faces the restorer was never given although it runs: larger than restoration.max_face_px (the
     # restorer's output holds a face of only input_size / crop_scale px; pasted over a larger face it blurs it)
     too_large: int = 0
-    drops: int = 0  # live frames dropped because downstream was late
-    reconnects: int = 0
-    corrupt_packets: int = 0
+    # Written by the restorer thread:
+    restored: int = 0  # faces the restorer processed
+    late_output_drops: int = 0  # live frames dropped because the output was late
+    # Written by the write thread:
+    frames_out: int = 0  # frames written to the output
     clocks: dict[str, StageClock] = field(default_factory=lambda: {name: StageClock() for name in PER_SOURCE_STAGES})
     # Live cameras (camera.CameraJob): health an operator watches.
     live: bool = False  # a camera (supervised, reconnecting), not a file
@@ -85,7 +97,7 @@ class SourceStats:
     restarts: int = 0  # times the camera's job was restarted after a fault
     output_drops: int = 0  # frames a push output dropped while reconnecting
     output_reconnects: int = 0
-    last_error: str | None = None  # the last fault, one line, credentials masked
+    last_error: str | None = None  # the last fault (a read problem, a lost camera), one line, credentials masked
     latency: LatencyRecorder = field(default_factory=LatencyRecorder)
 
     def set_state(self, state: str) -> None:
@@ -96,6 +108,11 @@ class SourceStats:
         if self.last_frame_at is None:
             return None
         return (now if now is not None else time.monotonic()) - self.last_frame_at
+
+    @property
+    def drops(self) -> int:
+        """Live frames dropped anywhere because the pipeline was late."""
+        return self.capture_drops + self.late_output_drops
 
 
 @dataclass
@@ -221,8 +238,11 @@ def _source_dict(source: SourceStats, fps: float) -> dict:
         "restored_faces": source.restored,
         "faces_too_large": source.too_large,
         "drops": source.drops,
+        "disconnects": source.disconnects,
         "reconnects": source.reconnects,
         "corrupt_packets": source.corrupt_packets,
+        "truncated": source.truncated,
+        "last_error": source.last_error,
         "fps": round(fps, 2),
         **_live_dict(source),
     }
@@ -240,7 +260,6 @@ def _live_dict(source: SourceStats) -> dict:
         "output_reconnects": source.output_reconnects,
         "latency_p50_s": None if p50 is None else round(p50, 4),
         "latency_p95_s": None if p95 is None else round(p95, 4),
-        **({"last_error": source.last_error} if source.last_error else {}),
     }
 
 

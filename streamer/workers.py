@@ -36,6 +36,7 @@ class EndOfStream:
 
 class Source(Protocol):
     info: StreamInfo
+    stats: SourceStats  # the source's own counters; the run's stats for this source
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]: ...
 
@@ -153,7 +154,7 @@ class CaptureWorker:
         if self.halt.is_set():
             raise Halted
         if self.source.info.is_live:
-            self.stats.drops += put_dropping(self.outbox, frame, self.live_drop)
+            self.stats.capture_drops += put_dropping(self.outbox, frame, self.live_drop)
         else:
             put(self.outbox, frame, self.halt)
 
@@ -226,7 +227,7 @@ class RestoreWorker:
     def _hand_over(self, source_id: str, item: Any) -> None:
         # Dropping the oldest never drops an EndOfStream: it is the last item a source sends.
         if source_id in self.live_sources:
-            self.source_stats[source_id].drops += put_dropping(self.outboxes[source_id], item, "oldest")
+            self.source_stats[source_id].late_output_drops += put_dropping(self.outboxes[source_id], item, "oldest")
         else:
             put(self.outboxes[source_id], item, self.halt)
 

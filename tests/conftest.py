@@ -13,7 +13,7 @@ import pytest
 from streamer import REPO_ROOT
 from tests.helpers import faces as faces_helper
 from tests.helpers.faces import HOW_TO_GET_IT
-from tests.helpers.media import make_face_frames, write_clip
+from tests.helpers.media import make_face_frames, make_frames, write_clip
 from tests.helpers.models import save_model
 
 FACE_CLIP_FRAMES = 24
@@ -45,6 +45,14 @@ def face_clip(tmp_path_factory) -> FaceClip:
     frames, boxes = make_face_frames(FACE_CLIP_FRAMES, FACE_CLIP_SIZE, face_px=FACE_PX, faces=2, seed=3)
     path = write_clip(tmp_path_factory.mktemp("media") / "faces.mp4", frames, fps=25, audio=True)
     return FaceClip(path, boxes)
+
+
+@pytest.fixture(scope="session")
+def plain_clip(tmp_path_factory) -> Path:
+    """An H.264 + AAC clip without faces, made here (no shared data needed): for tests of the
+    command line that need any valid input."""
+    frames = make_frames(FACE_CLIP_FRAMES, *FACE_CLIP_SIZE, noise=0)
+    return write_clip(tmp_path_factory.mktemp("media") / "plain.mp4", frames, fps=25, audio=True)
 
 
 @pytest.fixture(scope="session")

@@ -48,12 +48,12 @@ class Cameras:
         fields.update(overrides)
         self.components = Components(**fields)
 
-    def _open_source(self, url: str, source_id: str):
+    def _open_source(self, url: str, source_id: str, stats=None):
         self.opened_sources[source_id] += 1
         failing = self.fail_opens.get(source_id, 0)
         if failing is None or self.opened_sources[source_id] <= failing:
             raise SourceError(f"rtsp://admin:***@{source_id}/live: cannot open: Connection refused")
-        return self.source_factory[source_id](source_id)
+        return self.source_factory[source_id](source_id).counting_into(stats)
 
     def _open_sink(self, target: str, info):
         sink = self.sink_factory[target]()

@@ -5,11 +5,13 @@ import json
 import shutil
 from pathlib import Path
 
+import av
 import pytest
 
 from streamer.jobs import RunControl, UsageError, plan_jobs
 from tests.helpers.models import save_model
 from tests.helpers.rtsp_server import free_port
+from tests.test_sources import copy_stream
 
 QUICK_LIVE_CONFIG = "source:\n  open_timeout_s: 1\n  read_timeout_s: 1\n  connect_attempts: 1\n"
 
@@ -73,8 +75,8 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_bad_input_is_one_line_exit_2_and_no_output(run_cli, tmp_path, face_clip, checker_model, case):
-    clip = shutil.copy(face_clip.path, tmp_path / "clip.mp4")
+def test_bad_input_is_one_line_exit_2_and_no_output(run_cli, tmp_path, plain_clip, checker_model, case):
+    clip = shutil.copy(plain_clip, tmp_path / "clip.mp4")
     args, expected = bad_input_cases(tmp_path, Path(clip))[case]
     if "--model" not in args:
         args = [*args, "--model", checker_model]
@@ -120,11 +122,11 @@ def test_a_mistyped_camera_url_is_named_with_its_password_masked_and_a_hint(sour
     assert str(error.value) == message
 
 
-def test_a_batch_skips_a_bad_file_reports_it_and_exits_1(run_cli, tmp_path, face_clip, checker_model):
+def test_a_batch_skips_a_bad_file_reports_it_and_exits_1(run_cli, tmp_path, plain_clip, checker_model):
     inputs = tmp_path / "recordings"
     inputs.mkdir()
     for name in ("a.mp4", "c.mp4"):
-        shutil.copy(face_clip.path, inputs / name)
+        shutil.copy(plain_clip, inputs / name)
     write(inputs / "b.mp4", "not a video\n")
     out = tmp_path / "out"
     result = run_cli(inputs, "-o", out, "--model", checker_model, "--max-frames", "5", "-q")
@@ -135,9 +137,9 @@ def test_a_batch_skips_a_bad_file_reports_it_and_exits_1(run_cli, tmp_path, face
     assert "Traceback" not in result.stderr
 
 
-def test_a_glob_names_outputs_after_inputs_and_stats_json_has_every_file(run_cli, tmp_path, face_clip, checker_model):
+def test_a_glob_names_outputs_after_inputs_and_stats_json_has_every_file(run_cli, tmp_path, plain_clip, checker_model):
     for name in ("day1.mp4", "day2.mp4"):
-        shutil.copy(face_clip.path, tmp_path / name)
+        shutil.copy(plain_clip, tmp_path / name)
     stats = tmp_path / "stats.json"
     result = run_cli(str(tmp_path / "day*.mp4"), "-o", tmp_path / "out", "--model", checker_model,
                      "--max-frames", "3", "--stats-json", stats, "-q")
@@ -204,3 +206,21 @@ def test_the_first_interrupt_stops_gracefully_and_the_second_aborts():
     later = RecordingPipeline()
     control.attach(later)  # a batch's next file is stopped as soon as it starts
     assert later.calls == ["stop"]
+
+
+def test_a_truncated_input_is_written_as_far_as_it_goes_and_reported_not_ok(run_cli, tmp_path, plain_clip,
+                                                                           checker_model):
+    # moov first (faststart), media data cut: the frames before the cut decode; the header says more.
+    faststart = tmp_path / "faststart.mp4"
+    copy_stream(plain_clip, faststart, "video", options={"movflags": "+faststart"})
+    cut = write(tmp_path / "cut.mp4", faststart.read_bytes()[: faststart.stat().st_size * 2 // 3])
+    stats = tmp_path / "stats.json"
+    result = run_cli(cut, "-o", tmp_path / "out.mp4", "--model", checker_model, "--stats-json", stats, "-q")
+    assert result.returncode == 1, result.stderr
+    run = json.loads(stats.read_text())["runs"][0]
+    assert run["jobs"][0]["ok"] is False and "truncated" in run["jobs"][0]["error"]
+    source = run["sources"][0]
+    assert source["truncated"] is True and "truncated" in source["last_error"] and source["disconnects"] == 0
+    with av.open(str(plain_clip)) as whole:
+        assert 0 < source["frames_out"] < whole.streams.video[0].frames
+    assert (tmp_path / "out.mp4").is_file()

@@ -12,6 +12,7 @@ import pytest
 
 from streamer.model_contract import RestorerSpec
 from streamer.pipeline import Components, Job, Pipeline, PipelineSettings
+from streamer.stats import SourceStats
 from streamer.values import Box, Face, Frame, StreamInfo
 from streamer.workers import Batching, CaptureLimits, put_dropping
 
@@ -22,6 +23,11 @@ class FakeSource:
     def __init__(self, source_id: str, count: int, live: bool = False, delay_s: float = 0.0) -> None:
         self.source_id, self.count, self.delay_s = source_id, count, delay_s
         self.info = StreamInfo(source_id, 8, 6, Fraction(25), Fraction(1, 1000), is_live=live)
+        self.stats = SourceStats(source_id, source_id)
+
+    def counting_into(self, stats: SourceStats | None) -> FakeSource:
+        self.stats = stats or self.stats
+        return self
         self.closed = False
 
     def frames(self, stop: threading.Event):
@@ -103,7 +109,7 @@ class Harness:
         self.sinks = {source_id: FakeSink() for source_id in self.sources}
         self.restorer = RecordingRestorer()
         fields = dict(
-            open_source=lambda url, source_id: self.sources[source_id],
+            open_source=lambda url, source_id, stats=None: self.sources[source_id].counting_into(stats),
             open_sink=lambda target, info: self.sinks[target],
             make_detector=FakeDetector,
             make_tracker=FakeTracker,

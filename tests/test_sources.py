@@ -42,7 +42,7 @@ def test_file_source_yields_every_frame_with_its_pts(lossless_clip, frames):
     assert all(np.array_equal(got.image, want) for got, want in zip(decoded, frames))
     assert [frame.pts * frame.time_base for frame in decoded] == [Fraction(i, FPS) for i in range(COUNT)]
     assert all(frame.image.flags.c_contiguous and frame.image.dtype == np.uint8 for frame in decoded)
-    assert stats.frames == COUNT and stats.corrupt_packets == 0 and stats.last_error is None
+    assert stats.decoded == COUNT and stats.corrupt_packets == 0 and stats.last_error is None
 
 
 def test_file_source_info_describes_the_stream(lossless_clip, tmp_path, frames):
