@@ -302,3 +302,45 @@ def test_the_report_opens_in_a_real_browser_with_its_cards_images_and_labels(two
     browser.find_element(By.ID, "from").send_keys("1000")  # a time no track reaches
     assert browser.find_element(By.ID, "shown").text == f"0 of {len(cards)} tracks shown"
     assert not any(card.is_displayed() for card in cards)
+
+
+@pytest.mark.slow
+def test_a_live_report_grows_while_the_camera_runs(tmp_path):
+    """A camera looping the demo clip (people come and go): tracks reach tracks.jsonl and
+    index.html while the run goes on, with wall-clock times."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO_ROOT
+    from tests.helpers.media import read_frames
+    from tests.helpers.rtsp_server import RtspTestServer, require_gstreamer
+
+    require_gstreamer()
+    frames_dir = tmp_path / "frames"
+    frames_dir.mkdir()
+    frames, _ = read_frames(REPO_ROOT / "samples" / "demo_cctv.mp4")
+    for index, image in enumerate(frames):
+        cv2.imwrite(str(frames_dir / f"{index:05d}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    config = tmp_path / "live.yaml"
+    config.write_text("source:\n  open_timeout_s: 10\n  read_timeout_s: 5\nreport:\n  refresh_s: 1\n")
+    report = tmp_path / "report"
+    with RtspTestServer.start(width=640, height=360, fps=20, frames_dir=frames_dir) as camera:
+        process = subprocess.Popen(
+            [sys.executable, str(REPO_ROOT / "run_stream.py"), camera.url, "-o", f"{tmp_path}/out/",
+             "--config", str(config), "--report", str(report), "--duration", "40", "-q"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        seen_during_run = 0
+        while process.poll() is None:
+            jsonl = report / "tracks.jsonl"
+            if jsonl.exists() and (report / "index.html").exists():
+                seen_during_run = len(jsonl.read_text().splitlines())
+            time.sleep(0.5)
+        _, stderr = process.communicate()
+    assert process.returncode == 0, stderr
+    assert seen_during_run >= 1  # tracks were on disk before the run ended
+    tracks = [json.loads(line) for line in (report / "tracks.jsonl").read_text().splitlines()]
+    assert all(track["first_wall_clock"] and track["last_wall_clock"] >= track["first_wall_clock"] for track in tracks)
+    sidecar = json.loads((report / tracks[0]["shots"][0]["sidecar"]).read_text())
+    assert sidecar["wall_clock"] > 1.6e9 and sidecar["source"]["live"] is True
+    assert json.loads((report / "run.json").read_text())["status"] == "complete"
