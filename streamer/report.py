@@ -89,6 +89,7 @@ def software_record() -> dict[str, Any]:
             record[module] = __import__(module).__version__
         except (ImportError, AttributeError):
             record[module] = None
+    record["version"] = _git("describe", "--always", "--dirty")  # the code's version: its commit (+ "-dirty")
     record["git_commit"] = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no")
     record["git_dirty"] = None if status is None else bool(status)

@@ -58,7 +58,10 @@ SCRIPT = """
   var camera = document.getElementById('camera'), from = document.getElementById('from'),
       to = document.getElementById('to'), shown = document.getElementById('shown');
   function filter() {
-    var cam = camera.value, lo = parseFloat(from.value), hi = parseFloat(to.value), count = 0;
+    var cam = camera.value, count = 0;
+    // Live reports filter on the wall clock (datetime-local inputs), files on seconds into the footage.
+    var lo = from.type === 'number' ? parseFloat(from.value) : Date.parse(from.value) / 1000;
+    var hi = to.type === 'number' ? parseFloat(to.value) : Date.parse(to.value) / 1000;
     cards.forEach(function (card) {
       var first = parseFloat(card.dataset.first), last = parseFloat(card.dataset.last);
       var ok = (!cam || card.dataset.camera === cam) && (isNaN(lo) || isNaN(last) || last >= lo) &&
@@ -97,6 +100,7 @@ def render_index(record: dict[str, Any], tracks: list[dict[str, Any]]) -> str:
     refresh = '<meta http-equiv="refresh" content="10">' if status == "running" else ""
     options = "".join(f'<option value="{_e(c)}">{_e(c)}</option>' for c in cameras)
     faces = sum(len(t["shots"]) for t in tracks)
+    live = any(t["first_wall_clock"] is not None for t in tracks)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">{refresh}
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -107,8 +111,7 @@ def render_index(record: dict[str, Any], tracks: list[dict[str, Any]]) -> str:
 {warning}
 <div class="filters">
 <label>Camera <select id="camera"><option value="">all</option>{options}</select></label>
-<label>Seen from <input id="from" type="number" step="any" min="0"> s</label>
-<label>to <input id="to" type="number" step="any" min="0"> s</label>
+{_time_filter(live)}
 <span id="shown"></span>
 <span>Click a card for every kept shot. Images labelled {ENHANCED_LABEL} were produced by a neural network and
 are not what the camera recorded; each is shown beside its original.</span>
@@ -131,6 +134,8 @@ def _card(track: dict[str, Any]) -> str:
     seen = f"first seen {_when(first, track['first_wall_clock'])} (frame {track['first_frame']}), " \
            f"last {_when(last, track['last_wall_clock'])} (frame {track['last_frame']})"
     pair = _pair(best) if best else '<div class="none">no shot kept</div>'
+    if track["first_wall_clock"] is not None:  # live: the filter works on the wall clock
+        first, last = track["first_wall_clock"], track["last_wall_clock"]
     return f"""<article class="card" tabindex="0" data-camera="{_e(track['camera'])}" data-first="{_num(first)}"
  data-last="{_num(last)}" data-track="{track['track_id']}">
 <div class="pair">{pair}</div>
@@ -165,6 +170,14 @@ def _shot(shot: dict[str, Any]) -> str:
 <tr><td>box</td><td>{box['x']:.0f}, {box['y']:.0f}, {box['w']:.0f} x {box['h']:.0f}</td></tr>{rows}
 <tr><td>files</td><td><a href="{_e(shot['original'])}">original</a> ·
 <a href="{_e(shot['sidecar'])}">sidecar</a></td></tr></table></div>"""
+
+
+def _time_filter(live: bool) -> str:
+    if live:
+        return ('<label>Seen from <input id="from" type="datetime-local" step="1"></label>'
+                '<label>to <input id="to" type="datetime-local" step="1"></label>')
+    return ('<label>Seen from <input id="from" type="number" step="any" min="0"> s</label>'
+            '<label>to <input id="to" type="number" step="any" min="0"> s</label>')
 
 
 def _record_section(record: dict[str, Any]) -> str:
