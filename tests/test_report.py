@@ -89,12 +89,15 @@ def test_index_is_rewritten_at_most_every_refresh_s_and_always_at_the_end(tmp_pa
     report = writer(tmp_path / "report", clock=lambda: now[0], refresh_s=5.0)
     index = tmp_path / "report" / "index.html"
     report.add_track(track(1, [shot(1)]))
+    report.flush()
     assert "track 1" in index.read_text()
     now[0] = 102.0
     report.add_track(track(2, [shot(2)]))
+    report.flush()
     assert "track 2" not in index.read_text()  # 2 s later: not yet
     now[0] = 106.0
     report.add_track(track(3, [shot(3)]))
+    report.flush()
     assert "track 2" in index.read_text() and "track 3" in index.read_text()
     now[0] = 107.0
     report.add_track(track(4, [shot(4)]))
@@ -108,6 +111,7 @@ def test_live_disk_use_is_bounded_by_track_count_or_age(tmp_path, limit, kept):
     report = writer(tmp_path / "report", clock=lambda: now[0], **limit)
     for track_id, ended_at in ((1, 900.0), (2, 930.0), (3, 990.0)):
         report.add_track(track(track_id, [shot(track_id, wall_clock=ended_at)], wall_clock=ended_at))
+    report.flush()
     lines = (tmp_path / "report" / "tracks.jsonl").read_text().splitlines()
     assert [json.loads(line)["track_id"] for line in lines] == kept
     folders = sorted(p.name for p in (tmp_path / "report" / "shots" / "cam1").iterdir())
@@ -158,14 +162,18 @@ def test_the_report_folder_defaults_beside_the_output(configured, output, jobs, 
 def test_a_full_disk_mid_run_is_an_error_and_leaves_no_page_that_looks_finished(tmp_path, monkeypatch):
     report = writer(tmp_path / "report")
     report.add_track(track(1, [shot(1)]))
+    report.flush()
     assert (tmp_path / "report" / "index.html").exists()
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("streamer.report._write_png", disk_full)
+    report.add_track(track(2, [shot(2)]))  # written in the background: the failure comes with the next call
     with pytest.raises(ReportError, match="No space left on device"):
-        report.add_track(track(2, [shot(2)]))
+        report.flush()
+    with pytest.raises(ReportError, match="No space left on device"):
+        report.add_track(track(3, [shot(3)]))  # the write stage's next track stops the run
     assert not (tmp_path / "report" / "index.html").exists()
 
 
