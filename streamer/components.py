@@ -167,7 +167,8 @@ def _search_summary(detection) -> str:
     search = detection.search
     if search.policy != "adaptive":
         return "every tile"
-    return f"adaptive, {search.budget_ms:g} ms/frame"
+    budget = "a quarter of every tile's" if search.budget_ms is None else f"{search.budget_ms:g} ms/frame"
+    return f"adaptive, budget {budget}"
 
 
 def _sink_options(config: Config) -> SinkOptions:

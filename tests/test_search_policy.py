@@ -5,6 +5,7 @@ Most tests use a fake detector that "sees" a face when a searched region holds i
 recall test runs MediaPipe on a generated crowd scene against the every-tile reference."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import cv2
@@ -13,6 +14,8 @@ import pytest
 
 from bench.search_quality import Recall, boxes, frames_of, search_and_track
 from samples.scene import cctv_background, crowd_walkers, walking_scene
+from streamer import components
+from streamer.config import REPO_ROOT, load_config
 from streamer.detect_stage import DetectStage
 from streamer.detection import MediaPipeFaceDetector, Tile, TilingOptions, search_regions
 from streamer.search_policy import AdaptiveSearch, EveryNthFrame, SearchBudget, first_detection_rounds
@@ -127,3 +130,17 @@ def test_recall_on_a_generated_crowd_is_within_5_percent_of_every_tile_every_fra
 @pytest.mark.parametrize(("tiles", "calls", "tracks", "rounds"), [(29, 4, 0, 8), (29, 4, 3, 29), (3, 4, 1, 1)])
 def test_first_detection_bound(tiles, calls, tracks, rounds):
     assert first_detection_rounds(tiles, calls, tracks) == rounds
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "live_rtsp.yaml", "batch.yaml"])
+@pytest.mark.parametrize("budget_ms", [None, 8.0])
+def test_shipped_configs_with_tiles_get_the_adaptive_search(name, budget_ms, caplog):
+    flags = {"detection.tiling.enabled": (True, "--tiles"), "source.inputs": ([], "-")}
+    if budget_ms is not None:
+        flags["detection.search.budget_ms"] = (budget_ms, "-")
+    config = load_config(REPO_ROOT / "configs" / name, flags)
+    with caplog.at_level(logging.INFO, logger="streamer.components"):
+        components._log_detection(config)
+    assert "search adaptive" in caplog.text
+    with components._make_detector(config) as detector:
+        assert isinstance(detector, AdaptiveSearch)
