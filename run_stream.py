@@ -58,7 +58,7 @@ examples:
   python run_stream.py --config configs/batch.yaml --no-tiles --validate-config
 
   # live cameras with health: Prometheus metrics and /healthz on port 9108
-  python run_stream.py 'rtsp://admin:${CAM_PASS}@cam-a/live' -o out/ --config configs/live_rtsp.yaml \
+  python run_stream.py 'rtsp://admin:${CAM_PASS}@cam-a/live' -o out/ --config configs/live_rtsp.yaml \\
       --metrics-port 9108
 
 exit status:
