@@ -140,7 +140,7 @@ class CameraJob:
             # Every opening counts into the camera's one SourceStats: its reconnects add up over generations.
             source = self.components.open_source(self.job.input, self.job.source_id, stats=self.stats)
         except Exception as error:  # noqa: BLE001 - any failure to open is this camera's fault
-            message = mask_credentials(str(error))
+            message = mask_credentials(str(error)).removeprefix(f"{self.job.label}: ")
             self.stats.last_error = message
             if self.policy.required and self.stats.last_frame_at is None:
                 self.stats.set_state("down")
@@ -148,7 +148,7 @@ class CameraJob:
             self._check_give_up(message)
             self._set_waiting()
             logger.warning("%s: %s; retrying in the background (the other cameras go on)",
-                           self.job.source_id, message)
+                           self.job.label, message)
             return None
         return source
 
@@ -205,7 +205,7 @@ class CameraJob:
         self._check_give_up(message)
         self._set_waiting()
         logger.error("%s: %s; restarting this camera in %.1f s (the other cameras go on)",
-                     self.job.source_id, message, self._delay_s)
+                     self.job.label, message, self._delay_s)
         logger.debug("%s: fault", self.job.source_id, exc_info=error)
 
     def _check_give_up(self, message: str) -> None:

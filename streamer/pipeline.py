@@ -240,7 +240,9 @@ class Pipeline:
             pass
         except CameraLost as lost:  # that camera is down for the run; the others go on
             source = self.stats.sources[threading.current_thread().name.removeprefix("camera-")]
-            self.lost_cameras[source.source_id] = source.last_error = mask_credentials(str(lost))
+            # The message often starts with the camera's URL already; the label is shown beside it anyway.
+            message = mask_credentials(str(lost)).removeprefix(f"{source.label}: ")
+            self.lost_cameras[source.source_id] = source.last_error = message
             logger.error("%s: %s; this camera is down for the rest of the run", source.label, source.last_error)
             if lost.ends_run:
                 self.abort()
@@ -282,8 +284,8 @@ class Pipeline:
         for source in self.stats.sources.values():
             if source.state in ("reconnecting", "starting", "down") and now - source.state_since >= \
                     self.settings.warn_down_s:
-                logger.warning("%s: camera %s for %.0f s (%s)", source.label, source.state, now - source.state_since,
-                               source.last_error or "no frame")
+                logger.warning("%s: camera %s for %.0f s, nothing recorded meanwhile (last error: %s)", source.label,
+                               source.state, now - source.state_since, source.last_error or "none")
 
     def _open_source(self, job: Job) -> Source:
         """The job's source, counting into the run's stats for it (one object: what the source counts,

@@ -14,7 +14,7 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 # the last '@' of the word: camera passwords often contain unescaped '@' or '/', and masking too
 # much beats leaking part of a password. The scheme is optional and may be mistyped
 # (`rtsp:/admin:pw@cam`, `rtsp:admin:pw@cam`, `//admin:pw@cam`, `admin:pw@cam/live`).
-_USERINFO = re.compile(r"(?P<head>(?:[A-Za-z][A-Za-z0-9+.\-]*:/*|/+)?[^\s:@/'\"]+):[^\s'\"]*@")
+_USERINFO = re.compile(r"(?P<head>(?:[A-Za-z][A-Za-z0-9+.\-]*:/*|/+)?[A-Za-z0-9._~%!$&*+,;=\-]+):[^\s'\"]*@")
 # ?user=admin&password=secret style credentials, used by many IP cameras.
 _SECRET_QUERY = re.compile(r"(?P<key>[?&;](?:password|passwd|pass|pwd|token|key|secret)=)[^&;#\s]*", re.IGNORECASE)
 

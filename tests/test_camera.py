@@ -216,7 +216,8 @@ def test_the_status_line_shows_state_and_windowed_fps_and_warns_about_a_camera_d
     status = [r.getMessage() for r in caplog.records if r.getMessage().startswith("status: ")]
     both = [line for line in status if "ok: up, " in line and "off: starting since " in line]
     assert both, status
-    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "camera starting for" in r.getMessage()]
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "camera starting for" in r.getMessage()
+                and "nothing recorded meanwhile" in r.getMessage()]
     assert warnings and warnings[0].getMessage().startswith("off: ")
     fps = {name: float(both[-1].split(f"{name}: ")[1].split(", ")[1].removesuffix(" fps")) for name in ("ok", "off")}
     assert fps["ok"] > 20 and fps["off"] == 0

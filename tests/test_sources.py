@@ -205,6 +205,8 @@ def test_live_urls_are_told_from_file_paths(text, live):
         ("admin:secret@cam:554/s", "admin:***@cam:554/s"),
         ("error: 'rtsp:///admin:se/cr@et@cam/s'", "error: 'rtsp:///admin:***@cam/s'"),
         ("12:00:01 WARNING cam1: up, a@b", "12:00:01 WARNING cam1: up, a@b"),  # no password: left alone
+        ("down (rtsp://admin:secret@cam/s: refused)", "down (rtsp://admin:***@cam/s: refused)"),
+        ("(rtsp://admin:***@cam/s)", "(rtsp://admin:***@cam/s)"),  # masking twice changes nothing
     ],
 )
 def test_credentials_are_masked(text, masked):
