@@ -30,7 +30,6 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +43,7 @@ from streamer.workers import (
     Halted,
     WriteWorker,
     put,
+    start_worker,
 )
 
 if TYPE_CHECKING:
@@ -272,19 +272,9 @@ class _Generation:
                               components.detect_stage(self.detector, settings.every_n_frames), stats)
         self.writer = WriteWorker(write_inbox, self.halt, components.compose, sink, stats,
                                   owner.observer(self.source.info))
-        for name, work in (("capture", capture.run), ("detect", detect.run), ("write", self.writer.run)):
-            thread = threading.Thread(target=self._guarded, args=(work,), name=f"{name}-{job.source_id}",
-                                      daemon=True)
-            self.threads.append(thread)
-            thread.start()
-
-    def _guarded(self, work: Callable[[], None]) -> None:
-        try:
-            work()
-        except Halted:
-            pass
-        except BaseException as exc:  # noqa: BLE001 - a worker's fault ends this camera's generation only
-            self.fail(exc)
+        # A worker's fault ends this camera's generation only.
+        self.threads = [start_worker(f"{name}-{job.source_id}", work, self.fail)
+                        for name, work in (("capture", capture.run), ("detect", detect.run), ("write", self.writer.run))]
 
     def fail(self, error: BaseException) -> None:
         if self.error is None:

@@ -30,13 +30,13 @@ from streamer.workers import (
     CaptureWorker,
     Compose,
     DetectWorker,
-    Halted,
     PacketObserver,
     Restorer,
     RestoreWorker,
     Sink,
     Source,
     WriteWorker,
+    start_worker,
 )
 
 logger = logging.getLogger(__name__)
@@ -228,28 +228,23 @@ class Pipeline:
         return writer
 
     def _spawn(self, name: str, work: Callable[[], None]) -> None:
-        thread = threading.Thread(target=self._guarded, args=(work,), name=name, daemon=True)
-        self._threads.append(thread)
-        thread.start()
+        self._threads.append(start_worker(name, work, self._failed))
 
-    def _guarded(self, work: Callable[[], None]) -> None:
-        """Run a worker; its exception halts the whole pipeline and is kept for the caller."""
-        try:
-            work()
-        except Halted:
-            pass
-        except CameraLost as lost:  # that camera is down for the run; the others go on
+    def _failed(self, exc: BaseException) -> None:
+        """A worker's (or camera job's) exception, in its thread: a lost camera is that camera's end;
+        anything else halts the whole pipeline and is kept for the caller."""
+        if isinstance(exc, CameraLost):  # that camera is down for the run; the others go on
             source = self.stats.sources[threading.current_thread().name.removeprefix("camera-")]
             # The message often starts with the camera's URL already; the label is shown beside it anyway.
-            message = mask_credentials(str(lost)).removeprefix(f"{source.label}: ")
+            message = mask_credentials(str(exc)).removeprefix(f"{source.label}: ")
             self.lost_cameras[source.source_id] = source.last_error = message
             logger.error("%s: %s; this camera is down for the rest of the run", source.label, source.last_error)
-            if lost.ends_run:
+            if exc.ends_run:
                 self.abort()
-        except BaseException as exc:  # noqa: BLE001 - any failure must stop the pipeline, not one thread
-            logger.debug("%s failed", threading.current_thread().name, exc_info=True)
-            self._errors.append(exc)
-            self.abort()
+            return
+        logger.debug("%s failed", threading.current_thread().name, exc_info=exc)
+        self._errors.append(exc)
+        self.abort()
 
     def _supervise(self, sources: dict[str, Source], on_progress: Callable[[RunStats], None] | None) -> None:
         cameras = any(job.is_camera for job in self.jobs)

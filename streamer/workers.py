@@ -66,6 +66,23 @@ class PacketObserver(Protocol):
 Compose = Callable[[np.ndarray, Sequence[Face]], np.ndarray]
 
 
+def start_worker(name: str, work: Callable[[], None], on_error: Callable[[BaseException], None]) -> threading.Thread:
+    """Run `work` in a daemon thread named `name`: Halted ends it quietly, any other exception goes
+    to `on_error` (called in that thread), whose owner decides what the failure stops."""
+
+    def guarded() -> None:
+        try:
+            work()
+        except Halted:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - every failure must reach the owner, not vanish
+            on_error(exc)
+
+    thread = threading.Thread(target=guarded, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
 def put(target: queue.Queue, item: Any, halt: threading.Event) -> None:
     """Put, waiting while the queue is full (back-pressure), until halted."""
     while True:
