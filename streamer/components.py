@@ -13,7 +13,7 @@ from streamer.best_shots import BestShotInsets, BestShots, discard, track_end_fr
 from streamer.camera import CameraPolicy
 from streamer.config import Config
 from streamer.detection import MediaPipeFaceDetector, TilingOptions
-from streamer.model_contract import RestorerSpec
+from streamer.model_contract import ContractError, RestorerSpec
 from streamer.pipeline import Components, Job, PipelineSettings
 from streamer.restoration import TorchScriptRestorer, prepare_crops
 from streamer.search_policy import AdaptiveSearch, SearchBudget
@@ -130,7 +130,7 @@ def load_restorer(config: Config) -> TorchScriptRestorer | None:
     if not settings.enabled:
         logger.info("restorer: off (restoration.enabled is false): faces are detected but not restored")
         return None
-    return TorchScriptRestorer.load(
+    restorer = TorchScriptRestorer.load(
         settings.model_path(),
         device=settings.device,
         fp16=settings.fp16,
@@ -138,6 +138,13 @@ def load_restorer(config: Config) -> TorchScriptRestorer | None:
         threads=settings.threads or None,
         max_batch=settings.batch_size,
     )
+    spec = restorer.spec
+    if spec.target_index != spec.frames - 1:
+        # The per-track windows end at the current frame (causal); a model restoring an older frame of its
+        # window would paste that frame's face over this one.
+        raise ContractError(f"{settings.model_path()}: restores frame {spec.target_index} of {spec.frames}; the "
+                            f"pipeline feeds causal windows and needs target_index = frames - 1 = {spec.frames - 1}")
+    return restorer
 
 
 def _make_detector(config: Config) -> MediaPipeFaceDetector | AdaptiveSearch:

@@ -95,6 +95,10 @@ def restored_as_pasted(crop: np.ndarray, restored: np.ndarray, region: Region, f
     """The restored crop as `compose` pastes it (keep_brightness on) into a frame of mean luma
     `frame_luma`: with as much of the input crop's brightness as the frame's light says. The one
     rule, also used by training's evaluation and video check to score what the pipeline shows."""
+    if restored.shape != crop.shape:  # a super-resolving model (contract v2 output_size): compare at its size
+        scale = restored.shape[0] / crop.shape[0]
+        x0, y0, x1, y1 = (round(v * scale) for v in region)
+        region, crop = (x0, y0, x1, y1), resize_square(crop, restored.shape[0])
     return brightness.keep_face_brightness(crop, restored, region, brightness.kept_share(frame_luma))
 
 

@@ -2,6 +2,8 @@
 and side-by-side keep to the frame."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -167,3 +169,14 @@ def test_side_by_side_is_input_then_output():
 def test_unknown_mode_is_an_error():
     with pytest.raises(ValueError, match="unknown compositing mode 'blend'"):
         compose(frame(), FACES, "blend")
+
+
+def test_a_super_resolving_models_larger_output_is_pasted_onto_its_crop_box():
+    image = frame()
+    face = restored_face(Box(150, 70, 40, 40), value=230)
+    bigger = dataclasses.replace(face, restored=np.full((2 * S, 2 * S, 3), 230, np.uint8))  # output_size 2S
+    output = compose(image, [bigger], "paste")  # keep_brightness compares the 2S output with the S input
+    cx, cy = (int(c) for c in face.box.center)
+    assert (output[cy - 10 : cy + 10, cx - 10 : cx + 10] == 230).all()
+    outside = ~inside_any([face])
+    np.testing.assert_array_equal(output[outside], image[outside])

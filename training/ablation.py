@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = TorchScriptRestorer.load(args.model, device="cpu", max_batch=64)
         records = evaluate.evaluation_records(args.subset)
-        results = ablate(records, args.preset, {"bicubic": baselines.bicubic, "ours": model.restore}, model.spec,
+        results = ablate(records, args.preset, {"bicubic": baselines.bicubic, "ours": evaluate.still_restorer(model)}, model.spec,
                          args.seed)
     except (ModelLoadError, ContractError, data.DataError) as exc:
         print(f"ablation: {exc}", file=sys.stderr)

@@ -27,7 +27,13 @@ from streamer.restoration import TorchScriptRestorer
 from streamer.values import Face
 from training import metrics
 from training.evaluate import save_png
-from training.video_check import DEFAULT_CONFIG, FaceSample, as_the_pipeline_pastes, read_frames, restore_with_model
+from training.video_check import (
+    DEFAULT_CONFIG,
+    FaceSample,
+    as_the_pipeline_pastes,
+    read_frames,
+    restore_with_model,
+)
 
 log = logging.getLogger(__name__)
 

@@ -138,6 +138,15 @@ def degraded_pairs(records: list[data.FaceRecord], preset: str, spec: RestorerSp
 # --- restorers ---------------------------------------------------------------------------------
 
 
+def still_restorer(restorer: TorchScriptRestorer) -> Restorer:
+    """crops -> restored crops for any model: a K-frame model sees each still as a track seen once
+    (its window repeats the crop K times, as streamer.track_window gives a new track's first frame)."""
+    frames = restorer.spec.frames
+    if frames == 1:
+        return restorer.restore
+    return lambda crops: restorer.restore(np.repeat(crops[:, None], frames, axis=1))
+
+
 def build_restorers(settings: EvalSettings) -> tuple[dict[str, Restorer], RestorerSpec]:
     """The methods' restorers and the contract they share (taken from our model, else the seed model's)."""
     if "ours_pasted" in settings.methods and "ours" not in settings.methods:
@@ -147,7 +156,7 @@ def build_restorers(settings: EvalSettings) -> tuple[dict[str, Restorer], Restor
     for method, path in (("ours", settings.model), ("seed_architecture", settings.seed_model)):
         if method in settings.methods:
             restorer = TorchScriptRestorer.load(path, device="cpu", max_batch=_INFERENCE_BATCH)
-            restorers[method] = restorer.restore
+            restorers[method] = still_restorer(restorer)
             specs.append(restorer.spec)
     if not specs:
         raise EvaluationError("evaluation needs a model (ours or seed_architecture) to define the crop contract")

@@ -94,7 +94,7 @@ def test_a_multi_frame_model_grown_from_a_single_frame_one_starts_as_it():
 def quick_multi_frame_run(tmp_path_factory) -> tuple[Path, train.RunState]:
     root = tmp_path_factory.mktemp("quick_k3")
     config = train.load_config(None, {**train.QUICK, "pairs": "tracks", "frames": 3, "track_frames": 3,
-                                      "young_share": 0.2, "train_limit": 128, "val_limit": 32,
+                                      "young_share": 0.2, "train_limit": 96, "val_limit": 24,
                                       "out": str(root / "run"), "cache_dir": str(root / "cache")})
     return Path(config.out), train.train(config)
 
