@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from streamer.config import Config
     from streamer.jobs import JobResult, RunControl
     from streamer.pipeline import Job
+    from streamer.workers import CaptureLimits
 
 logger = logging.getLogger("run_stream")
 
@@ -110,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--metrics-port", type=int, metavar="PORT",
                         help="serve Prometheus /metrics and /healthz on PORT (health.metrics_port)")
     parser.add_argument("--validate-config", action="store_true", help="print the effective config and exit")
+    cluster = parser.add_argument_group("Ray cluster (many cameras on many machines; see README)")
+    cluster.add_argument("--engine", choices=["local", "ray"], default="local",
+                         help="local: this process (default); ray: one actor per camera or file on a Ray cluster, "
+                              "one batched restorer pool for all")
+    cluster.add_argument("--address", metavar="ADDR",
+                         help="Ray cluster to join (e.g. auto, or HEAD_IP:6379); default: start one on this machine")
+    cluster.add_argument("--replicas", type=int, metavar="N", help="restorer replicas (on GPUs where there are)")
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bar")
     verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -129,6 +137,8 @@ def config_overrides(args: argparse.Namespace) -> dict[str, tuple[Any, str]]:
         "report.enabled": (True if args.report else None, "--report"),
         "report.folder": (str(args.report) if args.report else None, "--report"),
         "health.metrics_port": (args.metrics_port, "--metrics-port"),
+        "ray.address": (args.address, "--address"),
+        "ray.restorer_replicas": (args.replicas, "--replicas"),
     }
     return {key: entry for key, entry in flags.items() if entry[0] is not None}
 
@@ -211,6 +221,8 @@ def _process(jobs: list[Job], config: Config, args: argparse.Namespace, cameras:
     from streamer.workers import CaptureLimits
 
     limits = CaptureLimits(args.max_frames, args.duration)
+    if args.engine == "ray":
+        return _process_on_ray(jobs, config, args, cameras, limits)
     components = build_components(config)
     report = _open_report(config, jobs, components, args) if config.report.enabled else None
     if report is not None:
@@ -285,6 +297,33 @@ class _metrics_served:
     def __exit__(self, *exc_info) -> None:
         if self.server is not None:
             self.server.stop()
+
+
+def _process_on_ray(jobs: list[Job], config: Config, args: argparse.Namespace, cameras: list[Camera] | None,
+                    limits: CaptureLimits) -> int:
+    """The same jobs on a Ray cluster. The models are checked here first (a bad one is the same
+    one-line error as in the local mode), then loaded on the cluster's nodes."""
+    from streamer.components import check_models
+    from streamer.jobs import RunControl, UsageError
+
+    if config.report.enabled or args.frame_hashes or config.health.metrics_port:
+        raise UsageError("--report, --frame-hashes and --metrics-port need the local engine (not with --engine ray yet)")
+    try:
+        from streamer.ray_engine import run_on_ray  # the only module that imports Ray
+    except ImportError as exc:
+        raise UsageError(f"--engine ray needs Ray (pip install -r requirements-ray.txt): {exc}") from None
+
+    check_models(config)
+    configs = {camera.name: camera.config for camera in cameras or []}
+    control = RunControl()
+    with _signals_handled_by(control):
+        results = run_on_ray(jobs, configs, config, limits, control, verbose=args.verbose)
+    _report(results, args)
+    if any(result.camera_lost for result in results):
+        return EXIT_CAMERA_LOST
+    if control.stopping.is_set():
+        return EXIT_INTERRUPTED
+    return EXIT_SOME_FAILED if any(result.error for result in results) else EXIT_OK
 
 
 def _plan(args: argparse.Namespace, config: Config) -> list[Job]:

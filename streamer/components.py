@@ -51,6 +51,16 @@ def build_components(config: Config) -> Components:
     return assemble_components(config, load_restorer(config))
 
 
+def check_models(config: Config) -> None:
+    """Load the detector and the restorer (on the CPU) once, so a bad model is an error here,
+    before jobs start elsewhere (the Ray engine loads them on the cluster's nodes)."""
+    _make_detector(config).close()
+    _log_detection(config)
+    if config.restoration.enabled:
+        load_restorer(config.model_copy(update={"restoration": config.restoration.model_copy(
+            update={"device": "cpu"})}))
+
+
 def assemble_components(config: Config, restorer: SpecRestorer | None, report: ReportWriter | None = None
                         ) -> Components:
     """The stages of `config` around a restorer loaded elsewhere (shared by several cameras, each

@@ -178,6 +178,19 @@ class PipelineConfig(_Section):
     live_drop: Literal["oldest", "newest"] = "oldest"  # which frame a late live pipeline drops
 
 
+class RayConfig(_Section):
+    """The Ray engine (`--engine ray`): where camera jobs and restorer replicas run."""
+
+    address: str | None = None  # an existing cluster ("auto", "ray://host:10001", "host:6379"); None: start one here
+    restorer_replicas: int = Field(1, ge=1, le=256)  # restorer actors; crops of every camera are batched across them
+    restorer_gpus: float | None = Field(None, ge=0, le=8)  # GPUs per replica; None: 1 where the cluster has GPUs
+    restorer_cpus: float = Field(1.0, ge=0, le=256)
+    camera_cpus: float = Field(1.0, ge=0, le=256)  # CPUs reserved per camera job (decode, detect, encode)
+    restore_timeout_s: float = Field(10.0, gt=0, le=600)  # one batch's wait for a replica before trying another
+    restore_attempts: int = Field(3, ge=1, le=20)  # then its faces are written unrestored (and counted)
+    object_store_mb: int = Field(0, ge=0, le=1_000_000)  # a cluster started here; 0: Ray's default
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     status_interval_s: float = Field(10.0, gt=0, le=3600)  # live status line period
@@ -204,6 +217,7 @@ class Config(_Section):
     compositing: CompositingConfig = CompositingConfig()
     output: OutputConfig = OutputConfig()
     pipeline: PipelineConfig = PipelineConfig()
+    ray: RayConfig = RayConfig()
     logging: LoggingConfig = LoggingConfig()
     report: ReportConfig = ReportConfig()
     recording: RecordingConfig = RecordingConfig()

@@ -17,6 +17,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 from pathlib import Path
 
 import av
@@ -168,6 +169,16 @@ def check_output(job: Job, overwrite: bool) -> None:
         raise UsageError(f"{job.output}: output exists (use --overwrite to replace it)")
 
 
+class Stoppable(Protocol):
+    """What a signal stops: a Pipeline, or the Ray engine's run of many jobs."""
+
+    lost_cameras: dict[str, str]  # source id -> why the camera was given up
+
+    def request_stop(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 class RunControl:
     """Lets a signal handler stop the run: the first request finishes gracefully (current
     frames are written, the output is finalised, no further file is started), the second aborts."""
@@ -175,11 +186,11 @@ class RunControl:
     def __init__(self) -> None:
         self.stopping = threading.Event()
         self.aborted = threading.Event()
-        self._pipeline: Pipeline | None = None
+        self._pipeline: Stoppable | None = None
         self.lost_cameras: dict[str, str] = {}  # of the last pipeline: source id -> why it was given up
         self.stats: RunStats | None = None  # the running pipeline's (for the metrics endpoint)
 
-    def attach(self, pipeline: Pipeline | None) -> None:
+    def attach(self, pipeline: Stoppable | None) -> None:
         if pipeline is None and self._pipeline is not None:
             self.lost_cameras = dict(self._pipeline.lost_cameras)
         self._pipeline = pipeline

@@ -85,6 +85,7 @@ class SourceStats:
     too_large: int = 0
     # Written by the restorer thread:
     restored: int = 0  # faces the restorer processed
+    unrestored: int = 0  # faces left as they were: the (remote) restorer was unavailable
     late_output_drops: int = 0  # live frames dropped because the output was late
     # Written by the write thread:
     frames_out: int = 0  # frames written to the output
@@ -120,10 +121,16 @@ class RestorerStats:
     clock: StageClock = field(default_factory=StageClock)
     faces: int = 0
     batches: int = 0  # restorer calls (a call larger than the restorer's batch size is split by it)
+    replicas: int = 1  # restorer instances these counters sum (Ray engine: the actor pool)
 
     @property
     def faces_per_s(self) -> float:
+        """Faces per second of restorer busy time, per replica."""
         return self.faces / self.clock.seconds if self.clock.seconds > 0 else 0.0
+
+    @property
+    def mean_batch(self) -> float:
+        return self.faces / self.batches if self.batches else 0.0
 
 
 class RunStats:
@@ -189,9 +196,23 @@ class RunStats:
             f"{s.faces} faces, {s.drops} dropped, {s.reconnects} reconnects"
             + (f", {s.restarts} restarts" if s.restarts else "")
             + (f", output dropped {s.output_drops}" if s.output_drops else "")
+            + (f", {s.unrestored} unrestored" if s.unrestored else "")
             for s in self.sources.values()
         ]
+        if len(self.sources) > 1 or self.restorer.replicas > 1:
+            parts.append(self.cluster_line())
         return "; ".join(parts)
+
+    def cluster_line(self) -> str:
+        """All sources together: what a site of many cameras watches."""
+        elapsed = max(self.elapsed_s, 1e-9)
+        sources = self.sources.values()
+        return (
+            f"all {len(self.sources)}: {self.frames_out / elapsed:.1f} fps, {sum(s.faces for s in sources)} faces, "
+            f"{sum(s.drops for s in sources)} dropped, {sum(s.restarts for s in sources)} restarts; restorer "
+            f"x{self.restorer.replicas}: {self.restorer.faces / elapsed:.1f} faces/s, "
+            f"mean batch {self.restorer.mean_batch:.1f}"
+        )
 
     def as_dict(self) -> dict:
         return {
@@ -203,6 +224,17 @@ class RunStats:
                 "batches": self.restorer.batches,
                 "busy_s": round(self.restorer.clock.seconds, 3),
                 "faces_per_s": round(self.restorer.faces_per_s, 2),
+                "mean_batch": round(self.restorer.mean_batch, 2),
+                "replicas": self.restorer.replicas,
+            },
+            "all_sources": {
+                "frames_out": self.frames_out,
+                "fps": round(self.frames_out / self.elapsed_s, 2) if self.elapsed_s > 0 else 0.0,
+                "faces": sum(s.faces for s in self.sources.values()),
+                "drops": sum(s.drops for s in self.sources.values()),
+                "restarts": sum(s.restarts for s in self.sources.values()),
+                "unrestored_faces": sum(s.unrestored for s in self.sources.values()),
+                "restored_faces_per_s": round(self.restorer.faces / self.elapsed_s, 2) if self.elapsed_s > 0 else 0.0,
             },
         }
 
@@ -219,7 +251,9 @@ class RunStats:
         rows.append(f"stage ms/frame: {stages}")
         rows.append(
             f"restorer: {self.restorer.faces} faces in {self.restorer.batches} batches, "
-            f"{self.restorer.faces_per_s:.1f} faces/s while busy; elapsed {self.elapsed_s:.1f} s"
+            f"{self.restorer.faces_per_s:.1f} faces/s while busy (mean batch {self.restorer.mean_batch:.1f}"
+            + (f", {self.restorer.replicas} replicas" if self.restorer.replicas > 1 else "")
+            + f"); elapsed {self.elapsed_s:.1f} s"
         )
         return "\n".join(rows)
 
@@ -237,6 +271,7 @@ def _source_dict(source: SourceStats, fps: float) -> dict:
         "faces": source.faces,
         "restored_faces": source.restored,
         "faces_too_large": source.too_large,
+        "unrestored_faces": source.unrestored,
         "drops": source.drops,
         "disconnects": source.disconnects,
         "reconnects": source.reconnects,

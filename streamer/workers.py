@@ -63,6 +63,12 @@ class PacketObserver(Protocol):
     def close(self) -> None: ...
 
 
+class RestorerUnavailable(RuntimeError):
+    """A remote restorer could not restore a batch (its replicas died or timed out, retries
+    included). The batch's faces keep their own pixels and are counted as unrestored; the stream
+    goes on. Any other restorer exception stops the pipeline (it is a bug, not an outage)."""
+
+
 Compose = Callable[[np.ndarray, Sequence[Face]], np.ndarray]
 
 
@@ -257,15 +263,16 @@ class RestoreWorker:
         deadline = time.monotonic() + self.batching.max_latency_s
         while crops < self.batching.batch_size:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                items.append(self.inbox.get(timeout=min(remaining, POLL_S)))
+            try:  # past the deadline, still take what is already waiting (it costs no latency)
+                item = self.inbox.get_nowait() if remaining <= 0 else self.inbox.get(timeout=min(remaining, POLL_S))
             except queue.Empty:
+                if remaining <= 0:
+                    break
                 if self.halt.is_set():
                     raise Halted from None
                 continue
-            crops += _crop_count(items[-1])
+            items.append(item)
+            crops += _crop_count(item)
         return items
 
     def _restore(self, items: list) -> list:
@@ -273,9 +280,15 @@ class RestoreWorker:
         crops = [face.crop if face.window is None else face.window for item in items for face in _faces_to_restore(item)]
         if not crops or self.restorer is None:
             return items
-        with self.stats.clock.timing():
-            # One call: the restorer alone splits a collection larger than its batch size.
-            restored = self.restorer.restore(np.stack(crops))
+        try:
+            with self.stats.clock.timing():
+                # One call: the restorer alone splits a collection larger than its batch size.
+                restored = self.restorer.restore(np.stack(crops))
+        except RestorerUnavailable:
+            for item in items:
+                if _crop_count(item):
+                    self.source_stats[item.frame.source_id].unrestored += _crop_count(item)
+            return [_without_crops(item) for item in items]
         self.stats.faces += len(crops)
         self.stats.batches += 1
         return _attach_restored(items, iter(restored), self.source_stats)
@@ -344,6 +357,13 @@ def _faces_to_restore(item: Any) -> list[Face]:
 
 def _crop_count(item: Any) -> int:
     return len(_faces_to_restore(item))
+
+
+def _without_crops(item: Any) -> Any:
+    """The item with no face marked for restoration (they keep their own pixels)."""
+    if not _crop_count(item):
+        return item
+    return dataclasses.replace(item, faces=tuple(dataclasses.replace(face, crop=None) for face in item.faces))
 
 
 def _attach_restored(items: list, restored: Iterator[np.ndarray], source_stats: dict[str, SourceStats]) -> list:

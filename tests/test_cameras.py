@@ -83,7 +83,7 @@ def test_each_mistake_is_an_error_naming_the_file_and_line(tmp_path, case):
 
 def test_cameras_file_runs_locally_each_camera_with_its_own_settings(run_cli, tmp_path, face_clip, checker_model):
     """Two recordings from a cameras file: each written where it says, one side by side (its own
-    compositing), a bad one reported and skipped, stats per camera."""
+    compositing), a bad one reported and skipped, stats per camera; Ray is never imported."""
     for name in ("gate.mp4", "door.mp4"):
         shutil.copy(face_clip.path, tmp_path / name)
     write(tmp_path / "broken.mp4", "not a video\n")
@@ -101,7 +101,12 @@ cameras:
     output: out/
 """)
     stats = tmp_path / "stats.json"
-    result = run_cli("--cameras", cams, "--model", checker_model, "--max-frames", "4", "--stats-json", stats, "-q")
+    # The local mode never imports Ray: here an import of it fails the run.
+    no_ray = tmp_path / "no_ray" / "ray"
+    no_ray.mkdir(parents=True)
+    write(no_ray / "__init__.py", "raise ImportError('the local mode imported ray')\n")
+    result = run_cli("--cameras", cams, "--model", checker_model, "--max-frames", "4", "--stats-json", stats, "-q",
+                     env={"PYTHONPATH": str(no_ray.parent)})
     assert result.returncode == 1, result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["door-review.mp4", "gate.mp4"]
     widths = {}

@@ -14,7 +14,7 @@ from streamer.model_contract import RestorerSpec
 from streamer.pipeline import Components, Job, Pipeline, PipelineSettings
 from streamer.stats import SourceStats
 from streamer.values import Box, Face, Frame, StreamInfo
-from streamer.workers import Batching, CaptureLimits, put_dropping
+from streamer.workers import Batching, CaptureLimits, RestorerUnavailable, put_dropping
 
 CROP = 4  # side of the fake model's crops
 
@@ -396,3 +396,23 @@ def test_a_k_frame_restorer_gets_each_tracks_last_k_crops_and_cameras_never_mix(
         assert own[0] == [newest[0]] * 3  # a young track repeats its oldest crop
         assert own[1] == [newest[0], newest[0], newest[1]]
         assert all(w == newest[i - 2 : i + 1] for i, w in enumerate(own) if i >= 2)  # oldest first, causal
+
+
+class FlakyRemoteRestorer(RecordingRestorer):
+    """A remote restorer whose every other batch is lost (its replica died, retries spent)."""
+
+    def restore(self, crops: np.ndarray) -> np.ndarray:
+        if len(self.batches) % 2 == 1:
+            self.batches.append(crops.copy())
+            raise RestorerUnavailable("restorer unavailable after 3 attempts (ActorDiedError)")
+        return super().restore(crops)
+
+
+def test_faces_of_a_lost_restorer_batch_keep_their_pixels_are_counted_and_the_file_goes_on():
+    harness = Harness([FakeSource("a", 40)], restorer=FlakyRemoteRestorer())
+    stats = harness.pipeline(every_n_frames=1, batching=Batching(batch_size=2, max_latency_s=0.0)).run()
+    written = harness.sinks["a"].frames
+    a = stats.sources["a"]
+    assert len(written) == 40 and a.frames_out == 40
+    assert a.restored > 0 and a.unrestored > 0 and a.restored + a.unrestored == 20  # a face on every other frame
+    assert sum(int(f.image[-1, -1, 0]) for f in written) == a.restored  # only restored faces were composited
