@@ -412,6 +412,8 @@ class RayRun:
             record.carried = _sum_stats(record.carried, record.last)
             logger.warning("%s: restarted (%d so far), now writing %s", record.job.source_id, record.restarts,
                            mask_credentials(snapshot.output))
+            if self._stop_sent:  # it came back after the stop was sent: stop this incarnation too
+                record.actor.stop.remote()
         record.incarnation, record.last = snapshot.incarnation, snapshot.stats
         if snapshot.output not in record.outputs:
             record.outputs.append(snapshot.output)
@@ -419,20 +421,28 @@ class RayRun:
         combined.restarts += record.restarts  # its own (in-process) restarts and Ray's
         self.stats.sources[record.job.source_id] = combined
         if snapshot.state == "done":
-            record.finished = True
+            self._finish(record)
             logger.info("%s -> %s: %d frames, %d faces", record.job.label, ", ".join(
                 mask_credentials(o) for o in record.outputs), combined.frames_out, combined.faces)
         elif snapshot.state == "failed":
-            self._failed(record, snapshot.error or "failed")
+            self._failed(record, snapshot.error or "failed", started=record.restarts > 0 or combined.frames_in > 0)
 
-    def _failed(self, record: _Running, error: str) -> None:
-        if record.live and not self._stopping.is_set():
+    def _failed(self, record: _Running, error: str, started: bool) -> None:
+        """A camera that had been streaming is restarted; one that never delivered a frame (bad
+        URL, unreachable at start-up: the local mode's exit 2) and a file are reported as failed."""
+        if record.live and started and not self._stopping.is_set():
             logger.error("%s: failed: %s; restarting", record.job.label, mask_credentials(error))
             ray.kill(record.actor, no_restart=False)  # Ray restarts it (max_restarts)
             return
         record.error = mask_credentials(error)
-        record.finished = True
+        self._finish(record)
         logger.error("%s: failed: %s", record.job.label, record.error)
+
+    @staticmethod
+    def _finish(record: _Running) -> None:
+        """The job is over: its actor goes, freeing its CPUs for the next file."""
+        record.finished = True
+        ray.kill(record.actor, no_restart=True)
 
     def _poll_replicas(self) -> None:
         for number, replica in enumerate(self._replicas):

@@ -161,7 +161,7 @@ def test_cli_engine_ray_runs_a_cameras_file_on_a_cluster_it_starts(run_cli, tmp_
     result = run_cli("--cameras", cams, "--config", config, "--engine", "ray", "--model", checker_model,
                      "--stats-json", stats, "-q", timeout_s=240)
     assert result.returncode == 1, result.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["door.mp4", "gate.mp4"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["door.mp4", "gate.mp4"], result.stderr
     assert "3 inputs: 2 done, 1 failed" in result.stderr and "FAILED" in result.stderr
     runs = json.loads(stats.read_text())["runs"]
     sources = {s["source"]: s for run in runs for s in run.get("sources", [])}
