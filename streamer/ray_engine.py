@@ -63,6 +63,10 @@ _COUNTERS = ("frames_in", "frames_out", "faces", "restored", "unrestored", "too_
              "corrupt_packets", "restarts", "output_drops", "output_reconnects")
 
 
+class RayUnavailable(UserError):
+    """The cluster cannot be started or joined (wrong --address, Ray not running there)."""
+
+
 # ---------------------------------------------------------------- restorer side (GPU nodes)
 
 
@@ -496,12 +500,17 @@ def connect(settings: RayConfig, verbose: bool = False) -> None:
         "log_to_driver": True,
         "logging_level": logging.INFO if verbose else logging.WARNING,
     }
-    if settings.address:
-        ray.init(address=settings.address, **options)
-        return
-    if settings.object_store_mb:
-        options["object_store_memory"] = settings.object_store_mb * 1024 * 1024
-    ray.init(include_dashboard=False, **options)
+    try:
+        if settings.address:
+            ray.init(address=settings.address, **options)
+            return
+        if settings.object_store_mb:
+            options["object_store_memory"] = settings.object_store_mb * 1024 * 1024
+        # "local": a new cluster here, even where RAY_ADDRESS names another one.
+        ray.init(address="local", include_dashboard=False, **options)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        where = f"the Ray cluster at {settings.address}" if settings.address else "a Ray cluster here"
+        raise RayUnavailable(f"cannot start or join {where}: {_one_line(exc)}") from None
 
 
 # ---------------------------------------------------------------- helpers
