@@ -13,9 +13,9 @@
 - The replicas batch crops across cameras: a replica gathers the requests that arrive while it
   is busy or within the latency budget, up to `restoration.batch_size` crops, and runs the model
   once. A replica is placed on a GPU where the cluster has one.
-- Faults: a live camera's actor restarts (Ray `max_restarts`) and resumes its stream (a new
-  output file, `NAME.restartN.mp4`, so nothing written is overwritten); a file's actor is not
-  restarted: the file is reported as failed and the others go on. A replica that dies is
+- Faults: a live camera's actor restarts (Ray `max_restarts`) and resumes its stream in a new
+  segment (its recorder gives the killed run's unfinished segment its final name); a file's
+  actor is not restarted: the file is reported as failed and the others go on. A replica that dies is
   restarted; a batch sent to it is retried on another replica, and after
   `ray.restore_attempts` its faces keep their own pixels and are counted as unrestored.
 - Ctrl-C stops every job gracefully (outputs finalised); a second one aborts.
@@ -204,8 +204,8 @@ class CameraJob:
         self.incarnation = uuid.uuid4().hex
         job = task.job
         if ray.get_runtime_context().was_current_actor_reconstructed:
-            job = dataclasses.replace(job, output=_restart_output(job.output))
-            logger.warning("%s: restarted; writing %s", job.source_id, mask_credentials(job.output))
+            # A live camera's recorder starts a new segment and renames the killed run's partial one.
+            logger.warning("%s: restarted", job.source_id)
         restoring = task.config.restoration.enabled
         restorer = RemoteRestorer(replicas, spec, task.config.ray) if restoring else None
         self.job = job
@@ -235,18 +235,6 @@ class CameraJob:
 
     def pid(self) -> int:
         return os.getpid()
-
-
-def _restart_output(output: str) -> str:
-    """Where a restarted camera writes: NAME.restartN.EXT, the first N not used (by a finished or
-    a partial file), so a restart never overwrites what an earlier run recorded."""
-    if push_format(output) is not None:
-        return output
-    target = Path(output)
-    number = 1
-    while any(target.parent.glob(f"{target.stem}.restart{number}.*")):
-        number += 1
-    return str(target.with_name(f"{target.stem}.restart{number}{target.suffix}"))
 
 
 # ---------------------------------------------------------------- driver
@@ -414,8 +402,7 @@ class RayRun:
         if record.incarnation is not None and snapshot.incarnation != record.incarnation:
             record.restarts += 1
             record.carried = _sum_stats(record.carried, record.last)
-            logger.warning("%s: restarted (%d so far), now writing %s", record.job.source_id, record.restarts,
-                           mask_credentials(snapshot.output))
+            logger.warning("%s: restarted (%d so far)", record.job.source_id, record.restarts)
             if self._stop_sent:  # it came back after the stop was sent: stop this incarnation too
                 record.actor.stop.remote()
         record.incarnation, record.last = snapshot.incarnation, snapshot.stats
