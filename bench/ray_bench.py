@@ -121,8 +121,8 @@ def batch_overhead(config: Config, restorer, repeats: int = 30) -> list[tuple[in
     rows = []
     for batch in OVERHEAD_BATCHES:
         crops = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
-        local = best_ms(lambda: restorer.restore(crops), repeats)
-        remote = best_ms(lambda: ray.get(replica.restore.remote(crops)), repeats)
+        local = best_ms(lambda crops=crops: restorer.restore(crops), repeats)
+        remote = best_ms(lambda crops=crops: ray.get(replica.restore.remote(crops)), repeats)
         rows.append((batch, local, remote))
     ray.kill(replica)
     return rows

@@ -181,8 +181,8 @@ def _camera_config(entry: CameraEntry, base: Config, where: _Where) -> Config:
         return Config.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        section, *rest = first["loc"]
-        key = {value: key for key, value in OVERRIDE_SECTIONS.items()}.get(str(section), str(section))
+        failed_section, *rest = first["loc"]
+        key = {value: key for key, value in OVERRIDE_SECTIONS.items()}.get(str(failed_section), str(failed_section))
         message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
         if "input" in first and not isinstance(first["input"], (dict, list)):
             message += f" (got {first['input']!r})"

@@ -36,7 +36,6 @@ import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,7 +48,7 @@ from streamer.errors import UserError
 from streamer.jobs import JobResult
 from streamer.pipeline import Job, Pipeline
 from streamer.stats import PER_SOURCE_STAGES, RunStats, SourceStats, StageClock
-from streamer.urls import is_live_url, mask_credentials, push_format
+from streamer.urls import is_live_url, mask_credentials
 from streamer.workers import Batching, CaptureLimits, RestorerUnavailable
 
 logger = logging.getLogger(__name__)
@@ -59,8 +58,10 @@ POLL_TIMEOUT_S = 10.0  # a job that does not answer for this long is asked again
 REPLICA_READY_TIMEOUT_S = 300.0
 # Actor names (in this run's own namespace): `ray.get_actor(CAMERA_ACTOR + "lobby")` finds a camera's job.
 CAMERA_ACTOR, RESTORER_ACTOR = "camera:", "restorer:"  # model load on a fresh node (may include CUDA start-up)
-_COUNTERS = ("frames_in", "frames_out", "faces", "restored", "unrestored", "too_large", "drops", "reconnects",
-             "corrupt_packets", "restarts", "output_drops", "output_reconnects")
+# SourceStats' counters that add up over a restarted camera's incarnations.
+_COUNTERS = ("decoded", "corrupt_packets", "disconnects", "reconnects", "frames_in", "capture_drops", "faces",
+             "too_large", "restored", "unrestored", "late_output_drops", "frames_out", "restarts", "output_drops",
+             "output_reconnects")
 
 
 class RayUnavailable(UserError):
@@ -77,7 +78,9 @@ class RestorerReplica:
     def __init__(self, config: Config, batching: Batching) -> None:
         from streamer.components import load_restorer  # loads torch
 
-        self.restorer = load_restorer(config)
+        restorer = load_restorer(config)
+        assert restorer is not None, "replicas run only with restoration.enabled"
+        self.restorer = restorer
         self.batching = batching
         self.incarnation = uuid.uuid4().hex
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="restore")
@@ -211,7 +214,8 @@ class CameraJob:
         self.job = job
         self.pipeline = Pipeline([job], assemble_components(task.config, restorer), pipeline_settings(
             task.config, task.limits))
-        self.state, self.error = "running", None
+        self.state: str = "running"
+        self.error: str | None = None
         threading.Thread(target=self._run, name=f"job-{job.source_id}", daemon=True).start()
 
     def _run(self) -> None:

@@ -23,7 +23,11 @@ from streamer.config import Config
 from streamer.pipeline import Job
 from streamer.workers import CaptureLimits
 from tests.helpers.media import make_face_frames, read_frames
-from tests.helpers.rtsp_server import RtspTestServer, require_gstreamer, write_frames_dir
+from tests.helpers.rtsp_server import (
+    RtspTestServer,
+    require_gstreamer,
+    write_frames_dir,
+)
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -39,8 +43,8 @@ def cluster():
 
     cluster = Cluster(initialize_head=True, head_node_args={**NODE, "include_dashboard": False})
     cluster.add_node(**NODE)
-    from streamer.ray_engine import connect
     from streamer.config import RayConfig
+    from streamer.ray_engine import connect
 
     connect(RayConfig(address=cluster.address))
     yield cluster
