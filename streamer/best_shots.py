@@ -16,7 +16,9 @@ The quality score (`score_face`), every part in [0, 1]:
 - edge:      the share of the model's crop square that lies inside the frame (a face cut by the
              frame edge is partly invented border pixels), squared so a half-cut face scores 0.25.
 total = edge x (WEIGHTS . (size, detector, sharpness, frontal)); the weights sum to 1.
-Ties go to the earlier frame, so the same input always keeps the same shots.
+Ties go to the earlier frame, so the same input always keeps the same shots. A track's kept shots
+are at least MIN_GAP_S apart (a better shot within the gap replaces the one it is near): consecutive
+frames would give three copies of one view.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ SHARPNESS_HALF = 100.0  # the Laplacian variance that scores 0.5
 NO_KEYPOINTS_FRONTAL = 0.5  # frontalness when the detector gave no keypoints: unknown
 WEIGHTS = {"size": 0.35, "detector": 0.15, "sharpness": 0.25, "frontal": 0.25}
 DEFAULT_TOP_N = 3
+MIN_GAP_S = 0.5  # a track's kept shots are at least this far apart in time: three views, not one view thrice
 
 
 @dataclass(frozen=True)
@@ -147,17 +150,29 @@ class Sighting:
 class _TrackShots:
     """The top N shots of one live track (a min-heap: the worst kept shot is first to go)."""
 
-    def __init__(self, track_id: int, segment: int, top_n: int, first: Sighting) -> None:
-        self.track_id, self.segment, self.top_n = track_id, segment, top_n
+    def __init__(self, track_id: int, segment: int, top_n: int, first: Sighting, min_gap: int = 1) -> None:
+        self.track_id, self.segment, self.top_n, self.min_gap = track_id, segment, top_n, min_gap
         self.heap: list[tuple[float, int, Shot]] = []  # (total, -frame_index, shot)
         self.first = self.last = first
         self.frames = 0
         self.last_seen = 0  # the collector's frame counter when the track was last seen
 
-    def would_keep(self, total: float, frame_index: int) -> bool:
-        return len(self.heap) < self.top_n or (total, -frame_index) > self.heap[0][:2]
+    def admit(self, total: float, frame_index: int) -> list[tuple[float, int, Shot]] | None:
+        """None: a shot scoring `total` is not kept. Else the kept shots it replaces: those less
+        than `min_gap` frames from it (it must beat them all: near-duplicates make one shot), or
+        none (it joins the top N, pushing out the worst when full)."""
+        key = (total, -frame_index)
+        near = [entry for entry in self.heap if abs(-entry[1] - frame_index) < self.min_gap]
+        if near:
+            return near if key > max(entry[:2] for entry in near) else None
+        if len(self.heap) < self.top_n or key > self.heap[0][:2]:
+            return []
+        return None
 
-    def keep(self, shot: Shot) -> None:
+    def keep(self, shot: Shot, replaced: list[tuple[float, int, Shot]]) -> None:
+        if replaced:
+            self.heap = [entry for entry in self.heap if all(entry is not old for old in replaced)]
+            heapq.heapify(self.heap)
         entry = (shot.parts.total, -shot.frame_index, shot)
         if len(self.heap) < self.top_n:
             heapq.heappush(self.heap, entry)
@@ -185,11 +200,14 @@ class BestShots:
         end_after_frames: int = 30,
         crop_scale: float = 1.5,
         clock: Callable[[], float] = time.time,
+        min_gap_s: float = MIN_GAP_S,
     ) -> None:
         if top_n < 1:
             raise ValueError(f"BestShots: top_n must be >= 1, got {top_n}")
         self.info, self.on_track_end, self.top_n = info, on_track_end, top_n
         self.end_after_frames, self.crop_scale, self.clock = end_after_frames, crop_scale, clock
+        # Kept shots of a track are at least this many frames apart (consecutive frames are near-duplicates).
+        self.min_gap_frames = max(1, round(float(info.rate or 0) * min_gap_s))
         self._tracks: dict[int, _TrackShots] = {}
         self._segments: dict[int, int] = {}  # track id -> segments flushed so far
         self._frames = 0
@@ -223,20 +241,22 @@ class BestShots:
         track = self._tracks.get(face.track_id)
         if track is None:
             segment = self._segments.get(face.track_id, 0) + 1
-            track = self._tracks[face.track_id] = _TrackShots(face.track_id, segment, self.top_n, sighting)
+            track = self._tracks[face.track_id] = _TrackShots(face.track_id, segment, self.top_n, sighting,
+                                                              self.min_gap_frames)
         track.frames += 1
         track.last_seen = self._frames
         track.last = sighting
         crop_box = face.crop_box or square_crop_box(face.box, self.crop_scale)
         parts = score_face(frame.image, face, crop_box)
-        if not track.would_keep(parts.total, frame.index):
+        replaced = track.admit(parts.total, frame.index)
+        if replaced is None:
             return  # most faces end here: scored, nothing copied
         track.keep(Shot(
             source_id=frame.source_id, track_id=face.track_id, frame_index=frame.index, pts=frame.pts,
             time_s=time_s, wall_clock=wall_clock, box=face.box, crop_box=crop_box, parts=parts,
             original=cut_square(frame.image, crop_box).copy(),
             restored=None if face.restored is None else np.array(face.restored, copy=True),
-        ))
+        ), replaced)
 
     def _end_quiet_tracks(self) -> None:
         quiet = [track_id for track_id, track in self._tracks.items()

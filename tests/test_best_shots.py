@@ -82,9 +82,9 @@ def packet(index: int, faces, image=None) -> FramePacket:
     return FramePacket(frame, tuple(faces))
 
 
-def collector(top_n=3, end_after=5):
+def collector(top_n=3, end_after=5, min_gap_s=0.0):
     ended = []
-    return BestShots(INFO, ended.append, top_n=top_n, end_after_frames=end_after), ended
+    return BestShots(INFO, ended.append, top_n=top_n, end_after_frames=end_after, min_gap_s=min_gap_s), ended
 
 
 def test_keeps_the_top_n_shots_of_a_track_best_first_with_native_and_model_crops():
@@ -165,3 +165,15 @@ def test_overlay_shows_each_face_with_its_tracks_best_restored_view_so_far():
         shown.append(int(out.faces[0].restored[0, 0, 0]))
         assert out.faces[0].box == face.box  # the inset stays beside the face where it is now
     assert shown == [0, 0, 0]
+
+
+def test_kept_shots_are_apart_in_time_not_three_copies_of_one_moment():
+    shots, ended = collector(top_n=3, end_after=1000, min_gap_s=0.4)  # 10 frames at 25 fps
+    sides = {3: 40, 4: 42, 5: 41, 20: 30, 21: 31, 40: 36}  # a good moment (frames 3-5), two weaker ones
+    for index in range(45):
+        shots.observe(packet(index, [face_at(100, 80, sides.get(index, 20))], image=textured(0)))
+    shots.close()
+    kept = [shot.frame_index for shot in ended[0].shots]
+    assert kept[0] == 4  # the best of the good moment, once
+    assert sorted(kept) == [4, 21, 40]
+    assert all(abs(a - b) >= 10 for a in kept for b in kept if a != b)

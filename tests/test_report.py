@@ -302,7 +302,9 @@ def test_the_report_opens_in_a_real_browser_with_its_cards_images_and_labels(two
     dialog = browser.find_element(By.ID, "shots")
     assert dialog.is_displayed()
     shots = dialog.find_elements(By.CSS_SELECTOR, ".shot")
-    assert len(shots) == len(json.loads(tracks[0])["shots"]) >= 1
+    clicked = next(json.loads(line) for line in tracks
+                   if json.loads(line)["track_id"] == int(cards[0].get_attribute("data-track")))
+    assert len(shots) == len(clicked["shots"]) >= 1
     assert all(browser.execute_script(loaded, image) for image in dialog.find_elements(By.TAG_NAME, "img"))
     assert len(dialog.find_elements(By.CSS_SELECTOR, ".enhanced-label")) == len(shots)
     browser.find_element(By.ID, "close").click()
