@@ -96,7 +96,8 @@ def _per_camera_counters(sources: list[SourceStats]) -> Iterator[Metric]:
 
 
 def _cumulative_buckets(source: SourceStats) -> list[tuple[str, float]]:
-    buckets, total = [], 0
+    buckets: list[tuple[str, float]] = []
+    total = 0
     for bound, count in zip((*LATENCY_BUCKETS_S, float("inf")), source.latency.bucket_counts):
         total += count
         buckets.append(("+Inf" if bound == float("inf") else repr(bound), total))

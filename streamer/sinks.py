@@ -134,13 +134,15 @@ def open_sink(
     a live source's file output is a SegmentRecorder and its push a ReconnectingPushSink."""
     options = options or SinkOptions()
     _check_encoder(options, mask_credentials(target))
-    supervised = info.is_live and recording is not None
+    live_recording = recording if info.is_live else None
     if url_scheme(target):
         if push_format(target) is None:
             raise SinkError(f"{mask_credentials(target)}: cannot push to this URL (use rtsp:// or rtmp://)")
-        return ReconnectingPushSink(target, info, options) if supervised else PushSink(target, info, options)
-    if supervised:
-        return SegmentRecorder(target, info, options, recording)
+        if live_recording is not None:
+            return ReconnectingPushSink(target, info, options)
+        return PushSink(target, info, options)
+    if live_recording is not None:
+        return SegmentRecorder(target, info, options, live_recording)
     return FileSink(target, info, options)
 
 
@@ -615,11 +617,12 @@ class ReconnectingPushSink(_Sink):
 
     def write(self, frame: Frame) -> None:
         frame = self._sized(frame)
-        if self._push is None and not self._try_connect():
+        push = self._push or self._try_connect()
+        if push is None:
             self.dropped += 1
             return
         try:
-            self._push.write(frame)
+            push.write(frame)
         except SinkError as error:
             self._lost(str(error))
             self.dropped += 1
@@ -635,19 +638,20 @@ class ReconnectingPushSink(_Sink):
         return dataclasses.replace(frame, image=cv2.resize(frame.image, self._first_size,
                                                            interpolation=cv2.INTER_AREA))
 
-    def _try_connect(self) -> bool:
+    def _try_connect(self) -> PushSink | None:
+        """The new push, or None while waiting for the next attempt or after a failed one."""
         if time.monotonic() < self._next_attempt:
-            return False
+            return None
         try:
             self._push = self._connect()
         except SinkError as error:
             self._lost(str(error))
-            return False
+            return None
         if self._connected_once:
             self.reconnects += 1
             logger.warning("%s: push reconnected (%d frames dropped so far)", self.masked_target, self.dropped)
         self._connected_once = True
-        return True
+        return self._push
 
     def _lost(self, reason: str) -> None:
         if self._push is not None:
