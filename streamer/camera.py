@@ -214,7 +214,7 @@ class CameraJob:
             raise CameraLost(f"{message}; no frame for {self._silent_for():.0f} s: gave up")
 
     def _set_waiting(self) -> None:
-        if self.stats.state == "up" or self.stats.state not in ("reconnecting", "starting"):
+        if self.stats.state not in ("reconnecting", "starting"):  # "starting" until its first frame ever
             self.stats.set_state("reconnecting")
 
     def _wait_before_retry(self) -> None:
