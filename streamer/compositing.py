@@ -153,12 +153,13 @@ def overlay_faces(image: np.ndarray, faces: Sequence[Face], options: CompositeOp
     output = image.copy()
     height, width = image.shape[:2]
     shown = sorted((face for face in faces if face.restored is not None), key=lambda face: face.track_id)
+    views = [face.restored for face in shown if face.restored is not None]
     labels = [_label_text(face, options) for face in shown]
-    sizes = [_inset_size(face, label, options) for face, label in zip(shown, labels)]
+    sizes = [_inset_size(view, label, options) for view, label in zip(views, labels)]
     places = place_insets([face.box for face in shown], sizes, width, height, [face.box for face in faces])
-    for face, label, place in zip(shown, labels, places):
+    for view, label, place in zip(views, labels, places):
         if place is not None:
-            _draw_inset(output, face, label, place, options)
+            _draw_inset(output, view, label, place, options)
     for face in shown:
         _draw_box(output, face.box)
     return output
@@ -168,20 +169,20 @@ def _label_text(face: Face, options: CompositeOptions) -> str:
     return (f"#{face.track_id} " if options.label and face.track_id >= 0 else "") + ENHANCED_TEXT
 
 
-def _inset_size(face: Face, label: str, options: CompositeOptions) -> tuple[int, int, int]:
+def _inset_size(view: np.ndarray, label: str, options: CompositeOptions) -> tuple[int, int, int]:
     """(width, height, inset side) of an inset's footprint: the label strip above the inset."""
-    side = face.restored.shape[0] * max(1, int(options.inset_scale))
+    side = view.shape[0] * max(1, int(options.inset_scale))
     (text_w, _), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, LABEL_FONT_SCALE, 1)
     return max(side, text_w + 4), side + LABEL_STRIP_PX, side
 
 
-def _draw_inset(output: np.ndarray, face: Face, label: str, place: Box, options: CompositeOptions) -> None:
-    left, top, side = int(place.x), int(place.y), face.restored.shape[0] * max(1, int(options.inset_scale))
+def _draw_inset(output: np.ndarray, view: np.ndarray, label: str, place: Box, options: CompositeOptions) -> None:
+    left, top, side = int(place.x), int(place.y), view.shape[0] * max(1, int(options.inset_scale))
     output[top : top + int(place.h), left : left + int(place.w)] = LABEL_BACKGROUND_RGB
     cv2.putText(output, label, (left + 2, top + LABEL_STRIP_PX - 3), cv2.FONT_HERSHEY_SIMPLEX, LABEL_FONT_SCALE,
                 BORDER_RGB, 1, cv2.LINE_AA)
-    scale = side // face.restored.shape[0]
-    pixels = face.restored if scale == 1 else np.repeat(np.repeat(face.restored, scale, 0), scale, 1)
+    scale = side // view.shape[0]
+    pixels = view if scale == 1 else np.repeat(np.repeat(view, scale, 0), scale, 1)
     inset_top = top + LABEL_STRIP_PX
     output[inset_top : inset_top + side, left : left + side] = pixels
 

@@ -305,16 +305,14 @@ class ReportWriter:
     def _write_shot(self, folder: Path, rank: int, shot: Shot, source: _Source) -> dict[str, Any]:
         stem = f"f{shot.frame_index:06d}"
         factor = max(2, -(-ENLARGED_PX // shot.original.shape[1]))
-        files = {
-            "original": f"{stem}_original.png",
-            "original_enlarged": f"{stem}_original_x{factor}.png",
-            "enhanced": f"{stem}_enhanced.png" if shot.restored is not None else None,
-        }
-        _write_png(self.folder / folder / files["original"], shot.original)
+        original, enlarged_name = f"{stem}_original.png", f"{stem}_original_x{factor}.png"
+        enhanced = f"{stem}_enhanced.png" if shot.restored is not None else None
+        files = {"original": original, "original_enlarged": enlarged_name, "enhanced": enhanced}
+        _write_png(self.folder / folder / original, shot.original)
         enlarged = cv2.resize(shot.original, None, fx=factor, fy=factor, interpolation=cv2.INTER_NEAREST)
-        _write_png(self.folder / folder / files["original_enlarged"], enlarged)
-        if shot.restored is not None:
-            _write_png(self.folder / folder / files["enhanced"], shot.restored)
+        _write_png(self.folder / folder / enlarged_name, enlarged)
+        if shot.restored is not None and enhanced is not None:
+            _write_png(self.folder / folder / enhanced, shot.restored)
         sidecar = {
             "report_format": REPORT_FORMAT,
             "camera": shot.source_id, "source": source.record(),

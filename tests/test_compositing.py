@@ -129,7 +129,7 @@ def test_insets_and_labels_never_cover_a_face_or_each_other(count):
     faces = crowd(count)
     shown = [face for face in faces if face.restored is not None]
     options = CompositeOptions()
-    sizes = [_inset_size(face, _label_text(face, options), options) for face in shown]
+    sizes = [_inset_size(face.restored, _label_text(face, options), options) for face in shown]
     places = place_insets([face.box for face in shown], sizes, WIDTH, HEIGHT, [face.box for face in faces])
     placed = [place for place in places if place is not None]
     assert len(placed) == len(shown)  # this frame has room for all of them
