@@ -435,14 +435,18 @@ def bench_latency(args: argparse.Namespace, out_dir: Path) -> dict:
     latencies: list[float] = []
     timed_components = dataclasses.replace(
         components,
-        open_source=lambda url, source_id: TimedSource(components.open_source(url, source_id), stamps),
-        open_sink=lambda target, info: TimedSink(components.open_sink(target, info), stamps, latencies),
+        open_source=lambda url, source_id, **kwargs: TimedSource(components.open_source(url, source_id, **kwargs),
+                                                                 stamps),
+        open_sink=lambda target, info, **kwargs: TimedSink(components.open_sink(target, info, **kwargs), stamps,
+                                                           latencies),
     )
     with RtspTestServer.start(width=1280, height=720, fps=25, frames_dir=frames_dir) as server:
         job = Job("camera", server.url, str(out_dir / "live.mp4"), "rtsp 720p25")
         settings = pipeline_settings(config, CaptureLimits(duration_s=args.seconds))
         stats = Pipeline([job], timed_components, settings).run()
     source = stats.sources["camera"]
+    if len(latencies) <= 25:
+        raise SystemExit(f"error: --latency: only {len(latencies)} frames written in {args.seconds} s")
     steady = np.array(latencies[25:]) * 1000  # after the first second (model warm-up)
     return {"frames_in": source.frames_in, "frames_out": source.frames_out, "drops": source.drops,
             "restored": source.restored, "p50": float(np.percentile(steady, 50)),
