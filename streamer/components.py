@@ -16,6 +16,7 @@ from streamer.detection import MediaPipeFaceDetector, TilingOptions
 from streamer.model_contract import ContractError, RestorerSpec
 from streamer.pipeline import Components, Job, PipelineSettings
 from streamer.restoration import TorchScriptRestorer, prepare_crops
+from streamer.retinaface import RetinaFaceModel
 from streamer.search_policy import AdaptiveSearch, SearchBudget
 from streamer.sinks import (
     LOSSLESS_FILE_OPTIONS,
@@ -26,6 +27,7 @@ from streamer.sinks import (
 from streamer.sources import open_source
 from streamer.tracking import FaceTracker
 from streamer.values import StreamInfo
+from streamer.verification import GateOptions, RestoreGate
 from streamer.workers import Batching, CaptureLimits
 
 if TYPE_CHECKING:
@@ -76,6 +78,7 @@ def assemble_components(config: Config, restorer: SpecRestorer | None, report: R
         crop_faces=_crop_faces(config, restorer),
         compose=_compositor(config),
         make_observer=_packet_observers(config, restorer, report),
+        make_gate=_gate_factory(config, restorer),
     )
 
 
@@ -96,6 +99,25 @@ def _packet_observers(config: Config, restorer: SpecRestorer | None, report: Rep
         return BestShotInsets(shots) if overlay else shots
 
     return make
+
+
+def _gate_factory(config: Config, restorer: SpecRestorer | None):
+    """One restore gate per source, with its own RetinaFace session (None: nothing to gate)."""
+    settings = config.verification
+    if restorer is None or not settings.enabled:
+        if restorer is not None:
+            logger.warning("restore gate: off (verification.enabled is false): every detected face is restored")
+        return None
+    options = GateOptions(**settings.model_dump())
+    logger.info("restore gate: score >= %.2f, keypoints %s, second opinion %s, %d passed checks per track",
+                options.min_score, "on" if options.keypoints else "off",
+                f"RetinaFace >= {options.second_opinion_min_score:.2f}" if options.second_opinion else "off",
+                options.confirm_checks)
+
+    def make_gate() -> RestoreGate:
+        return RestoreGate(options, RetinaFaceModel() if options.second_opinion else None)
+
+    return make_gate
 
 
 def _crop_faces(config: Config, restorer: SpecRestorer | None):

@@ -7,7 +7,8 @@ Modes:
 - `overlay`: for an operator watching a live view, each face's restored view (in the pipeline,
   its track's best shot so far: best_shots.BestShotInsets) is drawn as an inset beside its box,
   at the model's own output size, under a label "#ID enhanced"; insets and labels never cover
-  a face or each other (an inset with no free place is left out of that frame).
+  a face or each other (an inset with no free place is left out of that frame). A face the
+  restore gate did not verify gets a grey box labelled "unverified" and no inset.
 - `side-by-side`: input | paste result, twice as wide, for review.
 
 In paste and side-by-side, a face in a well-lit frame first gets back its own brightness
@@ -40,6 +41,7 @@ LABEL_STRIP_PX = 12  # overlay: the label strip above each inset
 LABEL_BACKGROUND_RGB = (0, 0, 0)
 ENHANCED_TEXT = "enhanced"  # every inset is labelled as an enhancement
 BORDER_RGB = (255, 220, 0)
+UNVERIFIED_RGB = (160, 160, 160)  # overlay: faces found but not restored (the restore gate said no)
 LABEL_FONT_SCALE = 0.4
 
 
@@ -65,7 +67,9 @@ def compose(
     paste and overlay keep the size; side-by-side returns H x 2W."""
     check_rgb_image(image, "compose input")
     if mode == "overlay":  # the model's own output, beside the faces: nothing pasted, nothing relit
-        return overlay_faces(image, faces, options)
+        output = overlay_faces(image, [face for face in faces if face.verified is not False], options)
+        mark_unverified(output, [face for face in faces if face.verified is False])
+        return output
     restored = [face for face in faces if face.restored is not None and face.crop_box is not None]
     if options.keep_brightness and restored:
         restored = _with_kept_brightness(image, restored)
@@ -233,7 +237,17 @@ def _overlap(a: Box, b: Box) -> bool:
     return a.x < b.x + b.w and b.x < a.x + a.w and a.y < b.y + b.h and b.y < a.y + a.h
 
 
-def _draw_box(image: np.ndarray, box: Box) -> None:
+def mark_unverified(image: np.ndarray, faces: Sequence[Face]) -> None:
+    """Draw (in place) a grey box labelled "unverified" around each face the restore gate kept as
+    it was: the operator sees what was found, and that it was not restored."""
+    for face in faces:
+        _draw_box(image, face.box, UNVERIFIED_RGB)
+        corner = (int(round(face.box.x)), max(10, int(round(face.box.y)) - 3))
+        cv2.putText(image, "unverified", corner, cv2.FONT_HERSHEY_SIMPLEX, LABEL_FONT_SCALE, UNVERIFIED_RGB, 1,
+                    cv2.LINE_AA)
+
+
+def _draw_box(image: np.ndarray, box: Box, colour: tuple[int, int, int] = BORDER_RGB) -> None:
     corner = (int(round(box.x)), int(round(box.y)))
     opposite = (int(round(box.x + box.w)) - 1, int(round(box.y + box.h)) - 1)
-    cv2.rectangle(image, corner, opposite, BORDER_RGB, 1)
+    cv2.rectangle(image, corner, opposite, colour, 1)

@@ -127,6 +127,20 @@ class RestorationConfig(_Section):
         return resolve_repo_path(self.model)
 
 
+class VerificationConfig(_Section):
+    """The restore gate (streamer.verification): what a detection must pass to be restored."""
+
+    enabled: bool = True  # off: every detected face is restored (not for evidence)
+    # Measured with bench/detection_quality.py: RetinaFace's score separates faces from look-alikes
+    # (the back of a head, a heraldic lion) best; the keypoint layout rejected real faces and no
+    # look-alike that RetinaFace passed, so it is off by default.
+    min_score: float = Field(0.5, ge=0.0, le=1.0)  # the detector's score a check needs
+    keypoints: bool = False  # the eyes, nose and mouth must have a face's layout
+    second_opinion: bool = True  # RetinaFace must see a face there too
+    second_opinion_min_score: float = Field(0.9, ge=0.0, le=1.0)
+    confirm_checks: int = Field(2, ge=1, le=4)  # passed checks (of a track's last 4) before it is restored
+
+
 class CompositingConfig(_Section):
     mode: Literal["paste", "overlay", "side-by-side"] = "paste"
     feather: float = Field(0.15, ge=0.0, le=0.5)  # width of the blend ramp, as a fraction of the crop side
@@ -213,6 +227,7 @@ class Config(_Section):
     source: SourceConfig = SourceConfig()
     detection: DetectionConfig = DetectionConfig()
     tracking: TrackingConfig = TrackingConfig()
+    verification: VerificationConfig = VerificationConfig()
     restoration: RestorationConfig = RestorationConfig()
     compositing: CompositingConfig = CompositingConfig()
     output: OutputConfig = OutputConfig()

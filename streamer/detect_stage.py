@@ -6,8 +6,9 @@ One implementation, used by the pipeline's DetectWorker (streamer/workers.py), t
 measure is what the pipeline does.
 
 `DetectStage.faces_in` runs the steps in order, each in its own small method, so that a later step
-(a search policy deciding when and where to detect, a gate on which faces to restore, a window of
-each track's recent crops) slots in as one more method rather than a copy of the loop.
+(a search policy deciding when and where to detect, a window of each track's recent crops) slots in
+as one more method rather than a copy of the loop. The restore gate (streamer/verification.py) is
+one: it marks each face verified or not, and only verified faces get a crop (are restored).
 """
 from __future__ import annotations
 
@@ -32,6 +33,12 @@ class Tracker(Protocol):
         ...
 
 
+class Gate(Protocol):
+    def review(self, image: np.ndarray, detections: list[Face] | None, faces: list[Face]) -> list[Face]:
+        """The faces with `verified` set (streamer.verification.RestoreGate)."""
+        ...
+
+
 # Cuts the restorer's input crop of each face (Face.crop, Face.crop_box); a face it leaves alone keeps
 # crop None (restoration.prepare_crops: larger than restoration.max_face_px).
 CropFaces = Callable[[np.ndarray, Sequence[Face]], Sequence[Face]]
@@ -41,13 +48,21 @@ class DetectStage:
     """One source's faces, frame by frame. Holds the detector's and the tracker's state: one per
     source, called from one thread, with the frames in order."""
 
-    def __init__(self, detector: Detector, tracker: Tracker, crop_faces: CropFaces | None, every_n: int = 1,
-                 windows: TrackWindows | None = None) -> None:
+    def __init__(
+        self,
+        detector: Detector,
+        tracker: Tracker,
+        crop_faces: CropFaces | None,
+        every_n: int = 1,
+        windows: TrackWindows | None = None,
+        gate: Gate | None = None,
+    ) -> None:
         if every_n < 1:
             raise ValueError(f"DetectStage: every_n must be >= 1, got {every_n}")
         self.detector, self.tracker, self.crop_faces, self.every_n = detector, tracker, crop_faces, every_n
         # A K-frame restorer's per-track windows (this source's tracks only); None: a one-frame restorer.
         self.windows = windows
+        self.gate = gate  # None: every face is cropped (restored)
         self.frames_seen = 0
 
     def faces_in(self, image: np.ndarray, frame_index: int, seconds: float | None = None) -> tuple[Face, ...]:
@@ -55,6 +70,7 @@ class DetectStage:
         `seconds`: the frame's time, for a search policy's clocks (None: counted in frames)."""
         detections = self._detections(image, frame_index, seconds)
         faces = self._in_picture(self.tracker.update(frame_index, detections), image)
+        faces = self._reviewed(image, detections, faces)
         self.frames_seen += 1
         return tuple(self._windowed(self._cropped(image, faces), frame_index))
 
@@ -79,7 +95,15 @@ class DetectStage:
             return faces
         return self.windows.faces_with_windows(frame_index, faces)
 
+    def _reviewed(self, image: np.ndarray, detections: list[Face] | None, faces: list[Face]) -> list[Face]:
+        """The restore gate's verdict on each face (detections: this frame's raw ones, or None)."""
+        if self.gate is None:
+            return faces
+        return self.gate.review(image, detections, faces)
+
     def _cropped(self, image: np.ndarray, faces: list[Face]) -> Sequence[Face]:
+        """Crops for the faces to restore; a face the gate rejected gets none and keeps its pixels."""
         if self.crop_faces is None or not faces:
             return faces
-        return self.crop_faces(image, faces)
+        cropped = iter(self.crop_faces(image, [face for face in faces if face.verified is not False]))
+        return [face if face.verified is False else next(cropped) for face in faces]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from streamer.camera import CameraJob, CameraLinks, CameraLost, CameraPolicy
 from streamer.config import LoggingConfig, PipelineConfig, RestorationConfig
-from streamer.detect_stage import CropFaces, Detector, DetectStage, Tracker
+from streamer.detect_stage import CropFaces, Detector, DetectStage, Gate, Tracker
 from streamer.stats import RunStats
 from streamer.track_window import TrackWindows
 from streamer.urls import is_live_url, mask_credentials
@@ -77,14 +77,18 @@ class Components:
     compose: Compose
     # Sees each source's composited packets, e.g. the report's best-shot collector: (source_id, info) -> observer.
     make_observer: Callable[[str, StreamInfo], PacketObserver] | None = None
+    # One restore gate per source (it keeps per-track evidence); None: every face is restored.
+    make_gate: Callable[[], Gate] | None = None
 
     def detect_stage(self, detector: Detector, every_n: int) -> DetectStage:
-        """A source's detect stage around its own `detector` (crops are cut only for a restorer)."""
+        """A source's detect stage around its own `detector` (crops are cut only for a restorer),
+        with its own restore gate."""
         crop_faces = self.crop_faces if self.restorer is not None else None
         spec = getattr(self.restorer, "spec", None)
         frames = spec.frames if spec is not None else 1
         windows = TrackWindows(frames) if crop_faces is not None and frames > 1 else None
-        return DetectStage(detector, self.make_tracker(), crop_faces, every_n, windows)
+        gate = self.make_gate() if self.make_gate is not None else None
+        return DetectStage(detector, self.make_tracker(), crop_faces, every_n, windows, gate)
 
 
 _RESTORATION, _PIPELINE, _LOGGING = RestorationConfig(), PipelineConfig(), LoggingConfig()  # the schema's defaults

@@ -60,7 +60,8 @@ REPLICA_READY_TIMEOUT_S = 300.0
 CAMERA_ACTOR, RESTORER_ACTOR = "camera:", "restorer:"  # model load on a fresh node (may include CUDA start-up)
 # SourceStats' counters that add up over a restarted camera's incarnations.
 _COUNTERS = ("decoded", "corrupt_packets", "disconnects", "reconnects", "frames_in", "capture_drops", "faces",
-             "too_large", "restored", "unrestored", "late_output_drops", "frames_out", "restarts", "output_drops",
+             "too_large", "unverified", "restored", "unrestored", "late_output_drops", "frames_out", "restarts",
+             "output_drops",
              "output_reconnects")
 
 

@@ -13,13 +13,15 @@ Each frame keeps its pts and time base (the stream's average rate is the input's
 without a pts, or with one that does not increase, is placed one nominal frame after the last.
 
 Audio: with `copy_audio` and `info.audio_from` set, `close()` remuxes the encoded video and the
-source's audio packets into the target without re-encoding the audio, keeping the timestamps
+packets of every audio stream of the source into the target without re-encoding the audio, keeping the timestamps
 (audio after the last video frame is left out, so a stopped run's audio ends with its video).
 
-Colour: for yuv420p (the default) RGB is converted with OpenCV (BT.601 limited range, the
-range decoders assume for untagged H.264, and tagged as such), several times cheaper than
-PyAV's reformat. 4:2:0 needs even sizes, so an odd width or height is padded by repeating the
-last column or row (the output is then 1 px wider or taller). Any other pix_fmt gets the RGB
+Colour: for yuv420p (the default) RGB is converted back with the input's own matrix and range
+and the output carries the input's colour tags (`streamer.colour`; `info.colour`, or BT.601
+limited range for frames made in memory), so pixels the compositor left alone keep their values
+(within one code value, no mean shift) and players show them as they showed the input.
+4:2:0 needs even sizes, so an odd width or height is padded by repeating the last column or
+row (the output is then 1 px wider or taller; every input pixel is kept). Any other pix_fmt gets the RGB
 frame and FFmpeg converts it: with `LOSSLESS_FILE_OPTIONS` (FFV1, bgr0, in a .mkv) the decoded
 output equals the written RGB exactly, which is what pixel-exact tests need.
 
@@ -60,17 +62,16 @@ import av
 import cv2
 import numpy as np
 
+from streamer import colour
 from streamer.config import OutputConfig
 from streamer.errors import UserError
 from streamer.urls import mask_credentials, push_format, url_scheme
-from streamer.values import Frame, StreamInfo
+from streamer.values import ColourTags, Frame, StreamInfo
 
 logger = logging.getLogger(__name__)
 
 X264_FAMILY = ("libx264", "libx264rgb", "libx265")  # codecs that take crf and preset
 PARTIAL_TAG = ".partial"
-# BT.601, limited range: what cv2.COLOR_RGB2YUV_I420 produces.
-BT601 = {"colorspace": 6, "color_primaries": 6, "color_trc": 6, "color_range": 1}  # SMPTE170M, MPEG range
 
 
 class SinkError(UserError):
@@ -175,10 +176,9 @@ def encoded_size(width: int, height: int, pix_fmt: str) -> tuple[int, int]:
     return width, height
 
 
-def _to_video_frame(image: np.ndarray, pix_fmt: str) -> av.VideoFrame:
+def _to_video_frame(image: np.ndarray, pix_fmt: str, tags: ColourTags) -> av.VideoFrame:
     if pix_fmt == "yuv420p":
-        yuv = cv2.cvtColor(_pad_to_even(image), cv2.COLOR_RGB2YUV_I420)
-        return av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        return colour.yuv420_frame(_pad_to_even(image), tags)
     return av.VideoFrame.from_ndarray(image, format="rgb24")
 
 
@@ -196,6 +196,7 @@ class _Encoder:
         self._image_shape: tuple[int, ...] | None = None
         self._last_pts: int | None = None
         self._frame_ticks = max(1, round(1 / (info.rate * info.time_base)))
+        self._tags = info.colour or colour.BT601_LIMITED
 
     @property
     def started(self) -> bool:
@@ -209,8 +210,10 @@ class _Encoder:
         stream.codec_context.time_base = self._info.time_base
         stream.options = self._options.encoder_options(self._push)
         if self._options.pix_fmt == "yuv420p":
-            for name, value in BT601.items():
-                setattr(stream.codec_context, name, value)
+            context = stream.codec_context
+            tags = self._tags
+            context.colorspace, context.color_primaries = tags.matrix, tags.primaries
+            context.color_trc, context.color_range = tags.transfer, tags.range
         self._stream = stream
         self._image_shape = image.shape
 
@@ -221,7 +224,7 @@ class _Encoder:
             raise ValueError(
                 f"frame {frame.index}: size {frame.image.shape} differs from the first frame's {self._image_shape}"
             )
-        video_frame = _to_video_frame(frame.image, self._options.pix_fmt)
+        video_frame = _to_video_frame(frame.image, self._options.pix_fmt, self._tags)
         video_frame.pts = self._next_pts(frame)
         video_frame.time_base = self._info.time_base
         self._container.mux(self._stream.encode(video_frame))
@@ -352,26 +355,32 @@ def _remux_with_audio(video_path: Path, audio_from: str, output_path: Path, vide
         if not audio_in.streams.audio:
             raise SinkError(f"{audio_from}: no audio stream to copy")
         video = video_in.streams.video[0]
-        audio = audio_in.streams.audio[0]
         out_video = out.add_stream_from_template(video)
-        out_audio = out.add_stream_from_template(audio)
+        # Every audio stream (a recorder may write two: a camera microphone and an intercom).
+        out_audio = {audio.index: out.add_stream_from_template(audio) for audio in audio_in.streams.audio}
         packets = _by_time(
             _with_times(video_in.demux(video), out_video),
-            _with_times(audio_in.demux(audio), out_audio, until=video_end),
+            _with_times(audio_in.demux(*audio_in.streams.audio), out_audio, until=video_end),
         )
         for packet in packets:
             out.mux(packet)
 
 
-def _with_times(packets, out_stream, until: Fraction | None = None):
-    """(seconds, packet) for real packets, retargeted to `out_stream`; stops after `until`."""
+def _with_times(packets, out_streams, until: Fraction | None = None):
+    """(seconds, packet) for real packets, retargeted to `out_streams` (one stream, or a dict by
+    input stream index); leaves out the packets at or after `until`."""
+    streams = out_streams if isinstance(out_streams, dict) else None
+    ended: set[int] = set()
     for packet in packets:
         if packet.dts is None:  # the demuxer's final empty packet
             continue
         seconds = packet.dts * packet.time_base
         if until is not None and packet.pts is not None and packet.pts * packet.time_base >= until:
-            return
-        packet.stream = out_stream
+            ended.add(packet.stream.index)
+            if streams is None or ended >= streams.keys():
+                return  # every stream has passed `until`: leave the rest of a long file unread
+            continue
+        packet.stream = streams[packet.stream.index] if streams is not None else out_streams
         yield seconds, packet
 
 

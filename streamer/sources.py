@@ -23,6 +23,11 @@ backoff wait; a read blocked on a silent network returns within `read_timeout_s`
 (`open_timeout_s` while connecting), which bounds how long stopping can take. An http(s) URL
 is live too: one that points at a finite file would be replayed after every end.
 
+Pictures: every frame comes out as contiguous RGB at its full decoded size (odd sizes too),
+turned upright when the stream carries a rotation (display matrix), as a player would show it:
+a quarter turn is lossless, and detection needs upright faces. A text file that FFmpeg would
+render as pictures (the tty demuxer: .txt, .nfo, ANSI art) is refused with a SourceError.
+
 close() is safe from another thread while frames() runs (see _Source).
 
 Live timestamps: frames get time base 1/90000 and pts starting at 0. Within a connection the
@@ -43,6 +48,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from streamer import colour
 from streamer.config import SourceConfig
 from streamer.errors import UserError
 from streamer.stats import SourceStats
@@ -85,6 +91,10 @@ class _Decoding:
             container.close()
             raise SourceError(f"{where}: no video stream")
         self.stream = container.streams.video[0]
+        refusal = _not_camera_video(container, self.stream)
+        if refusal:
+            container.close()
+            raise SourceError(f"{where}: {refusal}")
         self.stream.thread_type = "AUTO"
         self._where = where
         self._stats = stats
@@ -122,6 +132,21 @@ class _Decoding:
         self.container.close()
 
 
+# FFmpeg renders text files (.txt, .nfo, ANSI art) as "video" through these demuxers and codecs;
+# no camera writes them, so they are refused rather than "restored" into a video of text.
+TEXT_DEMUXERS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
+TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
+
+
+def _not_camera_video(container: av.container.InputContainer, stream: av.VideoStream) -> str | None:
+    """Why this input is not a camera's video (None when it is one)."""
+    demuxers = set(container.format.name.split(","))
+    codec = stream.codec_context.name
+    if demuxers & TEXT_DEMUXERS or codec in TEXT_CODECS:
+        return f"not a video: FFmpeg reads it as text rendered to pictures ({container.format.name}/{codec})"
+    return None
+
+
 def _open_container(target: str, where: str, **open_args) -> av.container.InputContainer:
     try:
         return av.open(target, "r", **open_args)
@@ -139,8 +164,28 @@ def _first_frame(decoding: _Decoding, where: str) -> av.VideoFrame:
     return frame
 
 
+def _quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns the frame's display matrix asks for (a phone or a camera
+    mounted on its side records the pixels sideways and tags the rotation)."""
+    return round(frame.rotation / 90) % 4
+
+
+def upright_size(frame: av.VideoFrame) -> tuple[int, int]:
+    """(width, height) of the frame as a player shows it."""
+    if _quarter_turns(frame) % 2:
+        return frame.height, frame.width
+    return frame.width, frame.height
+
+
 def _rgb(frame: av.VideoFrame) -> np.ndarray:
-    return frame.to_ndarray(format="rgb24")
+    """The frame as a player shows it: RGB, turned upright (a lossless quarter turn), contiguous."""
+    rgb = colour.frame_to_rgb(frame)
+    turns = _quarter_turns(frame)
+    if turns:
+        rgb = np.rot90(rgb, turns)
+    # PyAV pads each row to its line size; for a width that is not a multiple of it (388, 362 px)
+    # a view of the padded buffer is strided, which MediaPipe and cv2 reject.
+    return np.ascontiguousarray(rgb)
 
 
 class _Source:
@@ -208,14 +253,16 @@ class FileSource(_Source):
         self._decoding = _Decoding(container, path, self.stats)
         self._first = _first_frame(self._decoding, path)
         has_audio = bool(container.streams.audio)
+        width, height = upright_size(self._first)
         self.info = StreamInfo(
             source_id=source_id,
-            width=self._first.width,
-            height=self._first.height,
+            width=width,
+            height=height,
             rate=self._decoding.rate,
             time_base=Fraction(self._decoding.stream.time_base),
             is_live=False,
             audio_from=path if has_audio else None,
+            colour=colour.tags_of(self._first),
         )
 
     def _frames(self, stop: threading.Event) -> Iterator[Frame]:
@@ -320,14 +367,16 @@ class LiveSource(_Source):
         self.options = options
         self.stats = stats or SourceStats(source_id, self.masked_url)
         self._connection, first = self._first_connection()
+        width, height = upright_size(first)
         self.info = StreamInfo(
             source_id=source_id,
-            width=first.width,
-            height=first.height,
+            width=width,
+            height=height,
             rate=self._connection.rate,
             time_base=LIVE_TIME_BASE,
             is_live=True,
             audio_from=None,
+            colour=colour.tags_of(first),
         )
         self._pending = first
         self._clock = _LiveClock(self.info.rate)

@@ -83,6 +83,7 @@ class SourceStats:
     # faces the restorer was never given although it runs: larger than restoration.max_face_px (the
     # restorer's output holds a face of only input_size / crop_scale px; pasted over a larger face it blurs it)
     too_large: int = 0
+    unverified: int = 0  # faces the restore gate kept as they were (not confirmed as real faces)
     # Written by the restorer thread:
     restored: int = 0  # faces the restorer processed
     unrestored: int = 0  # faces left as they were: the (remote) restorer was unavailable
@@ -239,8 +240,8 @@ class RunStats:
         }
 
     def summary_table(self) -> str:
-        header = f"{'source':<32} {'in':>7} {'out':>7} {'faces':>7} {'restored':>8} {'drops':>6} {'reconn':>6} " \
-                 f"{'corrupt':>7} {'fps':>7}"
+        header = f"{'source':<32} {'in':>7} {'out':>7} {'faces':>7} {'restored':>8} {'unverif':>7} " \
+                 f"{'drops':>6} {'reconn':>6} {'corrupt':>7} {'fps':>7}"
         rows = [header] + [_source_row(s, self.fps(s.source_id)) for s in self.sources.values()]
         stages = "  ".join(f"{name} {ms:.1f}" for name, ms in self.stage_ms_per_frame().items())
         too_large = sum(s.too_large for s in self.sources.values())
@@ -272,6 +273,7 @@ def _source_dict(source: SourceStats, fps: float) -> dict:
         "restored_faces": source.restored,
         "faces_too_large": source.too_large,
         "unrestored_faces": source.unrestored,
+        "unverified_faces": source.unverified,
         "drops": source.drops,
         "disconnects": source.disconnects,
         "reconnects": source.reconnects,
@@ -309,5 +311,5 @@ def _source_row(source: SourceStats, fps: float) -> str:
     label = source.label if len(source.label) <= 32 else "..." + source.label[-29:]
     return (
         f"{label:<32} {source.frames_in:>7} {source.frames_out:>7} {source.faces:>7} {source.restored:>8} "
-        f"{source.drops:>6} {source.reconnects:>6} {source.corrupt_packets:>7} {fps:>7.1f}"
+        f"{source.unverified:>7} {source.drops:>6} {source.reconnects:>6} {source.corrupt_packets:>7} {fps:>7.1f}"
     )

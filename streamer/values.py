@@ -58,6 +58,21 @@ class Box:
 
 
 @dataclass(frozen=True)
+class ColourTags:
+    """A stream's colour description, as FFmpeg's enum codes (2 = unspecified matrix, primaries,
+    transfer; range 0 = unspecified, 1 = limited (MPEG), 2 = full (JPEG))."""
+
+    matrix: int = 2  # AVColorSpace: 1 BT.709, 5/6 BT.601, 9 BT.2020
+    primaries: int = 2  # AVColorPrimaries
+    transfer: int = 2  # AVColorTransferCharacteristic
+    range: int = 0  # AVColorRange
+
+    @property
+    def full_range(self) -> bool:
+        return self.range == 2
+
+
+@dataclass(frozen=True)
 class StreamInfo:
     """What a sink needs to know about the stream it writes."""
 
@@ -69,6 +84,9 @@ class StreamInfo:
     is_live: bool
     # A file whose audio the sink copies into the output (None: no audio, or a live source).
     audio_from: str | None = None
+    # The input's colour tags: the sink converts back with the same matrix and range and writes
+    # the same tags (None: frames made in memory; written as BT.601 limited range).
+    colour: ColourTags | None = None
 
 
 @dataclass(frozen=True)
@@ -102,7 +120,7 @@ class Face:
     crop_box is the square region of the frame the model sees (model_contract.square_crop_box);
     crop is that region resized to the model's input size, restored is the model's output for it.
     keypoints are the detector's landmarks in frame pixels, in MediaPipe's order (KEYPOINT_NAMES);
-    empty when the detector gives none.
+    empty when the detector gives none (RetinaFace's five: eyes, nose, mouth corners).
     window is what a K-frame model sees (model contract v2): the track's last K crops, oldest
     first, ending with `crop` (streamer.track_window); None for a one-frame model.
     """
@@ -115,6 +133,9 @@ class Face:
     restored: np.ndarray | None = field(default=None, repr=False)
     keypoints: tuple[tuple[float, float], ...] = ()
     window: np.ndarray | None = field(default=None, repr=False)
+    # The restore gate's verdict (streamer.verification): None = not judged, False = not confirmed
+    # as a real face, so it is not cropped, not restored, and keeps its pixels.
+    verified: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -205,7 +205,8 @@ class DetectWorker:
                 packet = FramePacket(item, self.stage.faces_in(item.image, item.index, item.seconds))
             self.stats.faces += len(packet.faces)
             if self.stage.crop_faces is not None:  # a restorer runs: a face without a crop was too large for it
-                self.stats.too_large += sum(face.crop is None for face in packet.faces)
+                self.stats.too_large += sum(face.crop is None and face.verified is not False for face in packet.faces)
+            self.stats.unverified += sum(face.verified is False for face in packet.faces)
             put(self.outbox, packet, self.halt)
 
 

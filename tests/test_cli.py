@@ -44,6 +44,8 @@ def bad_input_cases(tmp: Path, clip: Path) -> dict[str, tuple[list, str]]:
     return {
         "missing file": ([tmp / "nope.mp4", "-o", out], "nope.mp4: no such file"),
         "not a video": ([write(tmp / "notes.mp4", "just text\n"), "-o", out], "notes.mp4: cannot open"),
+        "text file": ([write(tmp / "notes.txt", "FFmpeg renders this as pictures\n" * 200), "-o", out],
+                      "notes.txt: not a video"),
         "truncated mp4": ([write(tmp / "cut.mp4", clip.read_bytes()[: clip.stat().st_size // 2]), "-o", out],
                           "cut.mp4: cannot open"),
         "malformed url": (["rtsp://admin:hunter2@[bad/stream", "-o", out],
@@ -67,7 +69,8 @@ def bad_input_cases(tmp: Path, clip: Path) -> dict[str, tuple[list, str]]:
 
 
 CASES = [
-    "missing file", "not a video", "truncated mp4", "malformed url", "url without host", "url with one slash",
+    "missing file", "not a video", "text file", "truncated mp4", "malformed url", "url without host",
+    "url with one slash",
     "unset env var in url",
     "unknown config key", "bad config value", "bad flag value", "model not torchscript", "model breaks contract",
     "detector model not tflite", "output exists",

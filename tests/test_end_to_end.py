@@ -54,7 +54,9 @@ def test_cli_restores_the_faces_of_a_file_and_keeps_frames_timestamps_and_audio(
     assert len(outputs) == len(inputs) and output_times == input_times
     with av.open(str(output)) as container:
         assert len(container.streams.audio) == 1
-    assert face_centres_changed(inputs, outputs, face_clip.boxes) >= 0.9
+    # The restore gate leaves each track as it is until its second detection round confirms it
+    # (2 of 12 rounds here, and again for a face the detector lost for a while): about 0.8.
+    assert face_centres_changed(inputs, outputs, face_clip.boxes) >= 0.7
     assert sorted(p.name for p in output.parent.iterdir()) == ["restored.mp4"]  # no temporary files left
 
 

@@ -20,7 +20,7 @@ import av
 import cv2
 import numpy as np
 
-from streamer import SHARED_DATA
+from streamer import SHARED_DATA, colour
 from tests.helpers.faces import require_faces
 from streamer.values import Box
 
@@ -120,12 +120,13 @@ class _AudioTone:
 
 
 def read_frames(path: str | Path) -> tuple[list[np.ndarray], list[Fraction | None]]:
-    """Every decoded frame of the first video stream (RGB) and its time in seconds (None
-    without a timestamp, as in a raw .h264 file)."""
+    """Every decoded frame of the first video stream (RGB, converted as the pipeline's sources
+    convert it: streamer.colour) and its time in seconds (None without a timestamp, as in a raw
+    .h264 file)."""
     images, times = [], []
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
-            images.append(frame.to_ndarray(format="rgb24"))
+            images.append(colour.frame_to_rgb(frame))
             times.append(None if frame.pts is None else frame.pts * frame.time_base)
     return images, times
 
