@@ -16,8 +16,8 @@ For each (video, configuration), in one run:
   detection precision by detection size and recall by true face size (< 20, 20-40, > 40 px; a match
   is IoU >= 0.3), on the labelled frames, the detector run on each of them;
   restoration precision: of the faces the pipeline's detect stage (streamer/detect_stage.py: detect,
-  track, gate, crop) hands to the restorer on the labelled frames, the share that are real faces,
-  without the gate and with it;
+  track, gate, crop) hands to the restorer on the labelled frames, the share that are real faces
+  (IoU >= 0.3 with a true face, or the box's centre inside one), without the gate and with it;
   fps of the detect stage without and with the gate (every frame of the video, same process).
 Not a test: the machine is shared, so the fps columns are noisy; the ratio is measured in one run.
 """
@@ -81,6 +81,13 @@ def matches(found: list[Box], truth: list[Box]) -> tuple[list[bool], list[bool]]
         if iou >= MATCH_IOU and not found_ok[i] and not truth_ok[j]:
             found_ok[i] = truth_ok[j] = True
     return found_ok, truth_ok
+
+
+def is_on_a_face(box: Box, truth: list[Box]) -> bool:
+    """A restored box is on a real face when it matches one (IoU >= 0.3) or its centre lies inside
+    one (the tracker's box can trail a moving face by a third of its width)."""
+    cx, cy = box.center
+    return any(box.iou(t) >= MATCH_IOU or (t.x <= cx <= t.x + t.w and t.y <= cy <= t.y + t.h) for t in truth)
 
 
 def decoded(path: Path) -> list[np.ndarray]:
@@ -161,8 +168,8 @@ def run_stage(video: Video, config: Config, restorer, counts: Counts, label: str
     started = time.perf_counter()
     for index, faces in restored_faces(video, stage):
         if index in video.truth:
-            found_ok, _ = matches([face.box for face in faces], video.truth[index])
-            real, restored = real + sum(found_ok), restored + len(faces)
+            real += sum(is_on_a_face(face.box, video.truth[index]) for face in faces)
+            restored += len(faces)
     counts.fps[label] = len(video.frames) / (time.perf_counter() - started)
     counts.restored[label] = [real, restored]
     detector.close()

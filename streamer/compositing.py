@@ -2,8 +2,9 @@
 
 Modes:
 - `paste`: each restored crop is resized back to its crop box and blended in through a mask that
-  is 1 over the face and falls smoothly to exactly 0 at the crop's border, so there is no seam
-  and every pixel outside the crop boxes keeps its input value.
+  is 1 over the middle of the face and falls smoothly to exactly 0 at the face's oval
+  (`face_mask`), so there is no seam and every pixel outside the faces (a timestamp beside one,
+  the clothes below) keeps its input value.
 - `overlay`: for an operator watching a live view, each face's restored view (in the pipeline,
   its track's best shot so far: best_shots.BestShotInsets) is drawn as an inset beside its box,
   at the model's own output size, under a label "#ID enhanced"; insets and labels never cover
@@ -22,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -33,9 +33,9 @@ from streamer.model_contract import Region, face_region_in_crop, resize_square
 from streamer.values import Box, Face, check_rgb_image
 
 MODES = ("paste", "overlay", "side-by-side")
-# The mask's shape: |u|^p + |v|^p = 1 is a circle for p = 2 and a rounded square for p = 4,
-# which covers more of the square crop than a circle while still having no corners.
-MASK_EXPONENT = 4.0
+# The pasted oval's half-axes, as fractions of the face box's width and height: the detector's box
+# runs from the brows to the chin, so the oval reaches a little above and below it, and no wider.
+FACE_OVAL = (0.5, 0.6)
 INSET_MARGIN_PX = 4  # gap between a face box and its inset
 LABEL_STRIP_PX = 12  # overlay: the label strip above each inset
 LABEL_BACKGROUND_RGB = (0, 0, 0)
@@ -106,31 +106,36 @@ def restored_as_pasted(crop: np.ndarray, restored: np.ndarray, region: Region, f
     return brightness.keep_face_brightness(crop, restored, region, brightness.kept_share(frame_luma))
 
 
-@lru_cache(maxsize=64)
-def blend_mask(side: int, feather: float) -> np.ndarray:
-    """side x side x 1 float32 weights: 1 in the middle, a smooth ramp `feather` x side wide,
-    exactly 0 on the outermost pixels. Cached: faces of one size share it; do not modify."""
-    u = np.abs(np.linspace(-1.0, 1.0, side, dtype=np.float32))
-    radius = (u[None, :] ** MASK_EXPONENT + u[:, None] ** MASK_EXPONENT) ** (1.0 / MASK_EXPONENT)
-    if feather > 0:
-        # radius runs 0..1 over half the side, so a ramp of feather x side is 2 x feather in radius
-        ramp = np.clip((1.0 - radius) / (2.0 * feather), 0.0, 1.0)
-        weights = ramp * ramp * (3.0 - 2.0 * ramp)  # smoothstep: no kink where the ramp starts
-    else:
-        weights = (radius < 1.0).astype(np.float32)
+def face_mask(side: int, face: Box, feather: float) -> np.ndarray:
+    """side x side x 1 float32 weights over a crop square for the face at `face` (in the square's
+    pixels): 1 over the middle of the face, a smooth ramp `feather` x the square's side wide (no
+    seam) down to exactly 0 at the face's oval (FACE_OVAL), and 0 everywhere beyond it. The paste
+    changes the face, not the square around it: a timestamp or a sign beside the face keeps every
+    pixel."""
+    cx, cy = face.x + face.w / 2.0, face.y + face.h / 2.0
+    half_w, half_h = FACE_OVAL[0] * face.w, FACE_OVAL[1] * face.h
+    xs = (np.arange(side, dtype=np.float32) + 0.5 - cx) / half_w
+    ys = (np.arange(side, dtype=np.float32) + 0.5 - cy) / half_h
+    radius = np.sqrt(xs[None, :] ** 2 + ys[:, None] ** 2)
+    # (1 - radius) x the oval's smaller half-axis is about the distance inside the oval, in pixels
+    ramp_px = min(max(1.0, feather * side), 0.75 * min(half_w, half_h))  # keep a plateau of 1
+    ramp = np.clip((1.0 - radius) * min(half_w, half_h) / ramp_px, 0.0, 1.0)
+    weights = ramp * ramp * (3.0 - 2.0 * ramp)
     weights[[0, -1], :] = 0.0
     weights[:, [0, -1]] = 0.0
-    weights.flags.writeable = False
     return weights[:, :, None]
 
 
 def paste_faces(image: np.ndarray, faces: Sequence[Face], feather: float) -> np.ndarray:
-    """A copy of `image` with each face's restored crop blended over its crop box."""
+    """A copy of `image` with each face's restored crop blended over its face (face_mask): the
+    rest of the crop square keeps its input pixels."""
     output = image.copy()
     for face in faces:
         side = int(face.crop_box.w)
         patch = resize_square(face.restored, side)
-        blend_into(output, patch, blend_mask(side, feather), int(face.crop_box.x), int(face.crop_box.y))
+        left, top = int(face.crop_box.x), int(face.crop_box.y)
+        in_square = Box(face.box.x - left, face.box.y - top, face.box.w, face.box.h)
+        blend_into(output, patch, face_mask(side, in_square, feather), left, top)
     return output
 
 

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from streamer.compositing import CompositeOptions, blend_mask, compose
+from streamer.compositing import CompositeOptions, compose, face_mask
 from streamer.model_contract import square_crop_box
 from streamer.values import Box, Face
 
@@ -56,7 +56,8 @@ def test_paste_puts_the_restored_face_in_the_middle_of_its_box():
     face = restored_face(Box(150, 70, 40, 40), value=230)
     output = compose(image, [face], "paste")
     cx, cy = (int(c) for c in face.box.center)
-    assert (output[cy - 10 : cy + 10, cx - 10 : cx + 10] == 230).all()
+    # fully replaced in the middle; the ramp to the face's own pixels takes the outer part of the oval
+    assert (output[cy - 5 : cy + 5, cx - 5 : cx + 5] == 230).all()
 
 
 def test_paste_has_no_seam_at_the_crop_border():
@@ -69,13 +70,17 @@ def test_paste_has_no_seam_at_the_crop_border():
     assert np.abs(np.diff(row)).max() < 0.2 * (250 - 20)  # no step anywhere on the way in
 
 
-@pytest.mark.parametrize("side", [5, 17, 64, 151])
+@pytest.mark.parametrize("face_px", [10, 12, 43, 100])
 @pytest.mark.parametrize("feather", [0.0, 0.15, 0.4])
-def test_blend_mask_is_zero_on_the_border_and_one_in_the_middle(side, feather):
-    weights = blend_mask(side, feather)[:, :, 0]
+def test_face_mask_covers_the_face_and_nothing_beyond_its_ramp(face_px, feather):
+    side = int(1.5 * face_px) + 2
+    face = Box((side - face_px) / 2, (side - face_px) / 2, face_px, face_px)
+    weights = face_mask(side, face, feather)[:, :, 0]
     border = np.concatenate([weights[0], weights[-1], weights[:, 0], weights[:, -1]])
     assert (border == 0).all()
     assert weights[side // 2, side // 2] == 1.0
+    beside = int(np.ceil(face.x + face.w))  # the first column right of the face box
+    assert (weights[:, beside:] == 0).all() and (weights[:, : int(face.x)] == 0).all()
 
 
 def test_faces_without_a_restored_crop_are_left_alone():

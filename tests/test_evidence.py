@@ -1,0 +1,72 @@
+"""Evidence stays as it was: with lossless output, a timestamp burned in right beside a restored
+face keeps every pixel, although it lies inside the square the restorer sees."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from streamer.components import build_components, pipeline_settings
+from streamer.config import load_config
+from streamer.model_contract import square_crop_box
+from streamer.pipeline import Job, Pipeline
+from streamer.values import Face
+from streamer.workers import CaptureLimits
+from tests.helpers.media import make_face_frames, read_frames, write_clip
+
+FRAMES = 12
+
+
+class TruthDetector:
+    """Finds exactly the true faces of each frame, in order (the paste is under test, not detection)."""
+
+    def __init__(self, boxes) -> None:
+        self.boxes, self.calls = boxes, 0
+
+    def detect(self, image):
+        faces = [Face(box, 0.99) for box in self.boxes[self.calls]]
+        self.calls += 1
+        return faces
+
+    def close(self) -> None:
+        pass
+
+
+def with_timestamps(frames, boxes) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The frames with a time of day drawn 3 px right of each face, and the masks of its pixels."""
+    stamped, masks = [], []
+    for index, (frame, frame_boxes) in enumerate(zip(frames, boxes)):
+        image = frame.copy()
+        for box in frame_boxes:
+            origin = (int(box.x + box.w) + 3, int(box.y + box.h / 2) + 4)
+            cv2.putText(image, f"03:14:{index:02d}", origin, cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
+        stamped.append(image)
+        masks.append(np.any(image != frame, axis=2))
+    return stamped, masks
+
+
+def test_a_timestamp_beside_a_restored_face_keeps_every_pixel(tmp_path, checker_model):
+    frames, boxes = make_face_frames(FRAMES, (320, 240), face_px=36, faces=1, seed=5)
+    frames, masks = with_timestamps(frames, boxes)
+    clip = write_clip(tmp_path / "stamped.mkv", frames, codec="ffv1")
+    config = load_config(None, {"restoration.model": (str(checker_model), "test"), "output.codec": ("ffv1", "test"),
+                                "output.container": ("mkv", "test"), "detection.every_n_frames": (1, "test")})
+    components = build_components(config)
+    components.make_detector = lambda: TruthDetector(boxes)
+    components.make_gate = None  # every face is restored from the first frame
+    output = tmp_path / "out.mkv"
+    Pipeline([Job("cam", str(clip), str(output), "clip")], components, pipeline_settings(config, CaptureLimits())).run()
+
+    inputs, _ = read_frames(clip)
+    outputs, _ = read_frames(output)
+    assert len(outputs) == FRAMES
+    in_square = 0
+    for before, after, mask, (box,) in zip(inputs, outputs, masks, boxes):
+        np.testing.assert_array_equal(after[mask], before[mask])  # every timestamp pixel, bit-exact
+        square = square_crop_box(box, 1.5)
+        inside = np.zeros_like(mask)
+        inside[int(square.y) : int(square.y + square.h), int(square.x) : int(square.x + square.w)] = True
+        in_square += int((mask & inside).sum())
+        cx, cy = int(box.x + box.w / 2), int(box.y + box.h / 2)
+        middle = np.s_[cy - 4 : cy + 4, cx - 4 : cx + 4]
+        assert np.abs(after[middle].astype(int) - before[middle]).mean() > 10  # the face itself was restored
+    assert in_square > 100  # the timestamp lies inside the restorer's crop squares: a square paste would change it
