@@ -11,13 +11,14 @@ import logging
 import os
 import signal
 import sys
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # Light imports only: `--help` and a bad command line answer at once. The config (pydantic), the jobs
 # (PyAV) and, when a run starts, the models (torch, mediapipe) are imported where they are first needed.
 from streamer import REPO_ROOT  # sets OMP_WAIT_POLICY before torch loads (streamer/__init__.py)
-from streamer.errors import UserError
+from streamer.errors import UserError, one_line
 
 if TYPE_CHECKING:
     from streamer.cameras import Camera
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     except UserError as exc:  # bad input the user can fix: one line, no traceback
         from streamer.urls import mask_credentials
-        print(f"error: {mask_credentials(str(exc))}", file=sys.stderr)
+        print(f"error: {one_line(mask_credentials(str(exc)))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:  # before the pipeline's own handler is installed (e.g. loading the model)
         print("interrupted", file=sys.stderr)
@@ -211,6 +212,8 @@ def _plan_cameras(cameras: list[Camera], args: argparse.Namespace) -> list[Job]:
 
 
 def _process(jobs: list[Job], config: Config, args: argparse.Namespace, cameras: list[Camera] | None = None) -> int:
+    _check_the_only_file_opens(jobs, config)
+    _check_the_model_file(config)
     from streamer.components import (  # loads torch, mediapipe
         assemble_components,
         build_components,
@@ -253,6 +256,28 @@ def _process(jobs: list[Job], config: Config, args: argparse.Namespace, cameras:
     if runner.control.stopping.is_set():
         return EXIT_INTERRUPTED
     return EXIT_SOME_FAILED if hash_errors or any(result.error for result in results) else EXIT_OK
+
+
+def _check_the_only_file_opens(jobs: list[Job], config: Config) -> None:
+    """A run of one file opens it first: a file that is not a readable video is one error line at
+    once, not after seconds of loading models. (In a batch a bad file is one failed job, and the
+    others still run.)"""
+    from streamer.sources import open_source
+    from streamer.urls import is_live_url
+
+    if len(jobs) == 1 and not is_live_url(jobs[0].input):
+        with open_source(jobs[0].input, jobs[0].source_id, config.source):
+            pass
+
+
+def _check_the_model_file(config: Config) -> None:
+    """The restorer file's obvious faults, found before torch loads (seconds): TorchScript files are
+    zip archives. The loader checks the rest (restoration.TorchScriptRestorer.load)."""
+    from streamer.jobs import UsageError
+
+    path = config.restoration.model_path()
+    if config.restoration.enabled and path.is_file() and not zipfile.is_zipfile(path):
+        raise UsageError(f"{path}: not a TorchScript model (not the zip archive torch.jit.save writes)")
 
 
 def _start_frame_hashes(jobs: list[Job], args: argparse.Namespace) -> Any:

@@ -49,8 +49,9 @@ def build_components(config: Config) -> Components:
     """Load the models once (the restorer is shared by every source) and wire the stages.
     The detector model is tried here too, so a bad one fails before any output is opened."""
     _make_detector(config).close()
-    _log_detection(config)
-    return assemble_components(config, load_restorer(config))
+    restorer = load_restorer(config)
+    _log_detection(config)  # after every model loaded: a bad one's error is the only line
+    return assemble_components(config, restorer)
 
 
 def check_models(config: Config) -> None:

@@ -312,5 +312,10 @@ def summary_lines(results: list[JobResult]) -> list[str]:
     """What a batch did: counts, then one line per failed file."""
     failed = [result for result in results if result.error]
     lines = [f"{len(results)} inputs: {len(results) - len(failed)} done, {len(failed)} failed"]
-    lines += [f"  FAILED {result.job.label}: {result.error}" for result in failed]
+    lines += [f"  FAILED {_naming_its_input(result.error, result.job.label)}" for result in failed]
     return lines
+
+
+def _naming_its_input(error: str, label: str) -> str:
+    """The error, which names its input once: most errors start with the file's name already."""
+    return error if error.startswith(label) else f"{label}: {error}"

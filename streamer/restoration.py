@@ -195,7 +195,8 @@ def _read_model(path: Path, device: torch.device) -> tuple[torch.jit.ScriptModul
     try:
         module = torch.jit.load(str(path), map_location=device, _extra_files=extra_files)
     except Exception as exc:  # torch raises RuntimeError, ValueError or its own errors here
-        raise ModelLoadError(f"{path}: not a TorchScript model file ({_first_line(exc)})") from None
+        logger.debug("torch.jit.load(%s) failed", path, exc_info=True)  # torch's own words, for --verbose
+        raise ModelLoadError(f"{path}: not a TorchScript model (torch cannot load it)") from None
     metadata = extra_files[SPEC_FILE_NAME]
     if not metadata:
         raise ContractError(f"{path}: no {SPEC_FILE_NAME} in the model's extra files (save it with _extra_files)")

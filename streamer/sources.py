@@ -152,7 +152,24 @@ def _open_container(target: str, where: str, **open_args) -> av.container.InputC
         return av.open(target, "r", **open_args)
     except (av.FFmpegError, OSError) as error:
         reason = getattr(error, "strerror", None) or str(error)
+        if isinstance(error, av.error.InvalidDataError) and Path(target).is_file():
+            reason = _unreadable_file(Path(target))
         raise SourceError(mask_credentials(f"{where}: cannot open: {reason}")) from None
+
+
+# The first bytes of the video files FFmpeg reads (MP4/MOV, Matroska/WebM, AVI, FLV): such a
+# file that FFmpeg cannot open is a damaged or cut recording, not some other kind of file.
+_VIDEO_SIGNATURES = ((4, b"ftyp"), (4, b"moov"), (4, b"mdat"), (4, b"free"), (4, b"wide"), (0, b"\x1aE\xdf\xa3"),
+                     (0, b"RIFF"), (0, b"FLV"))
+
+
+def _unreadable_file(path: Path) -> str:
+    """Why FFmpeg found no valid data in a file, in the user's words."""
+    with path.open("rb") as handle:
+        head = handle.read(12)
+    if any(head[at : at + len(magic)] == magic for at, magic in _VIDEO_SIGNATURES):
+        return "truncated or damaged video (its header or index is missing)"
+    return "not a video (no video format FFmpeg knows)"
 
 
 def _first_frame(decoding: _Decoding, where: str) -> av.VideoFrame:
