@@ -49,15 +49,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from streamer import REPO_ROOT, SHARED_DATA  # noqa: E402  (first: sets the OpenMP wait policy before torch loads)
+
+# isort: split
+from bench.search_quality import FirstDetection, Recall, boxes, frames_of, search_and_track  # noqa: E402
 from streamer.components import build_components, pipeline_settings  # noqa: E402
 from streamer.config import Config, load_config  # noqa: E402
-from streamer.pipeline import Components, Job, Pipeline  # noqa: E402
-from streamer.workers import CaptureLimits  # noqa: E402
 from streamer.detect_stage import DetectStage  # noqa: E402
+from streamer.pipeline import Components, Job, Pipeline  # noqa: E402
 from streamer.search_policy import EveryNthFrame  # noqa: E402
 from streamer.tracking import FaceTracker  # noqa: E402
 from streamer.values import Frame  # noqa: E402
-from bench.search_quality import FirstDetection, Recall, boxes, frames_of, search_and_track  # noqa: E402
+from streamer.workers import CaptureLimits  # noqa: E402
 
 VIDEOS_DIR = SHARED_DATA / "videos"
 # video -> config overrides (dotted key -> value). The targets count every detected face as

@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import streamer  # noqa: E402, F401  (first: sets the OpenMP wait policy before torch loads)
 
+# isort: split
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

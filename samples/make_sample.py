@@ -17,9 +17,9 @@ import av
 import cv2
 import numpy as np
 
+from samples.scene import FacePhoto, Placement, cctv_background, load_faces, paste_face
 from streamer.detection import MediaPipeFaceDetector, TilingOptions
 from streamer.values import Box
-from samples.scene import FacePhoto, Placement, cctv_background, load_faces, paste_face
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,6 @@ mediapipe load only when a run starts). The message names the file (or key, or f
 the user's words."""
 from __future__ import annotations
 
-
 MAX_MESSAGE_CHARS = 199  # under 200: what a user reads at a glance; the cause follows the file name, so it survives
 
 

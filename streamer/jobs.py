@@ -265,7 +265,8 @@ class JobRunner:
         logger.info("%s -> %s: %d frames, %d faces, %.1f fps", job.label, job.output, source.frames_out,
                     source.faces, stats.fps(job.source_id))
         # A cut input's output is written and playable, but it is not the whole recording: not "ok".
-        return JobResult(job, stats, mask_credentials(source.last_error) if source.truncated else None)
+        truncated = mask_credentials(source.last_error or f"{job.label}: truncated") if source.truncated else None
+        return JobResult(job, stats, truncated)
 
     def _run_pipeline(self, jobs: list[Job], progress: Callable[[RunStats], None] | None) -> RunStats:
         pipeline = Pipeline(jobs, self.components, self.settings)
@@ -310,9 +311,9 @@ def _frame_count(path: str) -> int | None:
 
 def summary_lines(results: list[JobResult]) -> list[str]:
     """What a batch did: counts, then one line per failed file."""
-    failed = [result for result in results if result.error]
+    failed = [(result.job.label, result.error) for result in results if result.error]
     lines = [f"{len(results)} inputs: {len(results) - len(failed)} done, {len(failed)} failed"]
-    lines += [f"  FAILED {_naming_its_input(result.error, result.job.label)}" for result in failed]
+    lines += [f"  FAILED {_naming_its_input(error, label)}" for label, error in failed]
     return lines
 
 

@@ -138,7 +138,8 @@ class Pipeline:
         The first exception raised by any stage is re-raised here, after every thread has stopped."""
         with ExitStack() as resources:
             files = [job for job in self.jobs if not job.is_camera]
-            sources = {job.source_id: resources.enter_context(self._open_source(job)) for job in files}
+            sources: dict[str, Source] = {job.source_id: resources.enter_context(self._open_source(job))
+                                          for job in files}
             detectors = [self._detector(resources, job) for job in files]
             sinks = self._open_sinks(files, sources)
             writers = self._start(files, sources, sinks, detectors)
@@ -191,7 +192,8 @@ class Pipeline:
         supervisor may abort)."""
         restore_inbox: queue.Queue = queue.Queue(self.settings.queue_size * len(self.jobs))
         self._restore_inbox = restore_inbox
-        write_inboxes = {job.source_id: queue.Queue(self._settings(job).queue_size) for job in self.jobs}
+        write_inboxes: dict[str, queue.Queue] = {job.source_id: queue.Queue(self._settings(job).queue_size)
+                                                 for job in self.jobs}
         writers = [
             self._start_source(job, sources[job.source_id], detector, (restore_inbox, write_inboxes[job.source_id]),
                                sinks[job.source_id])

@@ -194,7 +194,7 @@ def _read_model(path: Path, device: torch.device) -> tuple[torch.jit.ScriptModul
     extra_files = {SPEC_FILE_NAME: ""}
     try:
         module = torch.jit.load(str(path), map_location=device, _extra_files=extra_files)
-    except Exception as exc:  # torch raises RuntimeError, ValueError or its own errors here
+    except Exception:  # torch raises RuntimeError, ValueError or its own errors here
         logger.debug("torch.jit.load(%s) failed", path, exc_info=True)  # torch's own words, for --verbose
         raise ModelLoadError(f"{path}: not a TorchScript model (torch cannot load it)") from None
     metadata = extra_files[SPEC_FILE_NAME]

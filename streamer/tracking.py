@@ -114,7 +114,7 @@ class FaceTracker:
                 ):
                     candidates.append((-iou, distance, track, detection))
         candidates.sort(key=lambda candidate: candidate[:2])
-        pairs, used = [], set()
+        pairs, used = [], set[int]()
         for _, _, track, detection in candidates:
             if id(track) not in used and id(detection) not in used:
                 used.update((id(track), id(detection)))

@@ -40,6 +40,10 @@ class Source(Protocol):
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]: ...
 
+    def __enter__(self) -> Source: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
 
 class Sink(Protocol):
     def write(self, frame: Frame) -> None: ...
@@ -284,7 +288,7 @@ class RestoreWorker:
         try:
             with self.stats.clock.timing():
                 # One call: the restorer alone splits a collection larger than its batch size.
-                restored = self.restorer.restore(np.stack(crops))
+                restored = self.restorer.restore(np.stack(crops))  # type: ignore[arg-type]  # crops: not None
         except RestorerUnavailable:
             for item in items:
                 if _crop_count(item):

@@ -8,6 +8,7 @@ import av
 import numpy as np
 import pytest
 
+from samples.scene import Placement, frame_with_faces, grid_placements
 from streamer.detection import (
     DetectorLoadError,
     MediaPipeFaceDetector,
@@ -18,7 +19,6 @@ from streamer.detection import (
     touches_inner_edge,
 )
 from streamer.values import Box, Face
-from samples.scene import Placement, frame_with_faces, grid_placements
 from tests.helpers.faces import require_faces
 
 FULL_RANGE = Path(__file__).resolve().parents[1] / "models" / "face_detection_full_range_sparse.tflite"

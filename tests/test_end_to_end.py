@@ -24,7 +24,6 @@ from tests.conftest import FACE_PX, REPO_ROOT
 from tests.helpers.media import make_face_frames, make_frames, read_frames, write_clip
 from tests.helpers.rtsp_server import RtspTestServer, require_gstreamer
 
-
 LONG_CLIP_FRAMES = 800  # long enough that the run still goes a second after its output opened
 
 

@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 
 from streamer import SHARED_DATA, colour
-from tests.helpers.faces import require_faces
 from streamer.values import Box
+from tests.helpers.faces import require_faces
 
 AUDIO_RATE = 48000
 AUDIO_TONE_HZ = 440.0

@@ -6,8 +6,8 @@ import pytest
 
 from streamer.model_contract import resize_square
 from streamer.restoration import TorchScriptRestorer
-from training import degrade, evaluate
 from tests.helpers.faces import require_faces
+from training import degrade, evaluate
 from training.data import clean_square, load_shards, split_identities, split_records, training_shards
 
 SIZE, CROP_SCALE = 64, 1.5

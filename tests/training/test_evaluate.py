@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
+from streamer import brightness
 from streamer.model_contract import SPEC_FILE_NAME, RestorerSpec, resize_square, square_crop_box
 from streamer.values import Box
 from tests.helpers.faces import require_faces, require_shared_data
-from streamer import brightness
 from tests.helpers.models import TEST_INPUT_SIZE, make_spec, save_model
 from training import baselines, data, degrade, evaluate, metrics, video_check
 from training.identity import FaceEmbedder
