@@ -22,14 +22,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.pipeline_bench import run_pipeline  # imports streamer first: the OpenMP wait policy before torch
-from streamer import REPO_ROOT
+from streamer import REPO_ROOT, SHARED_DATA
 from streamer.components import build_components
 from streamer.config import load_config
 from streamer.pipeline import Job
 from streamer.report import open_report
 from streamer.report_folder import prepare_folder
 
-VIDEOS_DIR = REPO_ROOT.parent / "shared" / "data" / "videos"
+VIDEOS_DIR = SHARED_DATA / "videos"
 VIDEOS = {  # path -> config overrides
     REPO_ROOT / "samples" / "demo_cctv.mp4": {},
     VIDEOS_DIR / "office_cctv_360p.mp4": {"detection.tiling.enabled": True},

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
 from samples.scene import Placement, frame_with_faces, grid_placements
+from streamer import REPO_ROOT
 from streamer.detection import (
     DetectorLoadError,
     MediaPipeFaceDetector,
@@ -21,7 +21,7 @@ from streamer.detection import (
 from streamer.values import Box, Face
 from tests.helpers.faces import require_faces
 
-FULL_RANGE = Path(__file__).resolve().parents[1] / "models" / "face_detection_full_range_sparse.tflite"
+FULL_RANGE = REPO_ROOT / "models" / "face_detection_full_range_sparse.tflite"
 TILING = TilingOptions(tile_size=320, overlap=96)
 
 
@@ -124,7 +124,7 @@ def test_non_contiguous_frame_is_rejected_not_silently_empty():
 
 
 def test_the_demo_clip_is_small_and_its_faces_are_found_with_tiles():
-    demo = Path(__file__).resolve().parents[1] / "samples" / "demo_cctv.mp4"
+    demo = REPO_ROOT / "samples" / "demo_cctv.mp4"
     assert demo.stat().st_size < 2_000_000
     with av.open(str(demo)) as container:
         decoded = itertools.islice(container.decode(video=0), 60, 100, 10)

@@ -6,7 +6,6 @@ recall test runs MediaPipe on a generated crowd scene against the every-tile ref
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,8 +13,8 @@ import pytest
 
 from bench.search_quality import Recall, boxes, frames_of, search_and_track
 from samples.scene import cctv_background, crowd_walkers, walking_scene
-from streamer import components
-from streamer.config import REPO_ROOT, load_config
+from streamer import REPO_ROOT, components
+from streamer.config import load_config
 from streamer.detect_stage import DetectStage
 from streamer.detection import MediaPipeFaceDetector, Tile, TilingOptions, search_regions
 from streamer.search_policy import AdaptiveSearch, EveryNthFrame, SearchBudget, first_detection_rounds
@@ -23,7 +22,7 @@ from streamer.tracking import FaceTracker
 from streamer.values import Box, Face
 from tests.helpers.faces import require_faces
 
-FULL_RANGE = Path(__file__).resolve().parents[1] / "models" / "face_detection_full_range_sparse.tflite"
+FULL_RANGE = REPO_ROOT / "models" / "face_detection_full_range_sparse.tflite"
 WIDTH, HEIGHT = 1280, 720
 TILING = TilingOptions(tile_size=384, overlap=128)
 BUDGET = SearchBudget(budget_ms=10.0, call_ms=2.5, still_rescan_s=2.0)  # 4 calls a round

@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from streamer import REPO_ROOT, brightness
+from streamer import REPO_ROOT, SHARED_DATA, brightness
 from streamer.components import build_components
 from streamer.config import load_config
 from streamer.restoration import TorchScriptRestorer
@@ -37,7 +37,7 @@ from training.video_check import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_VIDEO = REPO_ROOT.parent / "shared" / "data" / "videos" / "office_cctv_360p.mp4"
+DEFAULT_VIDEO = SHARED_DATA / "videos" / "office_cctv_360p.mp4"
 DEFAULT_OUT = REPO_ROOT / "docs" / "multi_frame_comparison.png"
 ZOOM = 3
 LABEL_H = 22

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer import REPO_ROOT, brightness
+from streamer import REPO_ROOT, SHARED_DATA, brightness
 from streamer.components import build_components
 from streamer.config import ConfigError, load_config
 from streamer.model_contract import ContractError, extract_crop, square_crop_box
@@ -44,7 +44,7 @@ from training.video_check import (
 
 log = logging.getLogger(__name__)
 
-VIDEOS = REPO_ROOT.parent / "shared" / "data" / "videos"
+VIDEOS = SHARED_DATA / "videos"
 DEFAULT_PAIR = (VIDEOS / "carphone_pristine.mp4", VIDEOS / "carphone_distorted.mp4")
 DEFAULT_MODELS = {"shipped": REPO_ROOT / "models" / "face_restorer.ts"}
 DEFAULT_OUT_DIR = REPO_ROOT / "runs" / "pair_check"
