@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -269,13 +269,25 @@ def load_config(
 
     `overrides` maps a dotted key ("detection.every_n_frames") to (value, flag that set it), so an
     invalid flag value is reported by its flag name."""
+    return load_validated(Config, path, overrides)
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def load_validated(
+    schema: type[_Model], path: str | Path | None, overrides: Mapping[str, tuple[Any, str]] | None = None
+) -> _Model:
+    """A YAML file (None: the defaults) with `overrides` applied, validated by a pydantic `schema`: the one
+    loader of the pipeline's config and training's settings (training.train.TrainConfig). An error is a
+    ConfigError naming the file and line, or the flag, of the first bad key."""
     text, origin = ("", "<defaults>") if path is None else (_read_text(Path(path)), str(path))
     data, root_node = _parse_yaml(text, origin)
     overrides = overrides or {}
     for dotted_key, (value, _flag) in overrides.items():
         _set_dotted(data, dotted_key, value)
     try:
-        return Config.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe_validation_error(exc, origin, root_node, overrides)) from None
 

@@ -175,6 +175,11 @@ class TorchScriptRestorer:
             self._pinned_out = torch.empty((self.max_batch, out, out, 3), dtype=torch.uint8).pin_memory()
         return self._pinned_in, self._pinned_out
 
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """The model's float output for a float batch on its device (training's export compares it
+        with the trained model: the file checked is the file as the pipeline loads it)."""
+        return self._forward(batch.to(self.device))
+
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         """N x 3 x S x S (or N x K x 3 x S x S) float32 in [0, 1] on the device -> the model's float32 output."""
         with torch.inference_mode():

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
 import yaml
 
 from streamer.model_contract import SPEC_FILE_NAME, ContractError, RestorerSpec
+from streamer.restoration import ModelLoadError, TorchScriptRestorer
 from training import data, degrade, tracks
 from training.model import build_model, describe
 from training.train import TrainConfig, evaluate
@@ -33,7 +33,7 @@ LICENCE = ("CelebA (celeba_wild_256 crops) is licensed for non-commercial resear
 def load_run(run_dir: Path, checkpoint: str = "best.pt") -> tuple[TrainConfig, torch.nn.Module, dict]:
     """The run's config, its model with the checkpoint's weights (eval mode), and the checkpoint."""
     recorded = yaml.safe_load((run_dir / "config.yaml").read_text())
-    config = TrainConfig(**{f.name: recorded[f.name] for f in fields(TrainConfig) if f.name in recorded})
+    config = TrainConfig(**{name: recorded[name] for name in TrainConfig.model_fields if name in recorded})
     saved = torch.load(run_dir / checkpoint, weights_only=False)
     model = build_model(config.arch, config.frames)
     model.load_state_dict(saved["model"])
@@ -75,7 +75,7 @@ def training_facts(config: TrainConfig, steps: int, metrics: dict) -> dict:
         "degradations": degrade.describe_presets(config.training_mix),
         "architecture": describe(config.arch, config.frames),
         "pairs": config.pairs if config.pairs == "stills" else {"tracks": tracks.training_spec(config.track_frames).describe()},
-        "config": asdict(config),
+        "config": config.model_dump(),
         "steps": steps,
         "validation_metrics": metrics,
     }
@@ -96,26 +96,23 @@ def export_model(model: torch.nn.Module, spec: RestorerSpec, path: Path) -> None
 
 
 def verify_export(path: Path, reference: torch.nn.Module | None = None) -> RestorerSpec:
-    """Load `path` as the pipeline would and check the contract; ContractError says what fails."""
+    """Load `path` with the pipeline's own loader, which checks the model contract (one check, one set of
+    rules: restoration.TorchScriptRestorer.load), then what an export adds: the size limit, and that the
+    file computes what the trained model computes. ContractError says what fails."""
     if path.stat().st_size > MAX_MODEL_BYTES:
         raise ContractError(f"{path}: {path.stat().st_size} bytes, over the {MAX_MODEL_BYTES}-byte limit")
-    extra = {SPEC_FILE_NAME: ""}
-    loaded = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    spec = RestorerSpec.from_json(extra[SPEC_FILE_NAME])
-    for batch in (1, 3):
-        x = torch.rand(batch, *spec.input_shape)
-        with torch.no_grad():
-            y = loaded(x)
-        if tuple(y.shape) != (batch, 3, spec.output_size, spec.output_size) or y.dtype != torch.float32:
-            raise ContractError(f"{path}: output {tuple(y.shape)} {y.dtype} for input {tuple(x.shape)}")
-        if float(y.min()) < 0.0 or float(y.max()) > 1.0:
-            raise ContractError(f"{path}: output outside [0, 1]")
-        if reference is not None:
+    try:
+        restorer = TorchScriptRestorer.load(path, device="cpu", fp16=False, bf16=False)
+    except ModelLoadError as error:
+        raise ContractError(str(error)) from None
+    if reference is not None:
+        for batch in (1, 3):  # and batch-size independent
+            x = torch.rand(batch, *restorer.spec.input_shape)
             with torch.no_grad():
-                drift = float((reference.eval()(x) - y).abs().max())
+                drift = float((reference.eval()(x) - restorer.forward(x)).abs().max())
             if drift > 1e-4:
                 raise ContractError(f"{path}: differs from the trained model by {drift:.2e}")
-    return spec
+    return restorer.spec
 
 
 def main(argv: list[str] | None = None) -> None:

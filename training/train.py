@@ -18,13 +18,16 @@ import copy
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 import yaml
+from pydantic import BaseModel, ConfigDict, Field
 
+from streamer.config import ConfigError, load_validated
 from training import data, tracks
 from training.losses import RestorationLoss, psnr_per_image, ssim_per_image
 from training.model import build_model, describe, load_weights_into
@@ -32,34 +35,38 @@ from training.model import build_model, describe, load_weights_into
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(BaseModel):
+    """Training's settings, validated like the pipeline's config (streamer.config.load_validated): an unknown
+    key, a wrong type or a value out of range is an error naming the file line or the flag."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     name: str = "shipped"
     arch: str = "unet"  # training.model.ARCHITECTURES; "seed" is the seed notebook's autoencoder
-    pairs: str = "stills"  # "stills": one degraded crop per photo; "tracks": synthetic H.264 tracks (training/tracks.py)
-    frames: int = 1  # K frames the model sees (tracks only; a 1-frame model on tracks sees the target frame)
-    track_frames: int = 5  # frames per cached track
-    young_share: float = 0.0  # K-frame models: share of windows made a young track's (training.data.young_windows)
-    input_size: int = 64
-    crop_scale: float = 1.5
-    minutes: float = 75.0  # wall-clock budget of the whole run (resumes included)
-    batch_size: int = 16
-    lr: float = 1e-3
-    warmup_steps: int = 50
-    weight_decay: float = 1e-4
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999  # validation, best.pt and export use an exponential moving average of the weights
-    ssim_weight: float = 0.1  # loss = Charbonnier + ssim_weight x (1 - SSIM)
-    variants: int = 12  # degraded copies of each training photo in the cache
-    training_mix: dict | None = None  # preset -> weight for the training pairs; None: degrade.TRAINING_MIX
-    train_limit: int = 0  # use only the first N training photos (0: all)
-    val_limit: int = 0  # use only the first N validation photos (0: all)
+    pairs: Literal["stills", "tracks"] = "stills"  # "stills": one degraded crop per photo; "tracks": synthetic H.264 tracks (training/tracks.py)
+    frames: int = Field(1, ge=1, le=16)  # K frames the model sees (tracks only; a 1-frame model on tracks sees the target frame)
+    track_frames: int = Field(5, ge=1, le=64)  # frames per cached track
+    young_share: float = Field(0.0, ge=0.0, le=1.0)  # K-frame models: share of windows made a young track's (training.data.young_windows)
+    input_size: int = Field(64, ge=8, le=1024)
+    crop_scale: float = Field(1.5, ge=1.0, le=4.0)
+    minutes: float = Field(75.0, gt=0)  # wall-clock budget of the whole run (resumes included)
+    batch_size: int = Field(16, ge=1, le=4096)
+    lr: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(50, ge=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)  # validation, best.pt and export use an exponential moving average of the weights
+    ssim_weight: float = Field(0.1, ge=0)  # loss = Charbonnier + ssim_weight x (1 - SSIM)
+    variants: int = Field(12, ge=1)  # degraded copies of each training photo in the cache
+    training_mix: dict[str, float] | None = None  # preset -> weight for the training pairs; None: degrade.TRAINING_MIX
+    train_limit: int = Field(0, ge=0)  # use only the first N training photos (0: all)
+    val_limit: int = Field(0, ge=0)  # use only the first N validation photos (0: all)
     val_preset: str = "moderate"
-    val_every_s: float = 240.0
-    checkpoint_every_s: float = 120.0
-    log_every_steps: int = 50
+    val_every_s: float = Field(240.0, gt=0)
+    checkpoint_every_s: float = Field(120.0, gt=0)
+    log_every_steps: int = Field(50, ge=1)
     seed: int = 0
-    threads: int = 2
+    threads: int = Field(2, ge=1, le=256)
     init_from: str = ""  # a checkpoint (.pt) whose model weights start this run (a fresh run only)
     cache_dir: str = str(data.DEFAULT_CACHE_DIR)
     out: str = "runs/shipped"
@@ -72,16 +79,10 @@ QUICK = dict(
 
 
 def load_config(path: Path | None, overrides: dict) -> TrainConfig:
-    """Defaults, then the YAML file, then command-line overrides; unknown keys are errors."""
-    values = {}
-    if path is not None:
-        values = yaml.safe_load(path.read_text()) or {}
-    values.update(overrides)
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = set(values) - known
-    if unknown:
-        raise ValueError(f"{path or 'overrides'}: unknown training settings {sorted(unknown)}")
-    return TrainConfig(**values)
+    """Defaults, then the YAML file, then command-line overrides, validated (streamer.config.ConfigError
+    names the bad key's line or flag)."""
+    flags = {key: (value, f"--{key.replace('_', '-')}") for key, value in overrides.items()}
+    return load_validated(TrainConfig, path, flags)
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -267,7 +268,7 @@ class Trainer:
     def run(self) -> RunState:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         facts = describe(self.config.arch, self.config.frames)
-        (self.run_dir / "config.yaml").write_text(yaml.safe_dump({**asdict(self.config), **facts}))
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump({**self.config.model_dump(), **facts}))
         budget_s = self.config.minutes * 60.0
         if not self.state.val_history:
             self.validate()
@@ -324,7 +325,11 @@ def parse_args(argv: list[str] | None) -> tuple[Path | None, dict]:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config_path, overrides = parse_args(argv)
-    state = train(load_config(config_path, overrides))
+    try:
+        config = load_config(config_path, overrides)
+    except ConfigError as error:
+        raise SystemExit(f"error: {error}") from None
+    state = train(config)
     log.info("done: %d steps, best validation PSNR %.2f dB", state.step, state.best_psnr)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from streamer.config import ConfigError
 from streamer.model_contract import SPEC_FILE_NAME, ContractError, RestorerSpec
 from tests.helpers.faces import require_faces
 from training import train
@@ -111,3 +112,17 @@ def test_quick_multi_frame_training_lowers_the_validation_loss_and_exports_a_k_f
     path = tmp_path / "k3.ts"
     export_model(model, spec, path)
     assert verify_export(path, reference=model).frames == 3
+
+
+@pytest.mark.parametrize("text, overrides, expected", [
+    ("lr: 0.001\nlearning_rate: 0.01\n", {}, "settings.yaml:2: learning_rate: unknown key"),
+    ("batch_size: many\n", {}, "settings.yaml:1: batch_size: Input should be a valid integer"),
+    ("pairs: videos\n", {}, "settings.yaml:1: pairs: Input should be 'stills' or 'tracks'"),
+    ("", {"minutes": -1.0}, "--minutes: minutes: Input should be greater than 0"),
+])
+def test_training_settings_are_validated_like_the_pipeline_config(tmp_path, text, overrides, expected):
+    path = tmp_path / "settings.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        train.load_config(path, overrides)
+    assert expected in str(error.value)
