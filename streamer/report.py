@@ -174,6 +174,7 @@ class ReportWriter:
         self._counts: dict[str, Any] = {}
         self._started = clock()
         self._written_at = 0.0
+        self._tracks_on_page = -1  # tracks index.html shows (-1: no page yet)
         self._status = "running"
         self._software = software_record()
         self._failure: ReportError | None = None
@@ -227,7 +228,11 @@ class ReportWriter:
 
     def _drain(self) -> None:
         while True:
-            track = self._queue.get()
+            try:
+                track = self._queue.get(timeout=self.settings.refresh_s)
+            except queue.Empty:  # no track ended for a while: let the page catch up with those that did
+                self._refresh_if_behind()
+                continue
             try:
                 if track is None:
                     return
@@ -238,6 +243,18 @@ class ReportWriter:
                 self._failure = exc
             finally:
                 self._queue.task_done()
+
+    def _refresh_if_behind(self) -> None:
+        with self._lock:
+            if self._failure is not None or len(self._tracks) == self._tracks_on_page:
+                return
+            try:
+                self._write_index()
+            except OSError as exc:
+                try:
+                    self._fail(exc)
+                except ReportError as failure:
+                    self._failure = failure
 
     def _store_track(self, track: TrackRecord) -> None:
         try:
@@ -382,6 +399,7 @@ class ReportWriter:
     def _write_index(self) -> None:
         _write_atomic(self.folder / "index.html", render_index(self._record(), self._tracks))
         self._written_at = self.clock()
+        self._tracks_on_page = len(self._tracks)
 
     def _fail(self, exc: OSError) -> None:
         """A write failed (disk full, folder removed): leave no page that looks finished, and stop."""
