@@ -69,7 +69,8 @@ exit status:
   2 bad input (missing or unreadable file, malformed URL, bad config or model, output exists
   without --overwrite): nothing written, fix and rerun;
   3 a camera could not be reached or kept after its retries (source.required,
-  source.give_up_after_s): the other cameras recorded; retryable; 130 interrupted (Ctrl-C
+  source.give_up_after_s, never reached, or down at the end of the run): the other
+  cameras recorded; retryable; 130 interrupted (Ctrl-C
   once finishes the frames in flight and keeps a playable output; twice aborts and removes a
   file's output, a camera's segments are kept).
 """

@@ -122,13 +122,16 @@ class Pipeline:
         self._errors: list[BaseException] = []
         self._threads: list[threading.Thread] = []
         self.lost_cameras: dict[str, str] = {}  # source id -> why it was given up (CameraLost)
+        self._stopping_since: float | None = None  # when the run was asked to end (a camera's last frame counts to it)
 
     def request_stop(self) -> None:
         """Finish gracefully: stop reading, let frames in flight through, finalise outputs."""
+        self._stopping_since = self._stopping_since or time.monotonic()
         self.drain.set()
 
     def abort(self) -> None:
         """Stop now; unfinished outputs are removed."""
+        self._stopping_since = self._stopping_since or time.monotonic()
         self.drain.set()
         self.halt.set()
 
@@ -271,13 +274,23 @@ class Pipeline:
                 next_status += self.settings.status_interval_s
 
     def _note_cameras_never_reached(self) -> None:
-        """A camera that never delivered a frame in the whole run was not reached: say so (exit 3)."""
+        """A camera that never delivered a frame in the whole run, or none in its last `warn_down_s`,
+        was not reached, or not kept: say so (exit 3), even though it was retried until the end."""
+        now = self._stopping_since or time.monotonic()
         for job in self.jobs:
             source = self.stats.sources[job.source_id]
-            if job.is_camera and source.last_frame_at is None and job.source_id not in self.lost_cameras:
-                self.lost_cameras[job.source_id] = f"never reached in {self.stats.elapsed_s:.0f} s" + (
-                    f" ({source.last_error})" if source.last_error else "")
-                source.set_state("down")
+            max_frames = self._settings(job).limits.max_frames
+            finished = max_frames is not None and source.frames_in >= max_frames  # it ended, not its camera
+            if not job.is_camera or job.source_id in self.lost_cameras or finished:
+                continue
+            if source.last_frame_at is None:
+                reason = f"never reached in {self.stats.elapsed_s:.0f} s"
+            elif now - source.last_frame_at > self._settings(job).warn_down_s:
+                reason = f"down at the end of the run: no frame for {now - source.last_frame_at:.0f} s"
+            else:
+                continue
+            self.lost_cameras[job.source_id] = reason + (f" ({source.last_error})" if source.last_error else "")
+            source.set_state("down")
 
     def _log_status(self) -> None:
         logger.info("status: %s", self.stats.status_line())

@@ -191,7 +191,7 @@ def test_a_camera_silent_past_give_up_after_s_is_down_and_the_other_keeps_record
     assert list(pipeline.lost_cameras) == ["dead"] and "no frame for" in pipeline.lost_cameras["dead"]
     assert stats.sources["dead"].state == "down" and stats.sources["alive"].state == "stopped"
     assert cams.opened_sinks["dead"][0].closed and not cams.opened_sinks["dead"][0].aborted
-    assert cams.frames_written("dead") == 20
+    assert stats.sources["dead"].frames_in == 20 and cams.frames_written("dead") == stats.sources["dead"].frames_out
 
 
 def test_a_restorer_fault_still_stops_the_whole_run():
@@ -249,3 +249,13 @@ def test_an_output_that_cannot_be_opened_restarts_that_camera_only():
     stats = run_until(pipeline, lambda: cams.frames_written("a") > 10, 10.0, "camera a writing after its restart")
     assert stats.sources["a"].restarts == 1 and "No space left" in stats.sources["a"].last_error
     assert stats.sources["b"].restarts == 0 and cams.frames_written("b") > 10
+
+
+def test_a_camera_down_at_the_end_of_the_run_is_reported_as_lost():
+    cams = Cameras(["steady", "died"])
+    cams.source_factory["died"] = lambda n: FakeSource(n, 10, live=True, delay_s=0.005)  # 10 frames, then silence
+    pipeline = cams.pipeline(warn_down_s=0.5)
+    run_until(pipeline, lambda: (pipeline.stats.sources["died"].seconds_since_frame() or 0) > 1.0, 10.0,
+              "the camera silent for a second")
+    assert list(pipeline.lost_cameras) == ["died"]
+    assert pipeline.lost_cameras["died"].startswith("down at the end of the run: no frame for ")
