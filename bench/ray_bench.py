@@ -11,7 +11,8 @@ frame written to the last; start-up, i.e. model loads and actor start, is printe
 restorer's mean batch (faces per model call, across cameras).
 
 Then Ray's overhead per crop batch: a batch's round trip to a restorer replica (no batching
-wait) against the same batch restored in this process, at 1, 4 and 16 crops. And the per-stage
+wait) against the same batch restored in this process, at 1, 4 and 16 crops (alternating pairs,
+median difference). And the per-stage
 costs of one camera (ms per frame) with the restorer's faces/s, for the README's capacity
 estimate. Not a test: the numbers depend on the machine and its load (the load is printed).
 """
@@ -108,8 +109,10 @@ def run_ray(config: Config, cameras: int, video: Path, frames: int) -> dict:
     return {"fps": fps, "faces_s": faces, "startup": startup, "mean_batch": run.stats.restorer.mean_batch}
 
 
-def batch_overhead(config: Config, restorer, repeats: int = 30) -> list[tuple[int, float, float]]:
-    """(crops, local ms, remote round-trip ms) per batch size: a replica with no batching wait."""
+def batch_overhead(config: Config, restorer, repeats: int = 60) -> list[tuple[int, float, float, float]]:
+    """(crops, local ms, remote round-trip ms, Ray overhead ms) per batch size, against a replica
+    with no batching wait. Local and remote calls alternate and the overhead is the median of the
+    pairs' differences, so a burst of load from other processes hits both sides of a pair."""
     import ray
 
     from streamer.ray_engine import RestorerReplica
@@ -121,23 +124,22 @@ def batch_overhead(config: Config, restorer, repeats: int = 30) -> list[tuple[in
     rows = []
     for batch in OVERHEAD_BATCHES:
         crops = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
-        local = best_ms(lambda crops=crops: restorer.restore(crops), repeats)
-        remote = best_ms(lambda crops=crops: ray.get(replica.restore.remote(crops)), repeats)
-        rows.append((batch, local, remote))
+        pairs = []
+        for index in range(repeats + 3):
+            local = elapsed_ms(lambda crops=crops: restorer.restore(crops))
+            remote = elapsed_ms(lambda crops=crops: ray.get(replica.restore.remote(crops)))
+            if index >= 3:  # warm-up
+                pairs.append((local, remote))
+        local_ms, remote_ms = (float(np.median(side)) for side in zip(*pairs))
+        rows.append((batch, local_ms, remote_ms, float(np.median([r - l for l, r in pairs]))))
     ray.kill(replica)
     return rows
 
 
-def best_ms(work, repeats: int) -> float:
-    """Median milliseconds of `repeats` calls after 3 warm-up calls (the median resists load bursts)."""
-    for _ in range(3):
-        work()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        work()
-        times.append(1000 * (time.perf_counter() - started))
-    return float(np.median(times))
+def elapsed_ms(work) -> float:
+    started = time.perf_counter()
+    work()
+    return 1000 * (time.perf_counter() - started)
 
 
 def main() -> None:
@@ -187,9 +189,8 @@ def print_tables(rows: list, overhead: list) -> None:
               f"{remote['mean_batch']:.1f} | {remote['startup']:.1f} |")
     print("\n| crops per batch | restore in process ms | round trip to a replica ms | Ray overhead ms | per crop ms |")
     print("|---|---|---|---|---|")
-    for batch, local_ms, remote_ms in overhead:
-        print(f"| {batch} | {local_ms:.1f} | {remote_ms:.1f} | {remote_ms - local_ms:.1f} | "
-              f"{(remote_ms - local_ms) / batch:.2f} |")
+    for batch, local_ms, remote_ms, overhead_ms in overhead:
+        print(f"| {batch} | {local_ms:.1f} | {remote_ms:.1f} | {overhead_ms:.1f} | {overhead_ms / batch:.2f} |")
     one = rows[0][1]
     stages = "  ".join(f"{name} {ms:.1f}" for name, ms in one["stage_ms"].items())
     per_frame_cpu = sum(ms for name, ms in one["stage_ms"].items() if name != "restore")

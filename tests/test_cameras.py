@@ -132,3 +132,10 @@ def test_base_config_and_flags_stay_under_a_cameras_own_keys(tmp_path):
            "  - name: b\n    url: b.mp4\n    output: b_out.mp4\n"
     a, b = load_cameras(write(tmp_path / "cams.yaml", text), base, env={})
     assert (a.config.detection.every_n_frames, b.config.detection.every_n_frames) == (2, 5)
+
+
+def test_the_example_cameras_file_is_valid():
+    from streamer import REPO_ROOT
+
+    cameras = load_cameras(REPO_ROOT / "configs" / "cameras" / "example.yaml", Config(), env={"CAM_PASS": "x"})
+    assert [camera.name for camera in cameras] == ["lobby", "gate", "archive-0412"]
