@@ -205,6 +205,10 @@ class _Encoder:
     def _start(self, image: np.ndarray) -> None:
         stream = self._container.add_stream(self._options.codec, rate=self._info.rate)
         stream.width, stream.height = encoded_size(image.shape[1], image.shape[0], self._options.pix_fmt)
+        if (stream.width, stream.height) != (image.shape[1], image.shape[0]):
+            logger.info("%s: %dx%d frames are written as %dx%d (yuv420p needs even sizes: the last column or row "
+                        "is repeated; every input pixel is kept)", self._info.source_id, image.shape[1],
+                        image.shape[0], stream.width, stream.height)
         stream.pix_fmt = self._options.pix_fmt
         stream.time_base = self._info.time_base
         stream.codec_context.time_base = self._info.time_base

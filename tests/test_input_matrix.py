@@ -76,7 +76,8 @@ def test_every_camera_format_keeps_frames_times_pixels_and_audio(tmp_path, spec)
         assert psnr(got, want) > 30, spec.name
 
 
-@pytest.mark.parametrize("name, text", [("notes.txt", "a text file\n" * 300), ("readme.nfo", "ANSI art\n" * 300)])
+@pytest.mark.parametrize("name, text", [("notes.txt", "a text file\n" * 300), ("readme.nfo", "ANSI art\n" * 300)],
+                         ids=["txt", "nfo"])
 def test_text_that_ffmpeg_renders_as_pictures_is_refused(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text)
