@@ -109,7 +109,7 @@ def _gate_factory(config: Config, restorer: SpecRestorer | None):
         if restorer is not None:
             logger.warning("restore gate: off (verification.enabled is false): every detected face is restored")
         return None
-    options = GateOptions(**settings.model_dump())
+    options = GateOptions(**settings.model_dump(), max_face_px=config.restoration.max_face_px)
     logger.info("restore gate: score >= %.2f, keypoints %s, second opinion %s, %d passed checks per track",
                 options.min_score, "on" if options.keypoints else "off",
                 f"RetinaFace >= {options.second_opinion_min_score:.2f}" if options.second_opinion else "off",

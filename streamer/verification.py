@@ -53,6 +53,9 @@ class GateOptions:
     second_opinion: bool = True  # ask RetinaFace
     second_opinion_min_score: float = 0.9  # RetinaFace's score a check needs (a heraldic lion scores 0.84)
     confirm_checks: int = 2  # passed checks before a track is restored
+    # Faces larger than this are never restored (restoration.max_face_px): not judged, no model run
+    # spent on them (verified stays None). 0: judge every face.
+    max_face_px: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("min_score", "second_opinion_min_score"):
@@ -103,7 +106,11 @@ class RestoreGate:
         if detections is not None:
             self._check(image, detections, faces)
         self._retire_lost({face.track_id for face in faces})
-        return [dataclasses.replace(face, verified=self._verified(face.track_id)) for face in faces]
+        return [dataclasses.replace(face, verified=None if self._too_large(face) else self._verified(face.track_id))
+                for face in faces]
+
+    def _too_large(self, face: Face) -> bool:
+        return 0 < self.options.max_face_px < max(face.box.w, face.box.h)
 
     def _inherited(self, box: Box) -> _TrackRecord:
         """A new track where a lost one just was (the detector missed the face for a few rounds and
@@ -133,7 +140,7 @@ class RestoreGate:
             record = self._tracks[face.track_id]
             detection = _matching_detection(face.box, detections)
             record.fresh = False  # until this round's check passes
-            if detection is not None:  # else: carried by the tracker, not seen this round
+            if detection is not None and not self._too_large(face):  # else: not seen this round, or not restorable
                 due.append((record, detection))
         if not due:
             return

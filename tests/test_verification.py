@@ -117,3 +117,11 @@ def test_a_face_the_tracker_lost_and_found_again_keeps_its_checks():
     found_again = gate.review(IMAGE, detection, [Face(BOX, 0.9, track_id=2)])
     elsewhere = gate.review(IMAGE, [Face(Box(200, 150, 40, 40), 0.9)], [Face(Box(200, 150, 40, 40), 0.9, track_id=3)])
     assert found_again[0].verified and not elsewhere[0].verified
+
+
+def test_faces_too_large_to_restore_are_not_judged():
+    opinion = FixedOpinion(1.0)
+    gate = RestoreGate(GateOptions(max_face_px=30), opinion)
+    detection = [Face(BOX, 0.9)]  # 40 px
+    assert run_gate(gate, [detection, detection]) == [None, None]
+    assert opinion.calls == 0  # no second opinion spent on a face that will keep its pixels anyway
