@@ -18,7 +18,8 @@ For each (video, configuration), in one run:
   restoration precision: of the faces the pipeline's detect stage (streamer/detect_stage.py: detect,
   track, gate, crop) hands to the restorer on the labelled frames, the share that are real faces
   (IoU >= 0.3 with a true face, or the box's centre inside one), without the gate and with it;
-  fps of the detect stage without and with the gate (every frame of the video, same process).
+  fps of the detect stage without and with the gate (every frame of the video, same process), and
+  the gate's own time per frame (its checks and RetinaFace calls: the fps columns are noisy).
 Not a test: the machine is shared, so the fps columns are noisy; the ratio is measured in one run.
 """
 from __future__ import annotations
@@ -37,12 +38,14 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from streamer import REPO_ROOT  # noqa: E402  (first: sets the OpenMP wait policy before torch loads)
-from streamer.colour import frame_to_rgb  # noqa: E402
-from streamer.components import assemble_components, load_restorer  # noqa: E402
-from streamer.config import Config, load_config  # noqa: E402
-from streamer.retinaface import RetinaFaceModel  # noqa: E402
-from streamer.values import Box, Face  # noqa: E402
+# streamer first: importing it sets the OpenMP wait policy before torch loads
+from streamer import REPO_ROOT
+from streamer.colour import frame_to_rgb
+from streamer.components import assemble_components, load_restorer
+from streamer.config import Config, load_config
+from streamer.retinaface import RetinaFaceModel
+from streamer.stats import StageClock
+from streamer.values import Box, Face
 
 LABELS = REPO_ROOT / "bench" / "labels" / "faces.json"
 VIDEOS_DIR = REPO_ROOT.parent / "shared" / "data" / "videos"
@@ -66,6 +69,7 @@ class Counts:
     truths: dict[str, list[int]] = field(default_factory=lambda: {s[2]: [0, 0] for s in SIZES})  # [found, all]
     restored: dict[str, list[int]] = field(default_factory=dict)  # gate off/on -> [real, all]
     fps: dict[str, float] = field(default_factory=dict)
+    gate_ms: float | None = None  # the gate's own time per frame (its checks and RetinaFace calls)
 
 
 def size_bucket(box: Box) -> str:
@@ -102,7 +106,15 @@ def labelled_video(name: str) -> Video:
 
 
 def demo_video() -> Video:
-    from samples.make_sample import FPS, HEIGHT, SECONDS, WALKERS, WIDTH, plan_walkers, render_frame
+    from samples.make_sample import (
+        FPS,
+        HEIGHT,
+        SECONDS,
+        WALKERS,
+        WIDTH,
+        plan_walkers,
+        render_frame,
+    )
     from samples.scene import cctv_background, load_faces
 
     seed = 7  # the seed demo_cctv.mp4 was made with (samples/README.md)
@@ -165,6 +177,15 @@ def run_stage(video: Video, config: Config, restorer, counts: Counts, label: str
     components = assemble_components(config, restorer)
     detector = components.make_detector()
     stage = components.detect_stage(detector, config.detection.every_n_frames)
+    gate_clock = StageClock()
+    if stage.gate is not None:
+        review = stage.gate.review
+
+        def timed_review(*args):
+            with gate_clock.timing():
+                return review(*args)
+
+        stage.gate.review = timed_review
     real = restored = 0
     started = time.perf_counter()
     for index, faces in restored_faces(video, stage):
@@ -173,6 +194,8 @@ def run_stage(video: Video, config: Config, restorer, counts: Counts, label: str
             restored += len(faces)
     counts.fps[label] = max(counts.fps.get(label, 0.0), len(video.frames) / (time.perf_counter() - started))
     counts.restored[label] = [real, restored]
+    if stage.gate is not None:
+        counts.gate_ms = 1000.0 * gate_clock.seconds / len(video.frames)
     detector.close()
 
 
@@ -202,14 +225,15 @@ def ratio(pair: list[int]) -> str:
 def table(results: list[tuple[str, str, Counts]]) -> str:
     sizes = [label for _, _, label in SIZES]
     header = (["video", "config"] + [f"P {s}" for s in sizes] + [f"R {s}" for s in sizes]
-              + ["restored real: no gate", "gate", "fps no gate", "fps gate"])
+              + ["restored real: no gate", "gate", "fps no gate", "fps gate", "gate ms/frame"])
     rows = [header]
     for video, config, counts in results:
         rows.append([video, config]
                     + [ratio(counts.detections[s]) for s in sizes] + [ratio(counts.truths[s]) for s in sizes]
                     + [ratio(counts.restored.get("no gate", [0, 0])), ratio(counts.restored.get("gate", [0, 0]))]
                     + [f"{counts.fps.get('no gate', counts.fps.get('detector', 0)):.1f}",
-                       f"{counts.fps['gate']:.1f}" if "gate" in counts.fps else "-"])
+                       f"{counts.fps['gate']:.1f}" if "gate" in counts.fps else "-",
+                       f"{counts.gate_ms:.2f}" if counts.gate_ms is not None else "-"])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows)
 
