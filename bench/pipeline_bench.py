@@ -253,6 +253,8 @@ def looped_clip(name: str, loops: int, out_dir: Path) -> Path:
 def tiled_config(args: argparse.Namespace, policy: str, extra: dict | None = None) -> Config:
     flags = {key: (value, key) for key, value in {**TILED, **(extra or {})}.items()}
     flags["detection.search.policy"] = (policy, "--search")
+    if args.budget_ms:
+        flags["detection.search.budget_ms"] = (args.budget_ms, "--budget-ms")
     if args.model:
         flags["restoration.model"] = (str(args.model.resolve()), "--model")
     return load_config(args.config, flags)
@@ -545,6 +547,8 @@ def main() -> None:
     parser.add_argument("--videos", nargs="*", choices=sorted(VIDEOS), default=sorted(VIDEOS))
     parser.add_argument("--search", action="store_true", help="every-tile reference vs the adaptive search")
     parser.add_argument("--no-scene", action="store_true", help="--search without the generated crowd")
+    parser.add_argument("--budget-ms", type=float, help="--search: the adaptive search's detector ms per frame "
+                        "(default: the config's, unset: a quarter of the reference's)")
     parser.add_argument("--latency", action="store_true", help="a live 720p25 RTSP camera: latency, drops")
     parser.add_argument("--seconds", type=float, default=30.0, help="--latency: how long the live run lasts")
     parser.add_argument("--presets", action="store_true", help="x264 presets at 1080p: speed and size")
