@@ -333,6 +333,7 @@ def track_regions(
     larger view found (the whole-frame pass) is searched in that view again. A larger face gets
     a region REGION_SCALE times its side (at least a tile), or the whole frame."""
     small: list[set[int]] = []  # per small face: the grid tiles that hold it
+    room: dict[int, float] = {}  # per grid tile: the margins it leaves around its small faces
     regions: list[Tile] = []
     for box, known in faces:
         if not box.overlaps_frame(width, height):
@@ -343,6 +344,8 @@ def track_regions(
         holders = _holders(box, grid)
         if holders and max(box.w, box.h) <= tile_size / 3:
             small.append(holders)
+            for index in holders:
+                room[index] = room.get(index, 0.0) + _margin(grid[index], box)
         else:
             regions.append(_face_region(box, width, height, tile_size))
     small = [holders for holders in small if not any(grid[index] in regions for index in holders)]
@@ -351,7 +354,8 @@ def track_regions(
         for holders in small:
             for index in holders:
                 counts[index] = counts.get(index, 0) + 1
-        best = min(counts, key=lambda index: (-counts[index], index))
+        # Most faces first; among equals the tile that shows them farthest from its edges.
+        best = min(counts, key=lambda index: (-counts[index], -room[index], index))
         regions.append(grid[best])
         small = [holders for holders in small if best not in holders]
     unique = list(dict.fromkeys(regions))
@@ -371,6 +375,11 @@ def _holders(box: Box, grid: Sequence[Tile]) -> set[int]:
 def _holds(tile: Tile, box: Box, margin: float) -> bool:
     return (tile.x <= box.x - margin and tile.y <= box.y - margin
             and box.x + box.w + margin <= tile.x + tile.w and box.y + box.h + margin <= tile.y + tile.h)
+
+
+def _margin(tile: Tile, box: Box) -> float:
+    """The distance from `box` to the nearest edge of `tile`."""
+    return min(box.x - tile.x, box.y - tile.y, tile.x + tile.w - box.x - box.w, tile.y + tile.h - box.y - box.h)
 
 
 def _best_match(box: Box, found: Sequence[tuple[Box, Tile]]) -> Tile | None:
