@@ -131,7 +131,7 @@ def batch_overhead(config: Config, restorer, repeats: int = 60) -> list[tuple[in
             if index >= 3:  # warm-up
                 pairs.append((local, remote))
         local_ms, remote_ms = (float(np.median(side)) for side in zip(*pairs))
-        rows.append((batch, local_ms, remote_ms, float(np.median([r - l for l, r in pairs]))))
+        rows.append((batch, local_ms, remote_ms, float(np.median([remote - local for local, remote in pairs]))))
     ray.kill(replica)
     return rows
 
