@@ -70,10 +70,13 @@ def check_run() -> tuple[dict, dict]:
     return report["results"][preset], committed["results"][preset]
 
 
+# The check subset's evaluation takes ~30 s: these three are slow, and run by .ci/run explicitly.
+@pytest.mark.slow
 def test_the_baseline_was_measured_on_this_benchmark(check_run):
     assert_same_benchmark(*check_run)
 
 
+@pytest.mark.slow
 def test_shipped_model_beats_bicubic_by_a_clear_margin(check_run):
     measured, _ = check_run
     assert measured["ours"]["psnr"] >= measured["bicubic"]["psnr"] + CLEAR_MARGIN_DB
@@ -81,6 +84,7 @@ def test_shipped_model_beats_bicubic_by_a_clear_margin(check_run):
     assert measured["ours"]["identity_distance"] < measured["bicubic"]["identity_distance"]
 
 
+@pytest.mark.slow
 def test_shipped_model_is_not_worse_than_its_committed_baseline(check_run):
     assert_not_worse(*check_run)
 
