@@ -213,8 +213,8 @@ def _plan_cameras(cameras: list[Camera], args: argparse.Namespace) -> list[Job]:
 
 
 def _process(jobs: list[Job], config: Config, args: argparse.Namespace, cameras: list[Camera] | None = None) -> int:
+    _check_the_model_file(config)  # cheapest first
     _check_the_only_file_opens(jobs, config)
-    _check_the_model_file(config)
     from streamer.components import (  # loads torch, mediapipe
         assemble_components,
         build_components,
