@@ -7,6 +7,7 @@ import pytest
 
 from streamer.values import Box, Face
 from streamer.verification import GateOptions, RestoreGate, keypoints_plausible
+from tests.helpers.faces import require_faces
 
 BOX = Box(100, 100, 40, 40)
 # A frontal face in BOX: right eye, left eye, nose, mouth, right ear, left ear (MediaPipe's order).
@@ -89,6 +90,7 @@ def test_a_disabled_gate_restores_everything():
 
 
 def test_retinaface_confirms_real_faces_and_rejects_every_distractor():
+    require_faces()  # the scenes' faces are CelebA photos
     from samples.distractors import KINDS, distractor_scene
     from streamer.retinaface import RetinaFaceModel
 
