@@ -82,7 +82,7 @@ def _yuv_to_rgb_matrix(tags: ColourTags, bits: int = 8) -> np.ndarray:
 def _plane(frame: av.VideoFrame, index: int, width: int, height: int, dtype: type) -> np.ndarray:
     plane = frame.planes[index]
     itemsize = np.dtype(dtype).itemsize
-    rows = np.frombuffer(plane, dtype).reshape(plane.height, plane.line_size // itemsize)
+    rows: np.ndarray = np.frombuffer(memoryview(plane), dtype).reshape(plane.height, plane.line_size // itemsize)
     return rows[:height, :width]
 
 
@@ -127,7 +127,7 @@ def yuv420_frame(image: np.ndarray, tags: ColourTags) -> av.VideoFrame:
     height, width = image.shape[:2]
     frame = av.VideoFrame(width, height, "yuv420p")
     for plane, data in zip(frame.planes, rgb_to_yuv420(image, tags)):
-        target = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+        target = np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)
         target[:, : plane.width] = data
     frame.colorspace, frame.color_range = tags.matrix, tags.range
     frame.color_primaries, frame.color_trc = tags.primaries, tags.transfer

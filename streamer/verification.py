@@ -154,7 +154,7 @@ class RestoreGate:
             self.stats.failed_checks += not passed
 
     def _second_opinions(self, image: np.ndarray, detections: list[Face]) -> list[float]:
-        if not self.options.second_opinion:
+        if not self.options.second_opinion or self.second_opinion is None:
             return [1.0] * len(detections)
         # Only the detections that passed the cheap tests are worth a model run.
         worth = [i for i, d in enumerate(detections) if self._passes_cheap(d)]
