@@ -20,8 +20,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from streamer import REPO_ROOT  # noqa: E402  (first: sets the OpenMP wait policy before torch loads)
+
+# isort: split
 
 from tests.helpers.media import make_face_frames
 from tests.helpers.rtsp_server import RtspTestServer, free_port, write_frames_dir
@@ -65,7 +67,7 @@ def main() -> None:
         with RtspTestServer.start(width=width, height=height, fps=args.fps, frames_dir=dirs[0]) as cam1, \
                 RtspTestServer.start(width=width, height=height, fps=args.fps, frames_dir=dirs[1]) as cam2:
             stats_path = tmp / "stats.json"
-            command = [sys.executable, str(REPO / "run_stream.py"), cam1.url, cam2.url, "-o", f"{tmp}/out/",
+            command = [sys.executable, str(REPO_ROOT / "run_stream.py"), cam1.url, cam2.url, "-o", f"{tmp}/out/",
                        "--config", str(config), "--duration", str(args.minutes * 60), "--metrics-port", str(port),
                        "--stats-json", str(stats_path), "-q"]
             started = time.monotonic()

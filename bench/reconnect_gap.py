@@ -18,8 +18,9 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# isort: split
 
 from streamer.components import build_components, pipeline_settings
 from streamer.config import load_config

@@ -17,8 +17,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from streamer import REPO_ROOT  # noqa: E402  (first: sets the OpenMP wait policy before torch loads)
+
+# isort: split
 
 from tests.helpers.media import read_frames  # noqa: E402 - after the path
 from tests.helpers.rtsp_server import RtspTestServer, free_port  # noqa: E402
@@ -44,7 +46,7 @@ def one_run(seconds: float, segment_s: float, folder: Path) -> tuple[int, int, i
     config.write_text(f"recording:\n  segment_s: {segment_s}\noutput:\n  preset: ultrafast\n")
     port = free_port()
     with RtspTestServer.start(width=320, height=240, fps=FPS) as camera:
-        cli = subprocess.Popen([sys.executable, str(REPO / "run_stream.py"), camera.url, "-o", f"{folder}/out/",
+        cli = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_stream.py"), camera.url, "-o", f"{folder}/out/",
                                 "--config", str(config), "--metrics-port", str(port), "-q"],
                                stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from streamer import REPO_ROOT
 from streamer.sinks import (
     PushRetry,
     ReconnectingPushSink,
@@ -119,7 +120,7 @@ for frame in live_frames(10_000):
 
 
 def test_after_sigkill_every_finished_segment_and_the_current_one_up_to_its_last_second_play(tmp_path):
-    repo = str(Path(__file__).resolve().parents[1])
+    repo = str(REPO_ROOT)
     writer = subprocess.Popen([sys.executable, "-c", WRITER.format(repo=repo, target=str(tmp_path / "cam1.mp4"))],
                               stdout=subprocess.PIPE, text=True)
     written = -1

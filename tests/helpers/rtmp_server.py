@@ -16,6 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from streamer import REPO_ROOT
 from tests.helpers.rtsp_server import free_port
 
 LISTEN_TIMEOUT_S = 20  # the server gives up if no publisher connects
@@ -27,7 +28,7 @@ class RtmpTestServer:
         self.received = received
         self._process = subprocess.Popen(
             [sys.executable, "-m", "tests.helpers.rtmp_server", self.push_url, str(received)],
-            cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         # It says "ready" once PyAV is imported, just before it binds; a probe connection would
         # use up its one accept, so the bind itself is given a moment.
