@@ -141,10 +141,13 @@ def test_cameras_and_a_folder_on_two_nodes_survive_killed_actors(cluster, camera
     written, _ = read_frames(out / "a.mp4")
     original, _ = read_frames(face_clip.path)
     assert len(written) == len(original)
-    box = face_clip.boxes[0][0]
-    x, y, w, h = (int(v) for v in (box.x, box.y, box.w, box.h))
-    face_change = np.abs(written[0][y:y + h, x:x + w].astype(int) - original[0][y:y + h, x:x + w]).mean()
-    assert face_change > 8, face_change
+    # (A face is restored once it is confirmed, not necessarily on the first frame: look at them all.)
+    changes = []
+    for index, boxes in enumerate(face_clip.boxes):
+        for box in boxes:
+            x, y, w, h = (int(v) for v in (box.x, box.y, box.w, box.h))
+            changes.append(np.abs(written[index][y:y + h, x:x + w].astype(int) - original[index][y:y + h, x:x + w]).mean())
+    assert max(changes) > 8, changes
     # The restorer batched crops across cameras, and the run counted what the faults cost.
     summary = run.stats.as_dict()
     assert summary["restorer"]["replicas"] == 2 and summary["restorer"]["mean_batch"] > 1
