@@ -29,6 +29,7 @@ import dataclasses
 import logging
 import math
 import os
+import socket
 import sys
 import threading
 import time
@@ -53,6 +54,7 @@ from streamer.workers import Batching, CaptureLimits, RestorerUnavailable
 
 logger = logging.getLogger(__name__)
 
+CONNECT_TIMEOUT_S = 5.0  # a cluster address that does not answer a TCP connection in this time is an error
 POLL_S = 0.5  # how often the driver asks every job for its counters
 POLL_TIMEOUT_S = 10.0  # a job that does not answer for this long is asked again next round
 REPLICA_READY_TIMEOUT_S = 300.0
@@ -494,6 +496,7 @@ def connect(settings: RayConfig, verbose: bool = False) -> None:
     }
     try:
         if settings.address:
+            _check_reachable(settings.address)
             ray.init(address=settings.address, **options)
             return
         if settings.object_store_mb:
@@ -506,6 +509,19 @@ def connect(settings: RayConfig, verbose: bool = False) -> None:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _check_reachable(address: str) -> None:
+    """A HOST:PORT address must answer a TCP connection within seconds: ray.init() itself keeps
+    retrying an address where nothing listens for minutes."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return  # "auto", ray://: Ray resolves them itself
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise RayUnavailable(f"cannot join the Ray cluster at {address}: {exc.strerror or exc} "
+                             "(is `ray start --head` running there?)") from None
 
 
 def _batching(config: Config) -> Batching:

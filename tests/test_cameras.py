@@ -139,3 +139,15 @@ def test_the_example_cameras_file_is_valid():
 
     cameras = load_cameras(REPO_ROOT / "configs" / "cameras" / "example.yaml", Config(), env={"CAM_PASS": "x"})
     assert [camera.name for camera in cameras] == ["lobby", "gate", "archive-0412"]
+
+
+def test_an_unreachable_ray_cluster_is_one_line_and_exit_2(run_cli, tmp_path, face_clip, checker_model):
+    pytest.importorskip("ray")
+    shutil.copy(face_clip.path, tmp_path / "gate.mp4")
+    cams = write(tmp_path / "cams.yaml", "cameras:\n  - name: gate\n    url: gate.mp4\n    output: out/\n")
+    result = run_cli("--cameras", cams, "--engine", "ray", "--address", "127.0.0.1:1", "--model", checker_model, "-q",
+                     timeout_s=60)
+    assert result.returncode == 2, result.stderr
+    assert result.error_lines == ["error: cannot join the Ray cluster at 127.0.0.1:1: Connection refused "
+                                  "(is `ray start --head` running there?)"], result.stderr
+    assert not (tmp_path / "out" / "gate.mp4").exists()
