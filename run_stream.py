@@ -203,7 +203,8 @@ def _plan_cameras(cameras: list[Camera], args: argparse.Namespace) -> list[Job]:
     from streamer.pipeline import Job
     from streamer.urls import push_format
 
-    jobs = [Job(source_id=camera.name, input=camera.url, output=camera.output, label=camera.label)
+    # Logs, the status line and the stats name a camera of the file by its name (its URL is logged at start).
+    jobs = [Job(source_id=camera.name, input=camera.url, output=camera.output, label=camera.name)
             for camera in cameras]
     for job in jobs:
         check_output(job, args.overwrite)

@@ -179,7 +179,7 @@ class Pipeline:
             for job in files:
                 info = sources[job.source_id].info
                 sinks[job.source_id] = self._components(job).open_sink(job.output, info)
-                logger.info("%s: %s -> %s (%dx%d, %.2f fps, %s)", job.source_id, job.label,
+                logger.info("%s: %s -> %s (%dx%d, %.2f fps, %s)", job.source_id, mask_credentials(job.input),
                             mask_credentials(job.output), info.width, info.height, float(info.rate),
                             "live" if info.is_live else "file")
         except BaseException:

@@ -380,8 +380,8 @@ class RayRun:
             num_cpus=self.base.ray.camera_cpus, max_restarts=-1 if record.live else 0, max_task_retries=0,
             max_concurrency=4, name=f"{CAMERA_ACTOR}{record.job.source_id}")
         record.actor = actor_class.remote(task, self._replicas, spec)
-        logger.info("%s: %s -> %s (%s)", record.job.source_id, record.job.label, mask_credentials(record.job.output),
-                    "live, restarted on failure" if record.live else "file")
+        logger.info("%s: %s -> %s (%s)", record.job.source_id, mask_credentials(record.job.input),
+                    mask_credentials(record.job.output), "live, restarted on failure" if record.live else "file")
 
     def _poll(self, active: list[_Running]) -> None:
         answers = [(record, record.actor.poll.remote()) for record in active]
