@@ -146,15 +146,17 @@ def restore_serially(components: Components, faces: tuple) -> tuple:
     cropped = [face for face in faces if face.crop is not None]  # larger faces keep their pixels
     if components.restorer is None or not cropped:
         return faces
-    restored = iter(components.restorer.restore(np.stack([face.crop for face in cropped])))
+    # a K-frame restorer takes each face's window of its track's crops (Face.window), as in the pipeline
+    inputs = [face.crop if face.window is None else face.window for face in cropped]
+    restored = iter(components.restorer.restore(np.stack(inputs)))
     return tuple(dataclasses.replace(face, restored=next(restored)) if face.crop is not None else face
                  for face in faces)
 
 
 def restorer_standalone(components: Components, seconds: float = 2.0) -> tuple[int, float]:
     """(batch, faces/s) of the restorer's best batch size on random crops."""
-    size = components.restorer.spec.input_size
-    crops = np.random.default_rng(0).integers(0, 256, (max(STANDALONE_BATCHES), size, size, 3), dtype=np.uint8)
+    shape = components.restorer.spec.crops_shape  # S x S x 3, or K x S x S x 3 for a K-frame model
+    crops = np.random.default_rng(0).integers(0, 256, (max(STANDALONE_BATCHES), *shape), dtype=np.uint8)
     best = (0, 0.0)
     for batch in STANDALONE_BATCHES:
         components.restorer.restore(crops[:batch])  # warm-up

@@ -49,10 +49,7 @@ log = logging.getLogger(__name__)
 
 BASELINE_FILE = REPO_ROOT / "training" / "track_baseline.json"
 DEFAULT_OUT_DIR = REPO_ROOT / "runs" / "evaluation_tracks"
-DEFAULT_MODELS = {
-    "shipped": REPO_ROOT / "models" / "face_restorer.ts",
-    "one_frame": REPO_ROOT / "models" / "face_restorer_1frame.ts",
-}
+DEFAULT_MODELS = {"shipped": REPO_ROOT / "models" / "face_restorer.ts"}
 DEFAULT_SUBSET = 240  # validation faces (of 463, spread over all 25 held-out identities)
 DEFAULT_SEED = 0
 CHECK_SUBSET, CHECK_PRESET = 32, "moderate"  # what tests/training/test_track_baseline.py repeats
@@ -161,7 +158,7 @@ def baseline_document(report: dict, check: dict, settings: TrackEvalSettings) ->
 
 
 def check_settings() -> TrackEvalSettings:
-    """The small evaluation the test suite repeats (no identity: dlib is slow)."""
+    """The small evaluation the test suite repeats (the shipped model; no identity: dlib is slow)."""
     return TrackEvalSettings(presets=(CHECK_PRESET,), subset=CHECK_SUBSET, identity=False)
 
 
@@ -183,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=_parse_model, action="append", metavar="NAME=PATH",
-                        help="a model to score (repeatable); default: shipped and one_frame from models/")
+                        help="a model to score (repeatable); default: shipped=models/face_restorer.ts")
     parser.add_argument("--presets", nargs="+", default=list(degrade.EVAL_PRESETS), choices=list(degrade.PRESETS))
     parser.add_argument("--subset", type=int, default=DEFAULT_SUBSET, help="validation faces (0: all 463)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
