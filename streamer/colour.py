@@ -16,7 +16,7 @@ import av
 import cv2
 import numpy as np
 
-from streamer.values import ColourTags
+from streamer.values import ColourTags, SourcePlanes
 
 # FFmpeg's AVColorSpace codes -> (Kr, Kb)
 _MATRICES = {1: (0.2126, 0.0722), 5: (0.299, 0.114), 6: (0.299, 0.114), 9: (0.2627, 0.0593), 10: (0.2627, 0.0593)}
@@ -122,11 +122,50 @@ def rgb_to_yuv420(image: np.ndarray, tags: ColourTags) -> tuple[np.ndarray, np.n
     return luma, cv2.resize(u, half, interpolation=cv2.INTER_AREA), cv2.resize(v, half, interpolation=cv2.INTER_AREA)
 
 
-def yuv420_frame(image: np.ndarray, tags: ColourTags) -> av.VideoFrame:
-    """A yuv420p VideoFrame of an RGB image with even sides, tagged with `tags`."""
+def source_planes(frame: av.VideoFrame) -> SourcePlanes | None:
+    """Copies of a decoded frame's Y, U, V planes when it is 8-bit 4:2:0 with even sides (what a
+    yuv420p sink writes), else None."""
+    if frame.format.name not in ("yuv420p", "yuvj420p") or frame.width % 2 or frame.height % 2:
+        return None
+    width, height = frame.width, frame.height
+    y = _plane(frame, 0, width, height, np.uint8).copy()
+    u, v = (_plane(frame, i, width // 2, height // 2, np.uint8).copy() for i in (1, 2))
+    return SourcePlanes(y, u, v, tags_of(frame))
+
+
+def _keep_unchanged(image: np.ndarray, tags: ColourTags, source: SourcePlanes) -> tuple[np.ndarray, ...]:
+    """The source's own samples wherever the compositor changed no pixel, and `image` converted
+    where it did (a chroma sample is converted when any pixel of its 2x2 block changed). Only the
+    rectangle around the changes is converted: the faces are a small part of a CCTV frame."""
+    assert source.changed is not None
+    left, top, width, height = cv2.boundingRect(source.changed.view(np.uint8))
+    if width == 0:
+        return source.y, source.u, source.v
+    x0, y0 = left - left % 2, top - top % 2  # whole 2x2 chroma blocks
+    x1, y1 = left + width + (left + width) % 2, top + height + (top + height) % 2
+    converted = rgb_to_yuv420(np.ascontiguousarray(image[y0:y1, x0:x1]), tags)
+    changed = source.changed[y0:y1, x0:x1]
+    blocks = changed.reshape(changed.shape[0] // 2, 2, changed.shape[1] // 2, 2).any(axis=(1, 3))
+    planes = source.y.copy(), source.u.copy(), source.v.copy()
+    for plane, new, where, scale in zip(planes, converted, (changed, blocks, blocks), (1, 2, 2)):
+        window = plane[y0 // scale : y1 // scale, x0 // scale : x1 // scale]
+        np.copyto(window, new, where=where)
+    return planes
+
+
+def yuv420_frame(image: np.ndarray, tags: ColourTags, source: SourcePlanes | None = None) -> av.VideoFrame:
+    """A yuv420p VideoFrame of an RGB image with even sides, tagged with `tags`. With the
+    `source` planes the image was decoded from (same size and tags, `changed` set), the pixels
+    the compositor left alone keep their decoded samples exactly."""
     height, width = image.shape[:2]
     frame = av.VideoFrame(width, height, "yuv420p")
-    for plane, data in zip(frame.planes, rgb_to_yuv420(image, tags)):
+    planes: tuple[np.ndarray, ...]
+    if source is not None and source.changed is not None and source.tags == tags \
+            and source.changed.shape == (height, width):
+        planes = _keep_unchanged(image, tags, source)
+    else:
+        planes = rgb_to_yuv420(image, tags)
+    for plane, data in zip(frame.planes, planes):
         target = np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)
         target[:, : plane.width] = data
     frame.colorspace, frame.color_range = tags.matrix, tags.range

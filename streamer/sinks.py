@@ -66,7 +66,7 @@ from streamer import colour
 from streamer.config import OutputConfig
 from streamer.errors import UserError
 from streamer.urls import mask_credentials, push_format, url_scheme
-from streamer.values import ColourTags, Frame, StreamInfo
+from streamer.values import ColourTags, Frame, SourcePlanes, StreamInfo
 
 logger = logging.getLogger(__name__)
 
@@ -176,9 +176,11 @@ def encoded_size(width: int, height: int, pix_fmt: str) -> tuple[int, int]:
     return width, height
 
 
-def _to_video_frame(image: np.ndarray, pix_fmt: str, tags: ColourTags) -> av.VideoFrame:
+def _to_video_frame(
+    image: np.ndarray, pix_fmt: str, tags: ColourTags, source: SourcePlanes | None = None
+) -> av.VideoFrame:
     if pix_fmt == "yuv420p":
-        return colour.yuv420_frame(_pad_to_even(image), tags)
+        return colour.yuv420_frame(_pad_to_even(image), tags, source)
     return av.VideoFrame.from_ndarray(image, format="rgb24")
 
 
@@ -228,7 +230,7 @@ class _Encoder:
             raise ValueError(
                 f"frame {frame.index}: size {frame.image.shape} differs from the first frame's {self._image_shape}"
             )
-        video_frame = _to_video_frame(frame.image, self._options.pix_fmt, self._tags)
+        video_frame = _to_video_frame(frame.image, self._options.pix_fmt, self._tags, frame.planes)
         video_frame.pts = self._next_pts(frame)
         video_frame.time_base = self._info.time_base
         self._container.mux(self._stream.encode(video_frame))

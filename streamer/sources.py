@@ -53,7 +53,7 @@ from streamer.config import SourceConfig
 from streamer.errors import UserError
 from streamer.stats import SourceStats
 from streamer.urls import is_live_url, mask_credentials, not_a_file_hint, url_scheme
-from streamer.values import Frame, StreamInfo
+from streamer.values import Frame, SourcePlanes, StreamInfo
 
 logger = logging.getLogger(__name__)
 
@@ -205,6 +205,12 @@ def _rgb(frame: av.VideoFrame) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
+def _planes(frame: av.VideoFrame) -> SourcePlanes | None:
+    """The decoded 4:2:0 planes, kept so the sink can write untouched pixels back exactly; None
+    for a frame turned upright (its planes are sideways) or of another format."""
+    return None if _quarter_turns(frame) else colour.source_planes(frame)
+
+
 class _Source:
     """What both kinds of source share: info, stats, close(), and the context-manager protocol.
 
@@ -290,7 +296,8 @@ class FileSource(_Source):
             if stop.is_set():
                 return
             self.stats.decoded += 1
-            yield Frame(self.info.source_id, index, decoded.pts, Fraction(decoded.time_base), _rgb(decoded))
+            yield Frame(self.info.source_id, index, decoded.pts, Fraction(decoded.time_base), _rgb(decoded),
+                        planes=_planes(decoded))
         self._check_complete()
 
     def _check_complete(self) -> None:
@@ -471,7 +478,7 @@ class LiveSource(_Source):
 
     def _live_frame(self, decoded: av.VideoFrame) -> Frame:
         pts = self._clock.place(decoded.pts, decoded.time_base, time.monotonic())
-        frame = Frame(self.info.source_id, self.stats.decoded, pts, LIVE_TIME_BASE, _rgb(decoded))
+        frame = Frame(self.info.source_id, self.stats.decoded, pts, LIVE_TIME_BASE, _rgb(decoded), planes=_planes(decoded))
         self.stats.decoded += 1
         return frame
 

@@ -90,6 +90,20 @@ class StreamInfo:
 
 
 @dataclass(frozen=True)
+class SourcePlanes:
+    """The decoded 8-bit 4:2:0 planes (Y, U, V) a frame's RGB image was converted from, with
+    their colour tags. A sink writing the same format and tags puts these very samples back
+    wherever the compositor left the picture alone (`changed`, set by the write stage), so every
+    pixel that is not a restored face stays bit-exact, not merely within one code value."""
+
+    y: np.ndarray = field(repr=False)
+    u: np.ndarray = field(repr=False)
+    v: np.ndarray = field(repr=False)
+    tags: ColourTags
+    changed: np.ndarray | None = field(default=None, repr=False)  # H x W bool: pixels the compositor changed
+
+
+@dataclass(frozen=True)
 class Frame:
     """One decoded picture with the timing it had in its source."""
 
@@ -99,6 +113,7 @@ class Frame:
     time_base: Fraction
     image: np.ndarray = field(repr=False)
     captured: float | None = field(default=None, compare=False, repr=False)  # time.monotonic() at capture (latency)
+    planes: SourcePlanes | None = field(default=None, compare=False, repr=False)  # the decoded YUV, when 4:2:0
 
     def __post_init__(self) -> None:
         check_rgb_image(self.image, f"Frame {self.source_id}#{self.index}")

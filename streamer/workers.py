@@ -14,11 +14,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import cv2
 import numpy as np
 
 from streamer.detect_stage import DetectStage
 from streamer.stats import RestorerStats, SourceStats, StageClock
-from streamer.values import Face, Frame, FramePacket, StreamInfo
+from streamer.values import Face, Frame, FramePacket, SourcePlanes, StreamInfo
 
 POLL_S = 0.1  # how often a blocked worker looks at the halt event
 
@@ -337,10 +338,21 @@ class WriteWorker:
         with self.stats.clocks["compose"].timing():
             image = self.compose(packet.frame.image, packet.faces)
         with self.stats.clocks["write"].timing():
-            self.sink.write(dataclasses.replace(packet.frame, image=image))
+            self.sink.write(dataclasses.replace(packet.frame, image=image, planes=_with_changes(packet.frame, image)))
         self.stats.frames_out += 1
         if packet.frame.captured is not None:
             self.stats.latency.observe(time.monotonic() - packet.frame.captured)
+
+
+def _with_changes(frame: Frame, composed: np.ndarray) -> SourcePlanes | None:
+    """The frame's decoded planes, marked with the pixels the compositor changed, so the sink
+    writes every other pixel back exactly as decoded; None when the output has another size
+    (side-by-side) or the source kept no planes."""
+    if frame.planes is None or composed.shape != frame.image.shape:
+        return None
+    # |difference| summed over the channels (saturating): non-zero exactly where a channel changed
+    difference = cv2.transform(cv2.absdiff(composed, frame.image), np.ones((1, 3), np.float32))
+    return dataclasses.replace(frame.planes, changed=difference > 0)
 
 
 def _timed(frames: Iterable[Frame], clock: StageClock) -> Iterator[Frame]:

@@ -2,6 +2,7 @@
 face keeps every pixel, although it lies inside the square the restorer sees."""
 from __future__ import annotations
 
+import av
 import cv2
 import numpy as np
 
@@ -70,3 +71,37 @@ def test_a_timestamp_beside_a_restored_face_keeps_every_pixel(tmp_path, checker_
         middle = np.s_[cy - 4 : cy + 4, cx - 4 : cx + 4]
         assert np.abs(after[middle].astype(int) - before[middle]).mean() > 10  # the face itself was restored
     assert in_square > 100  # the timestamp lies inside the restorer's crop squares: a square paste would change it
+
+
+def yuv_planes(path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Every decoded frame's Y, U and V samples (8-bit 4:2:0), as stored."""
+    with av.open(str(path)) as container:
+        return [tuple(np.frombuffer(frame.planes[i], np.uint8).reshape(frame.planes[i].height, -1)
+                      [:, : frame.planes[i].width].copy() for i in range(3))
+                for frame in container.decode(video=0)]
+
+
+def test_every_sample_outside_the_restored_faces_is_the_decoded_one(tmp_path, checker_model):
+    """A lossless 4:2:0 input through a lossless 4:2:0 output: the sink writes the decoded Y, U, V
+    samples back wherever the compositor changed nothing (no RGB round trip, not even one code value)."""
+    frames, boxes = make_face_frames(FRAMES, (320, 240), face_px=36, faces=1, seed=7)
+    clip = write_clip(tmp_path / "cam.mp4", frames, codec="libx264", codec_options={"qp": "0"})
+    config = load_config(None, {"restoration.model": (str(checker_model), "test"), "output.crf": (0, "test"),
+                                "detection.every_n_frames": (1, "test")})
+    components = build_components(config)
+    components.make_detector = lambda: TruthDetector(boxes)
+    components.make_gate = None
+    output = tmp_path / "out.mp4"
+    Pipeline([Job("cam", str(clip), str(output), "clip")], components, pipeline_settings(config, CaptureLimits())).run()
+
+    inputs, outputs = yuv_planes(clip), yuv_planes(output)
+    assert len(outputs) == FRAMES
+    for (y_in, u_in, v_in), (y_out, u_out, v_out), (box,) in zip(inputs, outputs, boxes):
+        square = square_crop_box(box, 1.5)
+        inside = np.zeros(y_in.shape, bool)
+        inside[max(0, int(square.y)) : int(square.y + square.h) + 1, max(0, int(square.x)) : int(square.x + square.w) + 1] = True
+        np.testing.assert_array_equal(y_out[~inside], y_in[~inside])
+        chroma_inside = inside.reshape(inside.shape[0] // 2, 2, inside.shape[1] // 2, 2).any(axis=(1, 3))
+        np.testing.assert_array_equal(u_out[~chroma_inside], u_in[~chroma_inside])
+        np.testing.assert_array_equal(v_out[~chroma_inside], v_in[~chroma_inside])
+        assert (y_out[inside] != y_in[inside]).mean() > 0.05  # the face itself was restored
