@@ -4,6 +4,7 @@
 The command line only: it parses arguments, loads the config, runs the pipeline (streamer/)
 and turns known errors into a one-line message and exit status 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -83,20 +84,35 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("sources", nargs="*", metavar="SOURCE",
-                        help="video file, folder, glob, or rtsp:// URL (${VAR} is taken from the environment); "
-                             "default: source.inputs of the config")
+    parser.add_argument(
+        "sources",
+        nargs="*",
+        metavar="SOURCE",
+        help="video file, folder, glob, or rtsp:// URL (${VAR} is taken from the environment); "
+        "default: source.inputs of the config",
+    )
     parser.add_argument("-o", "--output", help="output file, or folder (several inputs), or rtsp:// / rtmp:// URL")
-    parser.add_argument("--cameras", type=Path, metavar="FILE",
-                        help="YAML cameras file (name, url, output and config overrides per camera), "
-                             "instead of SOURCE and -o")
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
-                        help="YAML config (default: configs/default.yaml of this repository)")
+    parser.add_argument(
+        "--cameras",
+        type=Path,
+        metavar="FILE",
+        help="YAML cameras file (name, url, output and config overrides per camera), instead of SOURCE and -o",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help="YAML config (default: configs/default.yaml of this repository)",
+    )
     parser.add_argument("--mode", choices=["paste", "overlay", "side-by-side"], help="how restored faces are shown")
     parser.add_argument("--model", type=Path, help="restorer TorchScript file")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where the restorer runs")
-    parser.add_argument("--tiles", action=argparse.BooleanOptionalAction, default=None,
-                        help="tiled detection: finds small faces, costs time")
+    parser.add_argument(
+        "--tiles",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="tiled detection: finds small faces, costs time",
+    )
     parser.add_argument("--detect-every", type=int, metavar="N", help="run the detector every N frames")
     parser.add_argument("--batch-size", type=int, metavar="N", help="faces per restorer batch")
     parser.add_argument("--no-restore", action="store_true", help="detect and composite only (benchmarks)")
@@ -104,21 +120,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=float, metavar="SECONDS", help="stop each input after SECONDS (live)")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
     parser.add_argument("--stats-json", type=Path, metavar="PATH", help="write the run's counters and timings here")
-    parser.add_argument("--frame-hashes", action="store_true",
-                        help="also write each input's per-frame decoded MD5s beside its output (NAME.input.framemd5, "
-                             "FFmpeg's framemd5 format: compare with `ffmpeg -i INPUT -map 0:v:0 -f framemd5 -`)")
-    parser.add_argument("--report", type=Path, metavar="DIR",
-                        help="write an investigator's report here: each tracked face's best shots, original beside "
-                             "enhanced, and the processing record (index.html; see README)")
-    parser.add_argument("--metrics-port", type=int, metavar="PORT",
-                        help="serve Prometheus /metrics and /healthz on PORT (health.metrics_port)")
+    parser.add_argument(
+        "--frame-hashes",
+        action="store_true",
+        help="also write each input's per-frame decoded MD5s beside its output (NAME.input.framemd5, "
+        "FFmpeg's framemd5 format: compare with `ffmpeg -i INPUT -map 0:v:0 -f framemd5 -`)",
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="DIR",
+        help="write an investigator's report here: each tracked face's best shots, original beside "
+        "enhanced, and the processing record (index.html; see README)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus /metrics and /healthz on PORT (health.metrics_port)",
+    )
     parser.add_argument("--validate-config", action="store_true", help="print the effective config and exit")
     cluster = parser.add_argument_group("Ray cluster (many cameras on many machines; see README)")
-    cluster.add_argument("--engine", choices=["local", "ray"], default="local",
-                         help="local: this process (default); ray: one actor per camera or file on a Ray cluster, "
-                              "one batched restorer pool for all")
-    cluster.add_argument("--address", metavar="ADDR",
-                         help="Ray cluster to join (e.g. auto, or HEAD_IP:6379); default: start one on this machine")
+    cluster.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this process (default); ray: one actor per camera or file on a Ray cluster, "
+        "one batched restorer pool for all",
+    )
+    cluster.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="Ray cluster to join (e.g. auto, or HEAD_IP:6379); default: start one on this machine",
+    )
     cluster.add_argument("--replicas", type=int, metavar="N", help="restorer replicas (on GPUs where there are)")
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bar")
@@ -151,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     except UserError as exc:  # bad input the user can fix: one line, no traceback
         from streamer.urls import mask_credentials
+
         print(f"error: {one_line(mask_credentials(str(exc)))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:  # before the pipeline's own handler is installed (e.g. loading the model)
@@ -204,8 +239,7 @@ def _plan_cameras(cameras: list[Camera], args: argparse.Namespace) -> list[Job]:
     from streamer.urls import push_format
 
     # Logs, the status line and the stats name a camera of the file by its name (its URL is logged at start).
-    jobs = [Job(source_id=camera.name, input=camera.url, output=camera.output, label=camera.name)
-            for camera in cameras]
+    jobs = [Job(source_id=camera.name, input=camera.url, output=camera.output, label=camera.name) for camera in cameras]
     for job in jobs:
         check_output(job, args.overwrite)
         if push_format(job.output) is None:
@@ -233,8 +267,9 @@ def _process(jobs: list[Job], config: Config, args: argparse.Namespace, cameras:
     if report is not None:
         components = assemble_components(config, components.restorer, report)
     if cameras is not None:
-        jobs = with_own_stages(jobs, {camera.name: camera.config for camera in cameras}, components.restorer, limits,
-                               report)
+        jobs = with_own_stages(
+            jobs, {camera.name: camera.config for camera in cameras}, components.restorer, limits, report
+        )
     runner = JobRunner(
         components=components,
         settings=pipeline_settings(config, limits),
@@ -316,8 +351,9 @@ class _metrics_served:
             from streamer.metrics import MetricsError, MetricsServer  # prometheus-client: only when asked for
 
             try:
-                self.server = MetricsServer(health.metrics_port, health.no_frame_s, lambda: self.control.stats,
-                                            host=health.metrics_host).start()
+                self.server = MetricsServer(
+                    health.metrics_port, health.no_frame_s, lambda: self.control.stats, host=health.metrics_host
+                ).start()
             except MetricsError as error:
                 raise UsageError(str(error)) from None
 
@@ -326,15 +362,18 @@ class _metrics_served:
             self.server.stop()
 
 
-def _process_on_ray(jobs: list[Job], config: Config, args: argparse.Namespace, cameras: list[Camera] | None,
-                    limits: CaptureLimits) -> int:
+def _process_on_ray(
+    jobs: list[Job], config: Config, args: argparse.Namespace, cameras: list[Camera] | None, limits: CaptureLimits
+) -> int:
     """The same jobs on a Ray cluster. The models are checked here first (a bad one is the same
     one-line error as in the local mode), then loaded on the cluster's nodes."""
     from streamer.components import check_models
     from streamer.jobs import RunControl, UsageError
 
     if config.report.enabled or args.frame_hashes or config.health.metrics_port:
-        raise UsageError("--report, --frame-hashes and --metrics-port need the local engine (not with --engine ray yet)")
+        raise UsageError(
+            "--report, --frame-hashes and --metrics-port need the local engine (not with --engine ray yet)"
+        )
     try:
         from streamer.ray_engine import run_on_ray  # the only module that imports Ray
     except ImportError as exc:

@@ -8,6 +8,7 @@ muxed but cannot be played back (encoder delay included), in seconds of video.
 
     python bench/crash_recovery.py [--seconds 4.3] [--runs 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -99,8 +100,9 @@ def main() -> None:
     print(f"{'container':<22} {'muxed':>6} {'playable':>9} {'lost s':>7}")
     with tempfile.TemporaryDirectory() as tmp:
         for name, (suffix, options) in candidates().items():
-            results = sorted((measure(suffix, options, args.seconds, Path(tmp)) for _ in range(args.runs)),
-                             key=lambda r: r[0] - r[1])
+            results = sorted(
+                (measure(suffix, options, args.seconds, Path(tmp)) for _ in range(args.runs)), key=lambda r: r[0] - r[1]
+            )
             muxed, playable = results[len(results) // 2]
             print(f"{name:<22} {muxed:>6} {playable:>9} {(muxed - playable) / FPS:>7.2f}")
 

@@ -22,6 +22,7 @@ For each (video, configuration), in one run:
   the gate's own time per frame (its checks and RetinaFace calls: the fps columns are noisy).
 Not a test: the machine is shared, so the fps columns are noisy; the ratio is measured in one run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -149,10 +150,15 @@ EXTRA: dict[str, object] = {}  # --set KEY=VALUE: config keys to try (e.g. the g
 
 
 def config_for(name: str, gate: bool) -> Config:
-    overrides = {**EXTRA, "detection.tiling.enabled": name == "tiles", "verification.enabled": gate,
-                 "restoration.device": "cpu"}
-    return load_config(REPO_ROOT / "configs" / "default.yaml",
-                       overrides={key: (value, "bench") for key, value in overrides.items()})
+    overrides = {
+        **EXTRA,
+        "detection.tiling.enabled": name == "tiles",
+        "verification.enabled": gate,
+        "restoration.device": "cpu",
+    }
+    return load_config(
+        REPO_ROOT / "configs" / "default.yaml", overrides={key: (value, "bench") for key, value in overrides.items()}
+    )
 
 
 def count_detections(video: Video, detect, counts: Counts) -> None:
@@ -224,27 +230,42 @@ def ratio(pair: list[int]) -> str:
 
 def table(results: list[tuple[str, str, Counts]]) -> str:
     sizes = [label for _, _, label in SIZES]
-    header = (["video", "config"] + [f"P {s}" for s in sizes] + [f"R {s}" for s in sizes]
-              + ["restored real: no gate", "gate", "fps no gate", "fps gate", "gate ms/frame"])
+    header = (
+        ["video", "config"]
+        + [f"P {s}" for s in sizes]
+        + [f"R {s}" for s in sizes]
+        + ["restored real: no gate", "gate", "fps no gate", "fps gate", "gate ms/frame"]
+    )
     rows = [header]
     for video, config, counts in results:
-        rows.append([video, config]
-                    + [ratio(counts.detections[s]) for s in sizes] + [ratio(counts.truths[s]) for s in sizes]
-                    + [ratio(counts.restored.get("no gate", [0, 0])), ratio(counts.restored.get("gate", [0, 0]))]
-                    + [f"{counts.fps.get('no gate', counts.fps.get('detector', 0)):.1f}",
-                       f"{counts.fps['gate']:.1f}" if "gate" in counts.fps else "-",
-                       f"{counts.gate_ms:.2f}" if counts.gate_ms is not None else "-"])
+        rows.append(
+            [video, config]
+            + [ratio(counts.detections[s]) for s in sizes]
+            + [ratio(counts.truths[s]) for s in sizes]
+            + [ratio(counts.restored.get("no gate", [0, 0])), ratio(counts.restored.get("gate", [0, 0]))]
+            + [
+                f"{counts.fps.get('no gate', counts.fps.get('detector', 0)):.1f}",
+                f"{counts.fps['gate']:.1f}" if "gate" in counts.fps else "-",
+                f"{counts.gate_ms:.2f}" if counts.gate_ms is not None else "-",
+            ]
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--videos", nargs="+",
-                        default=["crowd_walk_1080p", "office_cctv_360p", "demo_cctv", "distractors"])
+    parser.add_argument(
+        "--videos", nargs="+", default=["crowd_walk_1080p", "office_cctv_360p", "demo_cctv", "distractors"]
+    )
     parser.add_argument("--configs", nargs="+", default=["default", "tiles", "retinaface"])
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="config keys for every run, e.g. verification.min_score=0.5 (YAML values)")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config keys for every run, e.g. verification.min_score=0.5 (YAML values)",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="timed passes each, best kept (fps columns)")
     args = parser.parse_args()
     global REPEATS
@@ -259,8 +280,11 @@ def main() -> None:
     for name in args.videos:
         video = load_video(name)
         labelled = len(video.truth)
-        print(f"{name}: {len(video.frames)} frames, {labelled} labelled, "
-              f"{sum(len(b) for b in video.truth.values())} true faces", flush=True)
+        print(
+            f"{name}: {len(video.frames)} frames, {labelled} labelled, "
+            f"{sum(len(b) for b in video.truth.values())} true faces",
+            flush=True,
+        )
         for config_name in args.configs:
             results.append((name, config_name, evaluate(video, config_name, restorer, retina)))
             print(table(results[-1:]).splitlines()[-1], flush=True)

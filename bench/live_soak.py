@@ -8,6 +8,7 @@ reconnects per camera, and the segments written.
 
 Needs the RTSP test server (.ci/install_system_deps.sh) and the tests' helpers.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,18 +59,38 @@ def main() -> None:
     width, height = map(int, args.size.split("x"))
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        dirs = [write_frames_dir(tmp / f"cam{k}", make_face_frames(50, (width, height), face_px=36, seed=k)[0])
-                for k in (1, 2)]
+        dirs = [
+            write_frames_dir(tmp / f"cam{k}", make_face_frames(50, (width, height), face_px=36, seed=k)[0])
+            for k in (1, 2)
+        ]
         config = tmp / "soak.yaml"
-        config.write_text(f"recording:\n  segment_s: {args.segment_s}\noutput:\n  preset: ultrafast\n"
-                          "logging:\n  status_interval_s: 60\n")
+        config.write_text(
+            f"recording:\n  segment_s: {args.segment_s}\noutput:\n  preset: ultrafast\n"
+            "logging:\n  status_interval_s: 60\n"
+        )
         port = free_port()
-        with RtspTestServer.start(width=width, height=height, fps=args.fps, frames_dir=dirs[0]) as cam1, \
-                RtspTestServer.start(width=width, height=height, fps=args.fps, frames_dir=dirs[1]) as cam2:
+        with (
+            RtspTestServer.start(width=width, height=height, fps=args.fps, frames_dir=dirs[0]) as cam1,
+            RtspTestServer.start(width=width, height=height, fps=args.fps, frames_dir=dirs[1]) as cam2,
+        ):
             stats_path = tmp / "stats.json"
-            command = [sys.executable, str(REPO_ROOT / "run_stream.py"), cam1.url, cam2.url, "-o", f"{tmp}/out/",
-                       "--config", str(config), "--duration", str(args.minutes * 60), "--metrics-port", str(port),
-                       "--stats-json", str(stats_path), "-q"]
+            command = [
+                sys.executable,
+                str(REPO_ROOT / "run_stream.py"),
+                cam1.url,
+                cam2.url,
+                "-o",
+                f"{tmp}/out/",
+                "--config",
+                str(config),
+                "--duration",
+                str(args.minutes * 60),
+                "--metrics-port",
+                str(port),
+                "--stats-json",
+                str(stats_path),
+                "-q",
+            ]
             started = time.monotonic()
             run = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
             print(f"{'t (s)':>6} {'RSS MiB':>8} {'cam1 fps':>9} {'cam2 fps':>9} {'queue':>6}")
@@ -86,19 +107,27 @@ def main() -> None:
                 samples.append(rss)
                 fps = [metrics.get(f'cctv_fps{{camera="cam{k}"}}', float("nan")) for k in (1, 2)]
                 queue = metrics.get("cctv_restore_queue_depth", float("nan"))
-                print(f"{time.monotonic() - started:>6.0f} {rss:>8.1f} {fps[0]:>9.1f} {fps[1]:>9.1f} {queue:>6.0f}",
-                      flush=True)
+                print(
+                    f"{time.monotonic() - started:>6.0f} {rss:>8.1f} {fps[0]:>9.1f} {fps[1]:>9.1f} {queue:>6.0f}",
+                    flush=True,
+                )
             _, stderr = run.communicate()
         print(f"exit status {run.returncode}; stderr tail: {stderr.strip().splitlines()[-1:] if stderr else ''}")
         (result,) = json.loads(stats_path.read_text())["runs"]
         print(f"\n{'camera':<8} {'in':>7} {'out':>7} {'drops':>6} {'reconn':>6} {'p50 ms':>7} {'p95 ms':>7}")
         for number, source in enumerate(result["sources"], start=1):
-            print(f"cam{number:<5} {source['frames_in']:>7} {source['frames_out']:>7} {source['drops']:>6} "
-                  f"{source['reconnects']:>6} {1000 * source['latency_p50_s']:>7.0f} "
-                  f"{1000 * source['latency_p95_s']:>7.0f}")
-        warm = samples[len(samples) // 4:] or samples
-        print(f"\nRSS: first sample {samples[0]:.1f} MiB, after warm-up min {min(warm):.1f} / max {max(warm):.1f}, "
-              f"last {samples[-1]:.1f} MiB" if samples else "no RSS samples")
+            print(
+                f"cam{number:<5} {source['frames_in']:>7} {source['frames_out']:>7} {source['drops']:>6} "
+                f"{source['reconnects']:>6} {1000 * source['latency_p50_s']:>7.0f} "
+                f"{1000 * source['latency_p95_s']:>7.0f}"
+            )
+        warm = samples[len(samples) // 4 :] or samples
+        print(
+            f"\nRSS: first sample {samples[0]:.1f} MiB, after warm-up min {min(warm):.1f} / max {max(warm):.1f}, "
+            f"last {samples[-1]:.1f} MiB"
+            if samples
+            else "no RSS samples"
+        )
         segments = sorted((tmp / "out").glob("*.ts"))
         names = ", ".join(path.name for path in segments[:4]) + (", ..." if len(segments) > 4 else "")
         print(f"segments: {len(segments)} ({names})")

@@ -9,6 +9,7 @@ imported `streamer` first); "passive": `import streamer` first, which sets OMP_W
 (every entry point now; tests/test_entry_points.py checks it). Prints one row per mode and the ratio.
 Not a test: numbers depend on the machine and its load (printed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,13 @@ print((time.process_time() - cpu0) / (time.perf_counter() - wall0))
 
 def cpu_per_wall(mode: str, gap_s: float) -> float:
     env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
-    done = subprocess.run([sys.executable, "-c", CHILD, str(REPO_ROOT), mode, str(gap_s)], env=env,
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(REPO_ROOT), mode, str(gap_s)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(done.stdout.strip().splitlines()[-1])
 
 

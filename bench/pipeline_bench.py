@@ -32,6 +32,7 @@ through the pipeline with configs/live_rtsp.yaml: latency from a frame decoded t
 written (p50/p95), and drops.
 --presets: the x264 presets on the crowd clip: encode fps and bytes per frame.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -149,8 +150,9 @@ def restore_serially(components: Components, faces: tuple) -> tuple:
     # a K-frame restorer takes each face's window of its track's crops (Face.window), as in the pipeline
     inputs = [face.crop if face.window is None else face.window for face in cropped]
     restored = iter(components.restorer.restore(np.stack(inputs)))
-    return tuple(dataclasses.replace(face, restored=next(restored)) if face.crop is not None else face
-                 for face in faces)
+    return tuple(
+        dataclasses.replace(face, restored=next(restored)) if face.crop is not None else face for face in faces
+    )
 
 
 def restorer_standalone(components: Components, seconds: float = 2.0) -> tuple[int, float]:
@@ -183,18 +185,27 @@ def bench_video(name: str, overrides: dict, args: argparse.Namespace, out_dir: P
 
     cores: dict[str, float] = {}
     bound_s, frames = timed(lambda: run_bound(output("bound"), components, args.max_frames), cores, "bound")
-    serial_s, _ = timed(lambda: run_serial(output("serial"), components, config.detection.every_n_frames,
-                                           args.max_frames), cores, "serial")
-    pipeline_s, stats = timed(lambda: run_pipeline(output("pipeline"), components, config, args.max_frames),
-                              cores, "pipeline")
-    bare_s, _ = timed(lambda: run_pipeline(output("bare"), without_restorer, config, args.max_frames), cores,
-                      "no-restore")
+    serial_s, _ = timed(
+        lambda: run_serial(output("serial"), components, config.detection.every_n_frames, args.max_frames),
+        cores,
+        "serial",
+    )
+    pipeline_s, stats = timed(
+        lambda: run_pipeline(output("pipeline"), components, config, args.max_frames), cores, "pipeline"
+    )
+    bare_s, _ = timed(
+        lambda: run_pipeline(output("bare"), without_restorer, config, args.max_frames), cores, "no-restore"
+    )
     source = stats.sources["bench"]
     return Row(
         video=name,
         frames=frames,
-        fps={"bound": frames / bound_s, "serial": frames / serial_s, "pipeline": frames / pipeline_s,
-             "no-restore": frames / bare_s},
+        fps={
+            "bound": frames / bound_s,
+            "serial": frames / serial_s,
+            "pipeline": frames / pipeline_s,
+            "no-restore": frames / bare_s,
+        },
         faces=source.faces,
         stage_ms=stats.stage_ms_per_frame(),
         restorer_in_pipeline=stats.restorer.faces_per_s,
@@ -205,19 +216,25 @@ def bench_video(name: str, overrides: dict, args: argparse.Namespace, out_dir: P
 
 
 def print_table(rows: list[Row]) -> None:
-    print(f"cpus={os.cpu_count()} load(1 min)={os.getloadavg()[0]:.2f} "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')}")
-    header = (f"{'video':24} {'frames':>6} {'faces':>6} {'bound':>7} {'serial':>7} {'pipeline':>8} {'no-rest':>7}"
-              f" {'pipe/serial':>11} {'pipe/bound':>10} {'norest/bound':>12} {'restorer f/s pipe':>17}"
-              f" {'(batch)':>7} {'standalone (batch)':>18} {'ratio':>5}")
+    print(
+        f"cpus={os.cpu_count()} load(1 min)={os.getloadavg()[0]:.2f} "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')}"
+    )
+    header = (
+        f"{'video':24} {'frames':>6} {'faces':>6} {'bound':>7} {'serial':>7} {'pipeline':>8} {'no-rest':>7}"
+        f" {'pipe/serial':>11} {'pipe/bound':>10} {'norest/bound':>12} {'restorer f/s pipe':>17}"
+        f" {'(batch)':>7} {'standalone (batch)':>18} {'ratio':>5}"
+    )
     print(header)
     for row in rows:
         fps, (best_batch, standalone) = row.fps, row.restorer_standalone
-        print(f"{row.video:24} {row.frames:>6} {row.faces:>6} {fps['bound']:>7.1f} {fps['serial']:>7.1f}"
-              f" {fps['pipeline']:>8.1f} {fps['no-restore']:>7.1f} {fps['pipeline'] / fps['serial']:>11.2f}"
-              f" {fps['pipeline'] / fps['bound']:>10.2f} {fps['no-restore'] / fps['bound']:>12.2f}"
-              f" {row.restorer_in_pipeline:>17.0f} {row.mean_batch:>7.1f} {standalone:>11.0f} ({best_batch:>4})"
-              f" {row.restorer_in_pipeline / standalone if standalone else 0:>5.2f}")
+        print(
+            f"{row.video:24} {row.frames:>6} {row.faces:>6} {fps['bound']:>7.1f} {fps['serial']:>7.1f}"
+            f" {fps['pipeline']:>8.1f} {fps['no-restore']:>7.1f} {fps['pipeline'] / fps['serial']:>11.2f}"
+            f" {fps['pipeline'] / fps['bound']:>10.2f} {fps['no-restore'] / fps['bound']:>12.2f}"
+            f" {row.restorer_in_pipeline:>17.0f} {row.mean_batch:>7.1f} {standalone:>11.0f} ({best_batch:>4})"
+            f" {row.restorer_in_pipeline / standalone if standalone else 0:>5.2f}"
+        )
     print("fps columns: frames per second, wall clock, whole run incl. opening the file")
     for row in rows:
         stages = "  ".join(f"{stage} {ms:.1f}" for stage, ms in row.stage_ms.items())
@@ -276,10 +293,14 @@ def search_quality(frames, truths_of, config: Config, components: dict[str, Comp
     frames to first detection, and detector ms/frame; with `truths_of`, the reference's and the
     policies' recall against the true boxes too."""
     reference = EveryNthFrame(components["every_tile"].make_detector(), 1)
-    searches = {"every_tile": EveryNthFrame(components["every_tile"].make_detector(), config.detection.every_n_frames),
-                "adaptive": components["adaptive"].make_detector()}
-    stages = {name: DetectStage(search, FaceTracker(**config.tracking.model_dump()), None)
-              for name, search in searches.items()}
+    searches = {
+        "every_tile": EveryNthFrame(components["every_tile"].make_detector(), config.detection.every_n_frames),
+        "adaptive": components["adaptive"].make_detector(),
+    }
+    stages = {
+        name: DetectStage(search, FaceTracker(**config.tracking.model_dump()), None)
+        for name, search in searches.items()
+    }
     recall = {name: Recall() for name in stages}
     truth_recall = {name: Recall() for name in ("reference", *stages)}
     first = {name: FirstDetection() for name in stages}
@@ -305,8 +326,14 @@ def search_quality(frames, truths_of, config: Config, components: dict[str, Comp
     detect_ms = {name: 1000 * search.counters.seconds / max(1, count) for name, search in searches.items()}
     detect_ms["reference"] = 1000 * reference.counters.seconds / max(1, count)
     calls = {name: getattr(search.counters, "calls", 0) / max(1, count) for name, search in searches.items()}
-    return {"frames": count, "recall": recall, "truth_recall": truth_recall if truths_of else None,
-            "first": first, "detect_ms": detect_ms, "calls": calls}
+    return {
+        "frames": count,
+        "recall": recall,
+        "truth_recall": truth_recall if truths_of else None,
+        "first": first,
+        "detect_ms": detect_ms,
+        "calls": calls,
+    }
 
 
 def bench_search(name: str, args: argparse.Namespace, out_dir: Path) -> dict:
@@ -316,18 +343,29 @@ def bench_search(name: str, args: argparse.Namespace, out_dir: Path) -> dict:
     job = Job("bench", str(clip), "", name)
     output = lambda tag: dataclasses.replace(job, output=str(out_dir / f"{tag}_{name}"))  # noqa: E731
     cores: dict[str, float] = {}
-    bound_s, frames = timed(lambda: run_bound(output("bound"), components["adaptive"], args.max_frames), cores,
-                            "bound")
+    bound_s, frames = timed(lambda: run_bound(output("bound"), components["adaptive"], args.max_frames), cores, "bound")
     runs = {"bound": {"fps": frames / bound_s}}
     for policy in POLICIES:
-        wall, stats = timed(lambda policy=policy: run_pipeline(output(policy), components[policy], configs[policy],
-                                                               args.max_frames), cores, policy)
+        wall, stats = timed(
+            lambda policy=policy: run_pipeline(output(policy), components[policy], configs[policy], args.max_frames),
+            cores,
+            policy,
+        )
         source = stats.sources["bench"]
-        runs[policy] = {"fps": frames / wall, "restored": source.restored, "faces": source.faces,
-                        "stage_ms": stats.stage_ms_per_frame()}
+        runs[policy] = {
+            "fps": frames / wall,
+            "restored": source.restored,
+            "faces": source.faces,
+            "stage_ms": stats.stage_ms_per_frame(),
+        }
     quality = search_quality(decoded_frames(clip, args.max_frames), None, configs["adaptive"], components)
-    return {"video": f"{name} x{SEARCH_LOOPS[name]}", "frames": frames, "runs": runs, "quality": quality,
-            "cores": cores}
+    return {
+        "video": f"{name} x{SEARCH_LOOPS[name]}",
+        "frames": frames,
+        "runs": runs,
+        "quality": quality,
+        "cores": cores,
+    }
 
 
 def bench_generated_scene(args: argparse.Namespace, frames: int = 75) -> dict:
@@ -351,38 +389,52 @@ def bench_generated_scene(args: argparse.Namespace, frames: int = 75) -> dict:
 def print_search(rows: list[dict]) -> None:
     print(f"cpus={os.cpu_count()} load(1 min)={os.getloadavg()[0]:.2f} (a shared machine shows > 2)")
     print("pipeline, tiling on:")
-    print(f"{'video':26} {'frames':>6} {'bound fps':>9} {'every-tile fps':>14} {'adaptive fps':>12} "
-          f"{'adapt/every':>11} {'adapt/bound':>11} {'restored e/a':>14} {'detect ms/frame e/a':>20}")
+    print(
+        f"{'video':26} {'frames':>6} {'bound fps':>9} {'every-tile fps':>14} {'adaptive fps':>12} "
+        f"{'adapt/every':>11} {'adapt/bound':>11} {'restored e/a':>14} {'detect ms/frame e/a':>20}"
+    )
     for row in rows:
         if "runs" not in row:
             continue
         runs = row["runs"]
         every, adaptive, bound = runs["every_tile"], runs["adaptive"], runs["bound"]["fps"]
-        print(f"{row['video']:26} {row['frames']:>6} {bound:>9.1f} {every['fps']:>14.1f} {adaptive['fps']:>12.1f} "
-              f"{adaptive['fps'] / every['fps']:>11.2f} {adaptive['fps'] / bound:>11.2f} "
-              f"{every['restored']:>6}/{adaptive['restored']:<7} "
-              f"{every['stage_ms']['detect']:>9.1f}/{adaptive['stage_ms']['detect']:<9.1f}")
+        print(
+            f"{row['video']:26} {row['frames']:>6} {bound:>9.1f} {every['fps']:>14.1f} {adaptive['fps']:>12.1f} "
+            f"{adaptive['fps'] / every['fps']:>11.2f} {adaptive['fps'] / bound:>11.2f} "
+            f"{every['restored']:>6}/{adaptive['restored']:<7} "
+            f"{every['stage_ms']['detect']:>9.1f}/{adaptive['stage_ms']['detect']:<9.1f}"
+        )
         for policy in POLICIES:
             stages = "  ".join(f"{stage} {ms:.1f}" for stage, ms in runs[policy]["stage_ms"].items())
             print(f"    {policy}: busy ms/frame: {stages}")
-    print("detection on the same frames (no encoding); recall of the reference's boxes (every tile, every frame) "
-          "by face size; first detection: mean/worst frames, faces never found")
+    print(
+        "detection on the same frames (no encoding); recall of the reference's boxes (every tile, every frame) "
+        "by face size; first detection: mean/worst frames, faces never found"
+    )
     for row in rows:
         quality = row["quality"]
         labels = quality["recall"]["adaptive"].labels()
-        print(f"{row['video']} ({quality['frames']} frames); reference detector "
-              f"{quality['detect_ms']['reference']:.1f} ms/frame; reference boxes by size "
-              + ", ".join(f"{label}: {total}" for label, total in zip(labels, quality["recall"]["adaptive"].total)))
+        print(
+            f"{row['video']} ({quality['frames']} frames); reference detector "
+            f"{quality['detect_ms']['reference']:.1f} ms/frame; reference boxes by size "
+            + ", ".join(f"{label}: {total}" for label, total in zip(labels, quality["recall"]["adaptive"].total))
+        )
         for policy in POLICIES:
             recall, (mean, worst, never) = quality["recall"][policy], quality["first"][policy].summary()
             by_bin = " ".join("  -  " if value is None else f"{value:5.3f}" for value in recall.by_bin())
             truth = quality["truth_recall"]
-            vs_truth = (f"; vs true boxes >=20 px: {truth[policy].at_least(20):.3f} "
-                        f"(reference {truth['reference'].at_least(20):.3f})" if truth else "")
-            print(f"    {policy:10} recall {by_bin}  >=20 px {recall.at_least(20):.3f}; first detection "
-                  f"{mean:.1f}/{worst} frames, never {never}; detector {quality['detect_ms'][policy]:.1f} ms/frame "
-                  f"({quality['detect_ms']['reference'] / max(1e-9, quality['detect_ms'][policy]):.1f}x less than "
-                  f"the reference), {quality['calls'][policy]:.1f} calls/frame{vs_truth}")
+            vs_truth = (
+                f"; vs true boxes >=20 px: {truth[policy].at_least(20):.3f} "
+                f"(reference {truth['reference'].at_least(20):.3f})"
+                if truth
+                else ""
+            )
+            print(
+                f"    {policy:10} recall {by_bin}  >=20 px {recall.at_least(20):.3f}; first detection "
+                f"{mean:.1f}/{worst} frames, never {never}; detector {quality['detect_ms'][policy]:.1f} ms/frame "
+                f"({quality['detect_ms']['reference'] / max(1e-9, quality['detect_ms'][policy]):.1f}x less than "
+                f"the reference), {quality['calls'][policy]:.1f} calls/frame{vs_truth}"
+            )
 
 
 class TimedSource:
@@ -441,10 +493,12 @@ def bench_latency(args: argparse.Namespace, out_dir: Path) -> dict:
     latencies: list[float] = []
     timed_components = dataclasses.replace(
         components,
-        open_source=lambda url, source_id, **kwargs: TimedSource(components.open_source(url, source_id, **kwargs),
-                                                                 stamps),
-        open_sink=lambda target, info, **kwargs: TimedSink(components.open_sink(target, info, **kwargs), stamps,
-                                                           latencies),
+        open_source=lambda url, source_id, **kwargs: TimedSource(
+            components.open_source(url, source_id, **kwargs), stamps
+        ),
+        open_sink=lambda target, info, **kwargs: TimedSink(
+            components.open_sink(target, info, **kwargs), stamps, latencies
+        ),
     )
     with RtspTestServer.start(width=1280, height=720, fps=25, frames_dir=frames_dir) as server:
         job = Job("camera", server.url, str(out_dir / "live.mp4"), "rtsp 720p25")
@@ -454,19 +508,30 @@ def bench_latency(args: argparse.Namespace, out_dir: Path) -> dict:
     if len(latencies) <= 25:
         raise SystemExit(f"error: --latency: only {len(latencies)} frames written in {args.seconds} s")
     steady = np.array(latencies[25:]) * 1000  # after the first second (model warm-up)
-    return {"frames_in": source.frames_in, "frames_out": source.frames_out, "drops": source.drops,
-            "restored": source.restored, "p50": float(np.percentile(steady, 50)),
-            "p95": float(np.percentile(steady, 95)), "max": float(steady.max()), "seconds": args.seconds,
-            "fps": stats.fps("camera")}
+    return {
+        "frames_in": source.frames_in,
+        "frames_out": source.frames_out,
+        "drops": source.drops,
+        "restored": source.restored,
+        "p50": float(np.percentile(steady, 50)),
+        "p95": float(np.percentile(steady, 95)),
+        "max": float(steady.max()),
+        "seconds": args.seconds,
+        "fps": stats.fps("camera"),
+    }
 
 
 def print_latency(result: dict) -> None:
     print(f"cpus={os.cpu_count()} load(1 min)={os.getloadavg()[0]:.2f}")
-    print(f"live 720p25 (configs/live_rtsp.yaml, tiling + adaptive search, every face restored), {result['seconds']} s:"
-          f" {result['frames_in']} frames in, {result['frames_out']} out, {result['drops']} dropped,"
-          f" {result['restored']} faces restored, {result['fps']:.1f} fps")
-    print(f"latency decoded -> written (after the first second): p50 {result['p50']:.0f} ms, "
-          f"p95 {result['p95']:.0f} ms, max {result['max']:.0f} ms")
+    print(
+        f"live 720p25 (configs/live_rtsp.yaml, tiling + adaptive search, every face restored), {result['seconds']} s:"
+        f" {result['frames_in']} frames in, {result['frames_out']} out, {result['drops']} dropped,"
+        f" {result['restored']} faces restored, {result['fps']:.1f} fps"
+    )
+    print(
+        f"latency decoded -> written (after the first second): p50 {result['p50']:.0f} ms, "
+        f"p95 {result['p95']:.0f} ms, max {result['max']:.0f} ms"
+    )
 
 
 def bench_presets(args: argparse.Namespace, out_dir: Path) -> None:
@@ -519,9 +584,16 @@ def bench_profile(args: argparse.Namespace) -> None:
     images = per_frame("YUV -> RGB (to_ndarray rgb24)", lambda frame: frame.to_ndarray(format="rgb24"))
     inputs = images
     crop = np.full((64, 64, 3), 128, np.uint8)
-    faces = [Face(box=Box(300.0 + 300 * k, 400.0, 40.0, 48.0), score=0.9, crop_box=Box(270.0 + 300 * k, 364.0, 100.0,
-                                                                                       100.0), crop=crop, restored=crop)
-             for k in range(4)]
+    faces = [
+        Face(
+            box=Box(300.0 + 300 * k, 400.0, 40.0, 48.0),
+            score=0.9,
+            crop_box=Box(270.0 + 300 * k, 364.0, 100.0, 100.0),
+            crop=crop,
+            restored=crop,
+        )
+        for k in range(4)
+    ]
     per_frame("compose: paste 4 faces", lambda image: compositing.compose(image, faces, "paste"))
     per_frame("search: change map", change_map_of)
     yuv = per_frame("RGB -> YUV (cv2 I420)", lambda image: cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420))
@@ -549,8 +621,12 @@ def main() -> None:
     parser.add_argument("--videos", nargs="*", choices=sorted(VIDEOS), default=sorted(VIDEOS))
     parser.add_argument("--search", action="store_true", help="every-tile reference vs the adaptive search")
     parser.add_argument("--no-scene", action="store_true", help="--search without the generated crowd")
-    parser.add_argument("--budget-ms", type=float, help="--search: the adaptive search's detector ms per frame "
-                        "(default: the config's, unset: a quarter of the reference's)")
+    parser.add_argument(
+        "--budget-ms",
+        type=float,
+        help="--search: the adaptive search's detector ms per frame "
+        "(default: the config's, unset: a quarter of the reference's)",
+    )
     parser.add_argument("--latency", action="store_true", help="a live 720p25 RTSP camera: latency, drops")
     parser.add_argument("--seconds", type=float, default=30.0, help="--latency: how long the live run lasts")
     parser.add_argument("--presets", action="store_true", help="x264 presets at 1080p: speed and size")

@@ -16,6 +16,7 @@ median difference). And the per-stage
 costs of one camera (ms per frame) with the restorer's faces/s, for the README's capacity
 estimate. Not a test: the numbers depend on the machine and its load (the load is printed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -85,14 +86,21 @@ def jobs_for(cameras: int, video: Path, out: Path) -> list[Job]:
 
 def run_local(config: Config, cameras: int, video: Path, frames: int, components) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        pipeline = Pipeline(jobs_for(cameras, video, Path(out)), components,
-                            pipeline_settings(config, CaptureLimits(max_frames=frames)))
+        pipeline = Pipeline(
+            jobs_for(cameras, video, Path(out)), components, pipeline_settings(config, CaptureLimits(max_frames=frames))
+        )
         with Rates(lambda: pipeline.stats) as rates:
             stats = pipeline.run()
     fps, faces, startup = rates.steady()
-    return {"fps": fps, "faces_s": faces, "startup": startup, "mean_batch": stats.restorer.mean_batch,
-            "stage_ms": stats.stage_ms_per_frame(), "restorer_busy_faces_s": stats.restorer.faces_per_s,
-            "faces_per_frame": sum(s.faces for s in stats.sources.values()) / max(1, stats.frames_out)}
+    return {
+        "fps": fps,
+        "faces_s": faces,
+        "startup": startup,
+        "mean_batch": stats.restorer.mean_batch,
+        "stage_ms": stats.stage_ms_per_frame(),
+        "restorer_busy_faces_s": stats.restorer.faces_per_s,
+        "faces_per_frame": sum(s.faces for s in stats.sources.values()) / max(1, stats.frames_out),
+    }
 
 
 def run_ray(config: Config, cameras: int, video: Path, frames: int) -> dict:
@@ -158,8 +166,10 @@ def main() -> None:
     overrides["ray.camera_cpus"] = (0.25, "bench")
     overrides["ray.restorer_cpus"] = (0.25, "bench")
     config = load_config(REPO_ROOT / "configs" / "default.yaml", overrides)
-    print(f"# {video.name}, {args.frames} frames per camera; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} "
-          "(shared machine: compare ratios within this run)")
+    print(
+        f"# {video.name}, {args.frames} frames per camera; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} "
+        "(shared machine: compare ratios within this run)"
+    )
     components = build_components(config)
 
     import ray
@@ -180,13 +190,17 @@ def main() -> None:
 
 
 def print_tables(rows: list, overhead: list) -> None:
-    print("\n| cameras | local fps | ray fps | ray / local | local faces/s | ray faces/s | local mean batch | "
-          "ray mean batch | ray start-up s |")
+    print(
+        "\n| cameras | local fps | ray fps | ray / local | local faces/s | ray faces/s | local mean batch | "
+        "ray mean batch | ray start-up s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for cameras, local, remote in rows:
-        print(f"| {cameras} | {local['fps']:.1f} | {remote['fps']:.1f} | {remote['fps'] / local['fps']:.2f} | "
-              f"{local['faces_s']:.0f} | {remote['faces_s']:.0f} | {local['mean_batch']:.1f} | "
-              f"{remote['mean_batch']:.1f} | {remote['startup']:.1f} |")
+        print(
+            f"| {cameras} | {local['fps']:.1f} | {remote['fps']:.1f} | {remote['fps'] / local['fps']:.2f} | "
+            f"{local['faces_s']:.0f} | {remote['faces_s']:.0f} | {local['mean_batch']:.1f} | "
+            f"{remote['mean_batch']:.1f} | {remote['startup']:.1f} |"
+        )
     print("\n| crops per batch | restore in process ms | round trip to a replica ms | Ray overhead ms | per crop ms |")
     print("|---|---|---|---|---|")
     for batch, local_ms, remote_ms, overhead_ms in overhead:
@@ -194,10 +208,14 @@ def print_tables(rows: list, overhead: list) -> None:
     one = rows[0][1]
     stages = "  ".join(f"{name} {ms:.1f}" for name, ms in one["stage_ms"].items())
     per_frame_cpu = sum(ms for name, ms in one["stage_ms"].items() if name != "restore")
-    print(f"\none camera, local: ms/frame {stages}; {one['faces_per_frame']:.2f} faces/frame; restorer "
-          f"{one['restorer_busy_faces_s']:.0f} faces/s while busy")
-    print(f"CPU stages (decode, detect, composite, encode): {per_frame_cpu:.1f} ms per frame -> one core carries "
-          f"{1000 / per_frame_cpu:.0f} frames/s")
+    print(
+        f"\none camera, local: ms/frame {stages}; {one['faces_per_frame']:.2f} faces/frame; restorer "
+        f"{one['restorer_busy_faces_s']:.0f} faces/s while busy"
+    )
+    print(
+        f"CPU stages (decode, detect, composite, encode): {per_frame_cpu:.1f} ms per frame -> one core carries "
+        f"{1000 / per_frame_cpu:.0f} frames/s"
+    )
 
 
 if __name__ == "__main__":

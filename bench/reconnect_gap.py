@@ -8,6 +8,7 @@ without the lower recent cap (the previous behaviour: cap 30 s throughout).
 
     python bench/reconnect_gap.py [--outages 4,15] [--repeats 2] 2>/dev/null   # (MediaPipe's native log)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,12 +33,18 @@ POLICIES = {"recent cap 2 s (default)": 2.0, "cap 30 s throughout (before)": 30.
 
 
 def gap_after_outage(recent_cap_s: float, outage_s: float, folder: Path) -> float:
-    overrides = {"source.reconnect_recent_max_s": recent_cap_s, "output.preset": "ultrafast",
-                 "restoration.enabled": False}
+    overrides = {
+        "source.reconnect_recent_max_s": recent_cap_s,
+        "output.preset": "ultrafast",
+        "restoration.enabled": False,
+    }
     config = load_config(None, {key: (value, key) for key, value in overrides.items()})
     with RtspTestServer.start(width=160, height=120, fps=25) as camera:
-        pipeline = Pipeline([Job("cam1", camera.url, str(folder / "cam1.mp4"), "cam1")], build_components(config),
-                            pipeline_settings(config, CaptureLimits()))
+        pipeline = Pipeline(
+            [Job("cam1", camera.url, str(folder / "cam1.mp4"), "cam1")],
+            build_components(config),
+            pipeline_settings(config, CaptureLimits()),
+        )
         runner = threading.Thread(target=pipeline.run, daemon=True)
         runner.start()
         stats = pipeline.stats.sources["cam1"]
@@ -72,8 +79,10 @@ def main() -> None:
     print(f"{'policy':<30} " + " ".join(f"{f'{o:g} s away':>12}" for o in outages))
     with tempfile.TemporaryDirectory() as tmp:
         for name, cap in POLICIES.items():
-            gaps = [statistics.median(gap_after_outage(cap, outage, Path(tmp)) for _ in range(args.repeats))
-                    for outage in outages]
+            gaps = [
+                statistics.median(gap_after_outage(cap, outage, Path(tmp)) for _ in range(args.repeats))
+                for outage in outages
+            ]
             print(f"{name:<30} " + " ".join(f"{gap:>12.2f}" for gap in gaps), flush=True)
 
 

@@ -9,6 +9,7 @@ times each, so both see the same machine load. Prints the median fps of each, th
 CPU time per frame of each (the report's writer thread included; less sensitive to the machine's
 other load than fps), the write stage's time in best-shot scoring, and the report's size on disk. Not a test: numbers depend on the machine and its load (printed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,7 +77,9 @@ def bench_video(path: Path, overrides: dict, args: argparse.Namespace, out: Path
                 prepare_folder(folder, overwrite=True)
                 report = open_report(config, [job], components, folder)
                 run_components = dataclasses.replace(
-                    components, make_observer=lambda sid, info, r=report, b=busy: TimedObserver(r.observer(sid, info), b))
+                    components,
+                    make_observer=lambda sid, info, r=report, b=busy: TimedObserver(r.observer(sid, info), b),
+                )
             cpu_started = time.process_time()
             stats = run_pipeline(job, run_components, config, args.max_frames)
             if report is not None:  # the writer thread's last tracks are part of the cost
@@ -90,9 +93,18 @@ def bench_video(path: Path, overrides: dict, args: argparse.Namespace, out: Path
             os.remove(job.output)
     without, with_report = statistics.median(fps["without"]), statistics.median(fps["with"])
     cpu_without, cpu_with = statistics.median(cpu_ms["without"]), statistics.median(cpu_ms["with"])
-    return {"video": path.name, "frames": frames, "without": without, "with": with_report,
-            "ratio": with_report / without, "busy_ms": statistics.median(busy_ms), "size": size, "tracks": tracks,
-            "cpu_without": cpu_without, "cpu_with": cpu_with}
+    return {
+        "video": path.name,
+        "frames": frames,
+        "without": without,
+        "with": with_report,
+        "ratio": with_report / without,
+        "busy_ms": statistics.median(busy_ms),
+        "size": size,
+        "tracks": tracks,
+        "cpu_without": cpu_without,
+        "cpu_with": cpu_with,
+    }
 
 
 def main() -> None:
@@ -102,24 +114,32 @@ def main() -> None:
     parser.add_argument("--videos", nargs="*", help="file names to bench (default: all present)")
     args = parser.parse_args()
     videos = {path: o for path, o in VIDEOS.items() if path.exists() and (not args.videos or path.name in args.videos)}
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; "
-          f"{args.rounds} alternating rounds per mode")
+    print(
+        f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; "
+        f"{args.rounds} alternating rounds per mode"
+    )
     rows = []
     with tempfile.TemporaryDirectory(prefix="report_bench_") as out:
         for path, overrides in videos.items():
             rows.append(bench_video(path, overrides, args, Path(out)))
             print(f"  done {path.name}", flush=True)
-    print(f"{'video':<24} {'frames':>6} {'fps without':>11} {'fps with':>9} {'ratio':>6} {'CPU ms/f without':>16} "
-          f"{'with':>6} {'ratio':>6} {'write-stage ms/f':>16} {'tracks':>6} {'report size':>16}")
+    print(
+        f"{'video':<24} {'frames':>6} {'fps without':>11} {'fps with':>9} {'ratio':>6} {'CPU ms/f without':>16} "
+        f"{'with':>6} {'ratio':>6} {'write-stage ms/f':>16} {'tracks':>6} {'report size':>16}"
+    )
     for row in rows:
         size, files = row["size"]
-        print(f"{row['video']:<24} {row['frames']:>6} {row['without']:>11.1f} {row['with']:>9.1f} "
-              f"{row['ratio']:>6.3f} {row['cpu_without']:>16.1f} {row['cpu_with']:>6.1f} "
-              f"{row['cpu_with'] / row['cpu_without']:>6.3f} {row['busy_ms']:>16.2f} {row['tracks']:>6} "
-              f"{size / 1e6:>7.2f} MB/{files} files")
-    print("fps: frames / wall time (load-sensitive); CPU ms/f: this process's CPU time per frame, the report's "
-          "writer thread included (robust to other processes' load); write-stage ms/f: time the write stage "
-          "spent in the report's best-shot scoring")
+        print(
+            f"{row['video']:<24} {row['frames']:>6} {row['without']:>11.1f} {row['with']:>9.1f} "
+            f"{row['ratio']:>6.3f} {row['cpu_without']:>16.1f} {row['cpu_with']:>6.1f} "
+            f"{row['cpu_with'] / row['cpu_without']:>6.3f} {row['busy_ms']:>16.2f} {row['tracks']:>6} "
+            f"{size / 1e6:>7.2f} MB/{files} files"
+        )
+    print(
+        "fps: frames / wall time (load-sensitive); CPU ms/f: this process's CPU time per frame, the report's "
+        "writer thread included (robust to other processes' load); write-stage ms/f: time the write stage "
+        "spent in the report's best-shot scoring"
+    )
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 

@@ -12,6 +12,7 @@ column is the shipped model's speed divided by the row's, at batch 16 (0.5: half
 OpenMP's default spin-waiting collapses 2-thread PyTorch on a shared CPU; importing `streamer` sets
 OMP_WAIT_POLICY=PASSIVE unless it is set (the header says which policy was in effect).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -108,8 +109,10 @@ def main() -> None:
         rows[f"{arch} ({params / 1e6:.2f}M)"] = torch_runner(module)
     rows["bicubic only (24 px -> 64)"] = bicubic_runner()
 
-    print(f"threads={args.threads} OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')} "
-          f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f}")
+    print(
+        f"threads={args.threads} OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')} "
+        f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f}"
+    )
     print(f"{'faces/s':40s}" + "".join(f"{'batch ' + str(b):>12s}" for b in BATCHES) + f"{'shipped / row @16':>20s}")
     results = {name: [faces_per_second(run, b, args.seconds) for b in BATCHES] for name, run in rows.items()}
     shipped_16 = next(iter(results.values()))[-1]

@@ -6,6 +6,7 @@ The policy's faces are what the pipeline would restore: the tracker's faces afte
 detections (carried faces count, as they are restored too). A reference box is recalled when a
 face of the policy overlaps it by IoU >= MATCH_IOU in the same frame.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -66,8 +67,15 @@ class FirstDetection:
     def add(self, frame_index: int, truths: Sequence[Box], faces: Sequence[Box]) -> None:
         chains, used = [], set()
         for box in truths:
-            previous = max(((chain_index, box.iou(chain[0])) for chain_index, chain in enumerate(self._open)
-                            if chain_index not in used), key=lambda entry: entry[1], default=(None, 0.0))
+            previous = max(
+                (
+                    (chain_index, box.iou(chain[0]))
+                    for chain_index, chain in enumerate(self._open)
+                    if chain_index not in used
+                ),
+                key=lambda entry: entry[1],
+                default=(None, 0.0),
+            )
             if previous[0] is not None and previous[1] >= MATCH_IOU:
                 used.add(previous[0])
                 _, first, found = self._open[previous[0]]

@@ -6,6 +6,7 @@ process had written but no player can show (seconds of video, at the camera's ra
 
     python bench/sigkill_recording.py [--seconds 25] [--segment-s 10] [--runs 3] 2>/dev/null
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,9 +47,21 @@ def one_run(seconds: float, segment_s: float, folder: Path) -> tuple[int, int, i
     config.write_text(f"recording:\n  segment_s: {segment_s}\noutput:\n  preset: ultrafast\n")
     port = free_port()
     with RtspTestServer.start(width=320, height=240, fps=FPS) as camera:
-        cli = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_stream.py"), camera.url, "-o", f"{folder}/out/",
-                                "--config", str(config), "--metrics-port", str(port), "-q"],
-                               stderr=subprocess.DEVNULL)
+        cli = subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO_ROOT / "run_stream.py"),
+                camera.url,
+                "-o",
+                f"{folder}/out/",
+                "--config",
+                str(config),
+                "--metrics-port",
+                str(port),
+                "-q",
+            ],
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 120
         while (frames_written(port) or 0) < seconds * FPS and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -73,8 +86,10 @@ def main() -> None:
     for run in range(1, args.runs + 1):
         with tempfile.TemporaryDirectory() as tmp:
             written, decoded, finished, in_partial = one_run(args.seconds, args.segment_s, Path(tmp))
-        print(f"{run:>3} {written:>8} {decoded:>9} {finished:>14} {in_partial:>14} {(written - decoded) / FPS:>7.2f}",
-              flush=True)
+        print(
+            f"{run:>3} {written:>8} {decoded:>9} {finished:>14} {in_partial:>14} {(written - decoded) / FPS:>7.2f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ The restore gate's tests and the detection bench use them; the truth is known by
 
     scene = distractor_scene(index=3, seed=0)      # frame, true face boxes, distractor boxes
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,7 +36,9 @@ def distractor_scene(index: int, seed: int = 0) -> Scene:
     for kind, (x, y, side) in zip(KINDS, slots):
         distractors.append((kind, DRAW[kind](image, x, y, side, rng)))
     photos = load_faces(2, seed=seed * 100 + index)
-    faces = [paste_face(image, photo, Placement(x, y, side)) for photo, (x, y, side) in zip(photos, slots[len(KINDS):])]
+    faces = [
+        paste_face(image, photo, Placement(x, y, side)) for photo, (x, y, side) in zip(photos, slots[len(KINDS) :])
+    ]
     _draw_timestamp(image, index)
     return Scene(image, faces, distractors)
 

@@ -5,6 +5,7 @@
 
 Deterministic for a given --seed: the same faces, paths, noise and encoder settings.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -7,6 +7,7 @@ it). A face is placed by scaling the photo so its face box has the wanted width 
 whole photo (hair, neck) through a feathered ellipse, so the detector sees a face in context.
 The returned boxes are the scaled CSV boxes: the ground truth.
 """
+
 from __future__ import annotations
 
 import csv
@@ -61,8 +62,10 @@ def cctv_background(width: int, height: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     image = np.zeros((height, width, 3), np.uint8)
     back = (width * 3 // 8, height // 6, width * 5 // 8, height * 9 // 20)  # back wall: x0, y0, x1, y1
-    corners = {"near": [(0, 0), (width, 0), (width, height), (0, height)],
-               "far": [(back[0], back[1]), (back[2], back[1]), (back[2], back[3]), (back[0], back[3])]}
+    corners = {
+        "near": [(0, 0), (width, 0), (width, height), (0, height)],
+        "far": [(back[0], back[1]), (back[2], back[1]), (back[2], back[3]), (back[0], back[3])],
+    }
     surfaces = {(0, 1): (150, 150, 145), (1, 2): (118, 120, 112), (2, 3): (78, 74, 68), (3, 0): (112, 114, 108)}
     for (a, b), colour in surfaces.items():  # ceiling, right wall, floor, left wall
         quad = [corners["near"][a], corners["near"][b], corners["far"][b], corners["far"][a]]
@@ -79,6 +82,7 @@ def cctv_background(width: int, height: int, seed: int = 0) -> np.ndarray:
 def _draw_door(image: np.ndarray, corners: dict, wall: tuple[int, int], near_t: float, colour: tuple) -> None:
     """A door on a side wall (`wall`: its bottom and top corner indices), from depth near_t to a
     little deeper; depth 0 is the frame edge, 1 the back wall."""
+
     def wall_point(t: float, up: float) -> tuple[int, int]:
         bottom = np.add(corners["near"][wall[0]], t * np.subtract(corners["far"][wall[0]], corners["near"][wall[0]]))
         top = np.add(corners["near"][wall[1]], t * np.subtract(corners["far"][wall[1]], corners["near"][wall[1]]))
@@ -119,9 +123,7 @@ def frame_with_faces(
     return frame, boxes
 
 
-def grid_placements(
-    width: int, height: int, face_widths: list[int], columns: int, rows: int
-) -> list[Placement]:
+def grid_placements(width: int, height: int, face_widths: list[int], columns: int, rows: int) -> list[Placement]:
     """Faces spread on a regular grid (cycling through `face_widths`), away from the frame edges."""
     cell_w, cell_h = width // columns, height // rows
     placements = []
@@ -180,6 +182,13 @@ def crowd_walkers(width: int, height: int, count: int, frames: int, seed: int = 
     for _ in range(count):
         size = int(rng.integers(20, 61))
         x, y = int(rng.integers(size, width - 3 * size)), int(rng.integers(size, height - 3 * size))
-        walkers.append(Walker(int(rng.integers(0, max(1, frames // 2))), Placement(x, y, size),
-                              float(rng.uniform(-3, 3)), float(rng.uniform(-1, 2)), float(rng.uniform(0, 0.2))))
+        walkers.append(
+            Walker(
+                int(rng.integers(0, max(1, frames // 2))),
+                Placement(x, y, size),
+                float(rng.uniform(-3, 3)),
+                float(rng.uniform(-1, 2)),
+                float(rng.uniform(0, 0.2)),
+            )
+        )
     return walkers

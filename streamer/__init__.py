@@ -5,6 +5,7 @@ the default spin-waiting burns a core while torch is idle and starves the pipeli
 on a small CPU. OpenMP reads the variable once, when torch loads it, so every entry point imports
 `streamer` (or `training`, which imports it) before torch; tests/test_entry_points.py checks that.
 """
+
 from __future__ import annotations
 
 import os

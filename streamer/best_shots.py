@@ -20,6 +20,7 @@ Ties go to the earlier frame, so the same input always keeps the same shots. A t
 are at least MIN_GAP_S apart (a better shot within the gap replaces the one it is near): consecutive
 frames would give three copies of one view.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,8 +65,12 @@ def score_face(image: np.ndarray, face: Face, crop_box: Box) -> ScoreParts:
     sharpness = _sharpness(image, face.box)
     frontal = frontalness(face.keypoints)
     edge = _inside_share(crop_box, width, height) ** 2
-    weighted = (WEIGHTS["size"] * size + WEIGHTS["detector"] * detector + WEIGHTS["sharpness"] * sharpness
-                + WEIGHTS["frontal"] * frontal)
+    weighted = (
+        WEIGHTS["size"] * size
+        + WEIGHTS["detector"] * detector
+        + WEIGHTS["sharpness"] * sharpness
+        + WEIGHTS["frontal"] * frontal
+    )
     return ScoreParts(size, detector, sharpness, frontal, edge, edge * weighted)
 
 
@@ -241,8 +246,9 @@ class BestShots:
         track = self._tracks.get(face.track_id)
         if track is None:
             segment = self._segments.get(face.track_id, 0) + 1
-            track = self._tracks[face.track_id] = _TrackShots(face.track_id, segment, self.top_n, sighting,
-                                                              self.min_gap_frames)
+            track = self._tracks[face.track_id] = _TrackShots(
+                face.track_id, segment, self.top_n, sighting, self.min_gap_frames
+            )
         track.frames += 1
         track.last_seen = self._frames
         track.last = sighting
@@ -251,16 +257,29 @@ class BestShots:
         replaced = track.admit(parts.total, frame.index)
         if replaced is None:
             return  # most faces end here: scored, nothing copied
-        track.keep(Shot(
-            source_id=frame.source_id, track_id=face.track_id, frame_index=frame.index, pts=frame.pts,
-            time_s=time_s, wall_clock=wall_clock, box=face.box, crop_box=crop_box, parts=parts,
-            original=cut_square(frame.image, crop_box).copy(),
-            restored=None if face.restored is None else np.array(face.restored, copy=True),
-        ), replaced)
+        track.keep(
+            Shot(
+                source_id=frame.source_id,
+                track_id=face.track_id,
+                frame_index=frame.index,
+                pts=frame.pts,
+                time_s=time_s,
+                wall_clock=wall_clock,
+                box=face.box,
+                crop_box=crop_box,
+                parts=parts,
+                original=cut_square(frame.image, crop_box).copy(),
+                restored=None if face.restored is None else np.array(face.restored, copy=True),
+            ),
+            replaced,
+        )
 
     def _end_quiet_tracks(self) -> None:
-        quiet = [track_id for track_id, track in self._tracks.items()
-                 if self._frames - track.last_seen > self.end_after_frames]
+        quiet = [
+            track_id
+            for track_id, track in self._tracks.items()
+            if self._frames - track.last_seen > self.end_after_frames
+        ]
         for track_id in sorted(quiet):
             self._end(track_id)
 
@@ -268,13 +287,21 @@ class BestShots:
         track = self._tracks.pop(track_id)
         self._segments[track_id] = track.segment
         self.tracks_ended += 1
-        self.on_track_end(TrackRecord(
-            source_id=self.info.source_id, track_id=track_id, segment=track.segment,
-            first_frame=track.first.frame_index, last_frame=track.last.frame_index,
-            first_time_s=track.first.time_s, last_time_s=track.last.time_s,
-            first_wall_clock=track.first.wall_clock, last_wall_clock=track.last.wall_clock,
-            frames=track.frames, shots=track.ranked(),
-        ))
+        self.on_track_end(
+            TrackRecord(
+                source_id=self.info.source_id,
+                track_id=track_id,
+                segment=track.segment,
+                first_frame=track.first.frame_index,
+                last_frame=track.last.frame_index,
+                first_time_s=track.first.time_s,
+                last_time_s=track.last.time_s,
+                first_wall_clock=track.first.wall_clock,
+                last_wall_clock=track.last.wall_clock,
+                frames=track.frames,
+                shots=track.ranked(),
+            )
+        )
 
 
 class BestShotInsets:

@@ -10,6 +10,7 @@ model contributes only detail (less noise, blur and blocking). When the frame is
 relighting is what the user wants, and the model's output is kept as it is. Between the two, the
 share of the face's brightness that is kept ramps linearly.
 """
+
 from __future__ import annotations
 
 import cv2

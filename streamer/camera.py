@@ -23,6 +23,7 @@ The job talks to the rest of the pipeline only through `CameraLinks` (the shared
 inbox and this camera's write inbox), so the same unit runs in the local pipeline or inside
 another engine's worker process.
 """
+
 from __future__ import annotations
 
 import logging
@@ -147,8 +148,7 @@ class CameraJob:
                 raise CameraLost(f"{message} (required camera)", ends_run=True) from None
             self._check_give_up(message)
             self._set_waiting()
-            logger.warning("%s: %s; retrying in the background (the other cameras go on)",
-                           self.job.label, message)
+            logger.warning("%s: %s; retrying in the background (the other cameras go on)", self.job.label, message)
             return None
         return source
 
@@ -204,8 +204,9 @@ class CameraJob:
         self.stats.restarts += 1
         self._check_give_up(message)
         self._set_waiting()
-        logger.error("%s: %s; restarting this camera in %.1f s (the other cameras go on)",
-                     self.job.label, message, self._delay_s)
+        logger.error(
+            "%s: %s; restarting this camera in %.1f s (the other cameras go on)", self.job.label, message, self._delay_s
+        )
         logger.debug("%s: fault", self.job.source_id, exc_info=error)
 
     def _check_give_up(self, message: str) -> None:
@@ -266,15 +267,23 @@ class _Generation:
         owner.links.write_inboxes[job.source_id] = write_inbox  # a fresh inbox: nothing of the last generation
         detect_inbox: queue.Queue = queue.Queue(settings.live_queue_size)
         self.detector = components.make_detector()
-        capture = CaptureWorker(self.source, detect_inbox, (self.stop_event, self.halt), stats, settings.limits,
-                                settings.live_drop)
-        detect = DetectWorker((detect_inbox, owner.links.restore_inbox), self.halt,
-                              components.detect_stage(self.detector, settings.every_n_frames), stats)
-        self.writer = WriteWorker(write_inbox, self.halt, components.compose, sink, stats,
-                                  owner.observer(self.source.info))
+        capture = CaptureWorker(
+            self.source, detect_inbox, (self.stop_event, self.halt), stats, settings.limits, settings.live_drop
+        )
+        detect = DetectWorker(
+            (detect_inbox, owner.links.restore_inbox),
+            self.halt,
+            components.detect_stage(self.detector, settings.every_n_frames),
+            stats,
+        )
+        self.writer = WriteWorker(
+            write_inbox, self.halt, components.compose, sink, stats, owner.observer(self.source.info)
+        )
         # A worker's fault ends this camera's generation only.
-        self.threads = [start_worker(f"{name}-{job.source_id}", work, self.fail)
-                        for name, work in (("capture", capture.run), ("detect", detect.run), ("write", self.writer.run))]
+        self.threads = [
+            start_worker(f"{name}-{job.source_id}", work, self.fail)
+            for name, work in (("capture", capture.run), ("detect", detect.run), ("write", self.writer.run))
+        ]
 
     def fail(self, error: BaseException) -> None:
         if self.error is None:

@@ -16,6 +16,7 @@ win over `--config` and the command-line flags (the most specific setting wins).
 settings are under `encoding:` (the config's `output:` section), because `output:` is its target.
 The restorer is shared by every camera, so `restoration` is set once, in `--config`.
 """
+
 from __future__ import annotations
 
 import os
@@ -155,8 +156,10 @@ def _camera(entry: CameraEntry, base: Config, folder: Path, env: Mapping[str, st
 def _checked_url(url: str, where: _Where) -> str:
     scheme = url_scheme(url)
     if scheme not in LIVE_SCHEMES:
-        raise ConfigError(f"{where('url')}: unknown URL scheme {scheme!r} (expected one of "
-                          f"{', '.join(sorted(LIVE_SCHEMES))}, or a file path)")
+        raise ConfigError(
+            f"{where('url')}: unknown URL scheme {scheme!r} (expected one of "
+            f"{', '.join(sorted(LIVE_SCHEMES))}, or a file path)"
+        )
     problem = url_problem(url)
     if problem is not None:
         raise ConfigError(f"{where('url')}: {mask_credentials(url)}: {problem}")
@@ -202,8 +205,10 @@ def _check_unique(camera: Camera, earlier: list[Camera], where: _Where) -> None:
         if other.name == camera.name:
             raise ConfigError(f"{where('name')}: duplicate camera name {camera.name!r} (also on line {other.line})")
         if _same_target(other.output, camera.output):
-            raise ConfigError(f"{where('output')}: camera {camera.name!r} writes to the same output as "
-                              f"{other.name!r} (line {other.line}): {mask_credentials(camera.output)}")
+            raise ConfigError(
+                f"{where('output')}: camera {camera.name!r} writes to the same output as "
+                f"{other.name!r} (line {other.line}): {mask_credentials(camera.output)}"
+            )
 
 
 def _same_target(a: str, b: str) -> bool:
@@ -217,4 +222,3 @@ def _dotted(loc: tuple) -> str:
     for part in loc:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
-

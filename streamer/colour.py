@@ -10,6 +10,7 @@ per round trip; its accurate mode costs 5-10x more.)
 An untagged stream is converted with BT.601 limited range (what FFmpeg assumes) on both sides
 and stays untagged, so its YUV values survive whatever a player assumes for it.
 """
+
 from __future__ import annotations
 
 import av
@@ -24,9 +25,18 @@ BT601_KR_KB = (0.299, 0.114)
 UNSPECIFIED, LIMITED, FULL = 0, 1, 2  # AVColorRange
 # yuv formats read plane by plane: name -> (chroma subsampling x, y, bits)
 _PLANAR_YUV = {
-    "yuv420p": (2, 2, 8), "yuvj420p": (2, 2, 8), "yuv422p": (2, 1, 8), "yuvj422p": (2, 1, 8),
-    "yuv444p": (1, 1, 8), "yuvj444p": (1, 1, 8), "yuv420p10le": (2, 2, 10), "yuv422p10le": (2, 1, 10),
-    "yuv444p10le": (1, 1, 10), "yuv420p12le": (2, 2, 12), "yuv422p12le": (2, 1, 12), "yuv444p12le": (1, 1, 12),
+    "yuv420p": (2, 2, 8),
+    "yuvj420p": (2, 2, 8),
+    "yuv422p": (2, 1, 8),
+    "yuvj422p": (2, 1, 8),
+    "yuv444p": (1, 1, 8),
+    "yuvj444p": (1, 1, 8),
+    "yuv420p10le": (2, 2, 10),
+    "yuv422p10le": (2, 1, 10),
+    "yuv444p10le": (1, 1, 10),
+    "yuv420p12le": (2, 2, 12),
+    "yuv422p12le": (2, 1, 12),
+    "yuv444p12le": (1, 1, 12),
 }
 
 
@@ -160,8 +170,12 @@ def yuv420_frame(image: np.ndarray, tags: ColourTags, source: SourcePlanes | Non
     height, width = image.shape[:2]
     frame = av.VideoFrame(width, height, "yuv420p")
     planes: tuple[np.ndarray, ...]
-    if source is not None and source.changed is not None and source.tags == tags \
-            and source.changed.shape == (height, width):
+    if (
+        source is not None
+        and source.changed is not None
+        and source.tags == tags
+        and source.changed.shape == (height, width)
+    ):
         planes = _keep_unchanged(image, tags, source)
     else:
         planes = rgb_to_yuv420(image, tags)

@@ -1,4 +1,5 @@
 """The real stages, built from a validated Config (the pipeline itself only sees Components)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -60,12 +61,14 @@ def check_models(config: Config) -> None:
     _make_detector(config).close()
     _log_detection(config)
     if config.restoration.enabled:
-        load_restorer(config.model_copy(update={"restoration": config.restoration.model_copy(
-            update={"device": "cpu"})}))
+        load_restorer(
+            config.model_copy(update={"restoration": config.restoration.model_copy(update={"device": "cpu"})})
+        )
 
 
-def assemble_components(config: Config, restorer: SpecRestorer | None, report: ReportWriter | None = None
-                        ) -> Components:
+def assemble_components(
+    config: Config, restorer: SpecRestorer | None, report: ReportWriter | None = None
+) -> Components:
     """The stages of `config` around a restorer loaded elsewhere (shared by several cameras, each
     with its own config, or a remote one); None: faces are not restored. With a `report`, the
     write stage hands every packet to the report's best-shot collector."""
@@ -94,9 +97,13 @@ def _packet_observers(config: Config, restorer: SpecRestorer | None, report: Rep
         if report is not None:
             shots = report.observer(source_id, info)
         else:
-            shots = BestShots(info, discard, top_n=1, crop_scale=restorer.spec.crop_scale if restorer else 1.5,
-                              end_after_frames=track_end_frames(config.tracking.max_missed,
-                                                                config.detection.every_n_frames))
+            shots = BestShots(
+                info,
+                discard,
+                top_n=1,
+                crop_scale=restorer.spec.crop_scale if restorer else 1.5,
+                end_after_frames=track_end_frames(config.tracking.max_missed, config.detection.every_n_frames),
+            )
         return BestShotInsets(shots) if overlay else shots
 
     return make
@@ -110,10 +117,13 @@ def _gate_factory(config: Config, restorer: SpecRestorer | None):
             logger.warning("restore gate: off (verification.enabled is false): every detected face is restored")
         return None
     options = GateOptions(**settings.model_dump(), max_face_px=config.restoration.max_face_px)
-    logger.info("restore gate: score >= %.2f, keypoints %s, second opinion %s, %d passed checks per track",
-                options.min_score, "on" if options.keypoints else "off",
-                f"RetinaFace >= {options.second_opinion_min_score:.2f}" if options.second_opinion else "off",
-                options.confirm_checks)
+    logger.info(
+        "restore gate: score >= %.2f, keypoints %s, second opinion %s, %d passed checks per track",
+        options.min_score,
+        "on" if options.keypoints else "off",
+        f"RetinaFace >= {options.second_opinion_min_score:.2f}" if options.second_opinion else "off",
+        options.confirm_checks,
+    )
 
     def make_gate() -> RestoreGate:
         return RestoreGate(options, RetinaFaceModel() if options.second_opinion else None)
@@ -175,8 +185,10 @@ def load_restorer(config: Config) -> TorchScriptRestorer | None:
     if spec.target_index != spec.frames - 1:
         # The per-track windows end at the current frame (causal); a model restoring an older frame of its
         # window would paste that frame's face over this one.
-        raise ContractError(f"{settings.model_path()}: restores frame {spec.target_index} of {spec.frames}; the "
-                            f"pipeline feeds causal windows and needs target_index = frames - 1 = {spec.frames - 1}")
+        raise ContractError(
+            f"{settings.model_path()}: restores frame {spec.target_index} of {spec.frames}; the "
+            f"pipeline feeds causal windows and needs target_index = frames - 1 = {spec.frames - 1}"
+        )
     return restorer
 
 
@@ -197,9 +209,12 @@ def _log_detection(config: Config) -> None:
     detection, tiling = config.detection, config.detection.tiling
     logger.info(
         "detector: %s (min score %.2f, every %d frames), tiling %s",
-        detection.model_path().name, detection.min_score, detection.every_n_frames,
+        detection.model_path().name,
+        detection.min_score,
+        detection.every_n_frames,
         f"on ({tiling.tile_size} px tiles, {tiling.overlap} px overlap, search {_search_summary(detection)})"
-        if tiling.enabled else "off",
+        if tiling.enabled
+        else "off",
     )
 
 
@@ -214,26 +229,40 @@ def _search_summary(detection) -> str:
 def _sink_options(config: Config) -> SinkOptions:
     output = config.output
     if output.codec == "ffv1":
-        return dataclasses.replace(LOSSLESS_FILE_OPTIONS, copy_audio=output.copy_audio,
-                                   transport=config.source.transport)
-    return SinkOptions(codec=output.codec, crf=output.crf, preset=output.preset, copy_audio=output.copy_audio,
-                       transport=config.source.transport)
+        return dataclasses.replace(
+            LOSSLESS_FILE_OPTIONS, copy_audio=output.copy_audio, transport=config.source.transport
+        )
+    return SinkOptions(
+        codec=output.codec,
+        crf=output.crf,
+        preset=output.preset,
+        copy_audio=output.copy_audio,
+        transport=config.source.transport,
+    )
 
 
 def _compositor(config: Config):
     settings = config.compositing
-    options = compositing.CompositeOptions(feather=settings.feather, inset_scale=settings.inset_scale,
-                                           keep_brightness=settings.keep_brightness)
+    options = compositing.CompositeOptions(
+        feather=settings.feather, inset_scale=settings.inset_scale, keep_brightness=settings.keep_brightness
+    )
     return functools.partial(compositing.compose, mode=settings.mode, options=options)
 
 
-
-def with_own_stages(jobs: list[Job], configs: dict[str, Config], restorer: SpecRestorer | None,
-                    limits: CaptureLimits, report: ReportWriter | None = None) -> list[Job]:
+def with_own_stages(
+    jobs: list[Job],
+    configs: dict[str, Config],
+    restorer: SpecRestorer | None,
+    limits: CaptureLimits,
+    report: ReportWriter | None = None,
+) -> list[Job]:
     """The jobs, each with the stages and settings of its own config (a cameras file's cameras)
     around the one shared restorer (and the one report)."""
     return [
-        dataclasses.replace(job, components=assemble_components(configs[job.source_id], restorer, report),
-                            settings=pipeline_settings(configs[job.source_id], limits))
+        dataclasses.replace(
+            job,
+            components=assemble_components(configs[job.source_id], restorer, report),
+            settings=pipeline_settings(configs[job.source_id], limits),
+        )
         for job in jobs
     ]

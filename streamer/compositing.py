@@ -18,6 +18,7 @@ inset is the model's output as it is, shown apart from the frame and labelled.
 
 `compose` never changes the input array; it returns a new image.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -188,8 +189,16 @@ def _inset_size(view: np.ndarray, label: str, options: CompositeOptions) -> tupl
 def _draw_inset(output: np.ndarray, view: np.ndarray, label: str, place: Box, options: CompositeOptions) -> None:
     left, top, side = int(place.x), int(place.y), view.shape[0] * max(1, int(options.inset_scale))
     output[top : top + int(place.h), left : left + int(place.w)] = LABEL_BACKGROUND_RGB
-    cv2.putText(output, label, (left + 2, top + LABEL_STRIP_PX - 3), cv2.FONT_HERSHEY_SIMPLEX, LABEL_FONT_SCALE,
-                BORDER_RGB, 1, cv2.LINE_AA)
+    cv2.putText(
+        output,
+        label,
+        (left + 2, top + LABEL_STRIP_PX - 3),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        LABEL_FONT_SCALE,
+        BORDER_RGB,
+        1,
+        cv2.LINE_AA,
+    )
     scale = side // view.shape[0]
     pixels = view if scale == 1 else np.repeat(np.repeat(view, scale, 0), scale, 1)
     inset_top = top + LABEL_STRIP_PX
@@ -218,18 +227,34 @@ def place_insets(
     return places
 
 
-def _candidate_corners(box: Box, w: int, h: int, taken: Sequence[Box], width: int, height: int) -> list[tuple[int, int]]:
+def _candidate_corners(
+    box: Box, w: int, h: int, taken: Sequence[Box], width: int, height: int
+) -> list[tuple[int, int]]:
     """Top-left corners for a w x h footprint: beside the face (right, left, below, above, and
     the corners), then beside everything already taken; inside the frame, nearest to the face first."""
     m = INSET_MARGIN_PX
     cx, cy = box.center
-    wanted = [(box.x + box.w + m, cy - h / 2), (box.x - m - w, cy - h / 2), (cx - w / 2, box.y + box.h + m),
-              (cx - w / 2, box.y - m - h), (box.x + box.w + m, box.y), (box.x - m - w, box.y),
-              (box.x + box.w + m, box.y + box.h - h), (box.x - m - w, box.y + box.h - h)]
+    wanted = [
+        (box.x + box.w + m, cy - h / 2),
+        (box.x - m - w, cy - h / 2),
+        (cx - w / 2, box.y + box.h + m),
+        (cx - w / 2, box.y - m - h),
+        (box.x + box.w + m, box.y),
+        (box.x - m - w, box.y),
+        (box.x + box.w + m, box.y + box.h - h),
+        (box.x - m - w, box.y + box.h - h),
+    ]
     for other in taken:
-        wanted += [(other.x + other.w + m, other.y), (other.x - m - w, other.y), (other.x, other.y + other.h + m),
-                   (other.x, other.y - m - h), (other.x + other.w + m, cy - h / 2), (other.x - m - w, cy - h / 2),
-                   (cx - w / 2, other.y + other.h + m), (cx - w / 2, other.y - m - h)]
+        wanted += [
+            (other.x + other.w + m, other.y),
+            (other.x - m - w, other.y),
+            (other.x, other.y + other.h + m),
+            (other.x, other.y - m - h),
+            (other.x + other.w + m, cy - h / 2),
+            (other.x - m - w, cy - h / 2),
+            (cx - w / 2, other.y + other.h + m),
+            (cx - w / 2, other.y - m - h),
+        ]
     corners = {(min(max(0, round(x)), width - w), min(max(0, round(y)), height - h)) for x, y in wanted}
     return sorted(corners, key=lambda c: ((c[0] + w / 2 - cx) ** 2 + (c[1] + h / 2 - cy) ** 2, c))
 
@@ -248,8 +273,9 @@ def mark_unverified(image: np.ndarray, faces: Sequence[Face]) -> None:
     for face in faces:
         _draw_box(image, face.box, UNVERIFIED_RGB)
         corner = (int(round(face.box.x)), max(10, int(round(face.box.y)) - 3))
-        cv2.putText(image, "unverified", corner, cv2.FONT_HERSHEY_SIMPLEX, LABEL_FONT_SCALE, UNVERIFIED_RGB, 1,
-                    cv2.LINE_AA)
+        cv2.putText(
+            image, "unverified", corner, cv2.FONT_HERSHEY_SIMPLEX, LABEL_FONT_SCALE, UNVERIFIED_RGB, 1, cv2.LINE_AA
+        )
 
 
 def _draw_box(image: np.ndarray, box: Box, colour: tuple[int, int, int] = BORDER_RGB) -> None:

@@ -4,6 +4,7 @@ Unknown keys, wrong types and out-of-range values are errors that name the key p
 the YAML line they come from (or the command-line flag that set them), never silent defaults.
 Secrets stay out of the file: `${VAR}` in a source URL is taken from the environment.
 """
+
 from __future__ import annotations
 
 import re
@@ -153,9 +154,9 @@ class CompositingConfig(_Section):
 class OutputConfig(_Section):
     codec: Literal["libx264", "ffv1"] = "libx264"
     crf: int = Field(20, ge=0, le=51)  # x264 quality: lower is better and larger; 20 keeps faces' detail
-    preset: Literal[
-        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
-    ] = "superfast"  # real time on 2 cores at 1080p; batch.yaml trades speed for size
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"] = (
+        "superfast"  # real time on 2 cores at 1080p; batch.yaml trades speed for size
+    )
     container: Literal["mp4", "mkv"] = "mp4"
     copy_audio: bool = True
 

@@ -10,6 +10,7 @@ measure is what the pipeline does.
 as one more method rather than a copy of the loop. The restore gate (streamer/verification.py) is
 one: it marks each face verified or not, and only verified faces get a crop (are restored).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence

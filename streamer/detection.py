@@ -6,6 +6,7 @@ becomes a few pixels and is missed. Tiled detection runs the model on overlappin
 too, which enlarges small faces by frame_size / tile_size, then maps the boxes back to frame
 coordinates and merges duplicates with non-maximum suppression.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -154,8 +155,11 @@ class MediaPipeFaceDetector:
         """Faces in some regions of the frame only (frame coordinates), duplicates merged."""
         found = self.detect_each(image, regions)
         faces = [face for faces in found for face in faces]
-        cut = [touches_inner_edge(face.box, region, image.shape[1], image.shape[0])
-               for region, faces in zip(regions, found) for face in faces]
+        cut = [
+            touches_inner_edge(face.box, region, image.shape[1], image.shape[0])
+            for region, faces in zip(regions, found)
+            for face in faces
+        ]
         return suppress_duplicates(faces, cut, nms_threshold)
 
     def detect_each(self, image: np.ndarray, regions: Sequence[Tile]) -> list[list[Face]]:
@@ -165,8 +169,10 @@ class MediaPipeFaceDetector:
         The model sees each region shrunk to its input size (192 px for full range), so a region's
         side sets the scale a face is seen at. One call costs about the same whatever the size."""
         check_rgb_image(image, "face detector input")
-        return [[face for face in self._detect_in(image, region) if max(face.box.w, face.box.h) >= self.min_face_px]
-                for region in regions]
+        return [
+            [face for face in self._detect_in(image, region) if max(face.box.w, face.box.h) >= self.min_face_px]
+            for region in regions
+        ]
 
     def _detect_regions(self, image: np.ndarray, regions: Sequence[Tile], nms_threshold: float) -> list[Face]:
         height, width = image.shape[:2]
@@ -189,8 +195,9 @@ class MediaPipeFaceDetector:
             if bb.width > 0 and bb.height > 0:
                 box = Box(float(bb.origin_x + tile.x), float(bb.origin_y + tile.y), float(bb.width), float(bb.height))
                 # MediaPipe's keypoints are fractions of the image it saw (the tile).
-                keypoints = tuple((tile.x + point.x * tile.w, tile.y + point.y * tile.h)
-                                  for point in detection.keypoints or ())
+                keypoints = tuple(
+                    (tile.x + point.x * tile.w, tile.y + point.y * tile.h) for point in detection.keypoints or ()
+                )
                 faces.append(Face(box=box, score=float(detection.categories[0].score), keypoints=keypoints))
         return faces
 

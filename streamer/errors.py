@@ -4,6 +4,7 @@ Every such error derives from UserError, so the command line reports it as one `
 exit status 2, without a traceback, and without importing the modules that raise it (torch and
 mediapipe load only when a run starts). The message names the file (or key, or flag) and the cause in
 the user's words."""
+
 from __future__ import annotations
 
 MAX_MESSAGE_CHARS = 199  # under 200: what a user reads at a glance; the cause follows the file name, so it survives

@@ -16,6 +16,7 @@ be in another time base; compare the hash column, frame by frame, in order).
 Hashes come from a decoder of their own, in a background thread, reading the file only; the
 pipeline's frames are never touched. A live stream has no file to check: files only.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,8 +54,9 @@ class Stopped(Exception):
     """The run was interrupted before the file was hashed to its end: no hash file is left."""
 
 
-def write_frame_hashes(source: str, target: Path, max_frames: int | None = None,
-                       stop: threading.Event | None = None) -> int:
+def write_frame_hashes(
+    source: str, target: Path, max_frames: int | None = None, stop: threading.Event | None = None
+) -> int:
     """Decode the first video stream of `source` and write its frames' framemd5 to `target`
     (through a temporary file, renamed when complete). Returns the number of frames hashed."""
     partial = target.with_name(f".{target.name}.partial")

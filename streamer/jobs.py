@@ -8,6 +8,7 @@
   after the other, each with its own progress bar. In a batch of several files a file that
   fails is reported and skipped, and the batch goes on.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,8 +33,26 @@ from streamer.urls import is_live_url, mask_credentials, not_a_file_hint, push_f
 logger = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = frozenset(
-    {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".flv", ".wmv",
-     ".3gp", ".h264", ".264", ".hevc", ".265"}
+    {
+        ".mp4",
+        ".m4v",
+        ".mov",
+        ".mkv",
+        ".avi",
+        ".webm",
+        ".ts",
+        ".mts",
+        ".m2ts",
+        ".mpg",
+        ".mpeg",
+        ".flv",
+        ".wmv",
+        ".3gp",
+        ".h264",
+        ".264",
+        ".hevc",
+        ".265",
+    }
 )
 _GLOB_CHARS = frozenset("*?[")
 
@@ -122,8 +141,12 @@ def plan_jobs(arguments: list[str], output: str, container: str, overwrite: bool
         if len(inputs) > 1:
             raise UsageError(f"{mask_credentials(output)}: a stream URL output takes exactly one input")
         return [_job(1, inputs[0], output)]
-    into_folder = (len(arguments) > 1 or any(_names_many(argument) for argument in arguments)
-                   or output.endswith(os.sep) or Path(output).is_dir())
+    into_folder = (
+        len(arguments) > 1
+        or any(_names_many(argument) for argument in arguments)
+        or output.endswith(os.sep)
+        or Path(output).is_dir()
+    )
     outputs = _output_paths(inputs, Path(output), container, into_folder)
     jobs = [_job(k, source, str(target)) for k, (source, target) in enumerate(zip(inputs, outputs), start=1)]
     for job in jobs:
@@ -262,8 +285,14 @@ class JobRunner:
             stats = self._run_pipeline([job], progress=bar.update)
             bar.update(stats)
         source = stats.sources[job.source_id]
-        logger.info("%s -> %s: %d frames, %d faces, %.1f fps", job.label, job.output, source.frames_out,
-                    source.faces, stats.fps(job.source_id))
+        logger.info(
+            "%s -> %s: %d frames, %d faces, %.1f fps",
+            job.label,
+            job.output,
+            source.frames_out,
+            source.faces,
+            stats.fps(job.source_id),
+        )
         # A cut input's output is written and playable, but it is not the whole recording: not "ok".
         truncated = mask_credentials(source.last_error or f"{job.label}: truncated") if source.truncated else None
         return JobResult(job, stats, truncated)
@@ -283,8 +312,9 @@ class _ProgressBar:
     def __init__(self, job: Job, enabled: bool, max_frames: int | None) -> None:
         self.job = job
         total = min(filter(None, (_frame_count(job.input), max_frames)), default=None)
-        self.bar = tqdm(total=total, unit="frame", desc=Path(job.input).name, disable=not enabled,
-                        dynamic_ncols=True, leave=True)
+        self.bar = tqdm(
+            total=total, unit="frame", desc=Path(job.input).name, disable=not enabled, dynamic_ncols=True, leave=True
+        )
         # Log lines go through tqdm.write while the bar is shown, so they do not break it.
         self._logs_around_bar = logging_redirect_tqdm() if enabled else contextlib.nullcontext()
 

@@ -19,6 +19,7 @@ import it and pay nothing for it.
 /healthz: 200 "ok" while every live camera had a frame within `no_frame_s` seconds (a camera
 still connecting counts from the start of the run); 503 and one line per failing camera otherwise.
 """
+
 from __future__ import annotations
 
 import logging
@@ -60,11 +61,11 @@ class _RunCollector:
         now = time.monotonic()
         yield from _per_camera_counters(sources)
         fps = GaugeMetricFamily("cctv_fps", "Frames written per second over the last 10 s", labels=["camera"])
-        since = GaugeMetricFamily("cctv_seconds_since_last_frame", "Seconds since the camera's last frame",
-                                  labels=["camera"])
+        since = GaugeMetricFamily(
+            "cctv_seconds_since_last_frame", "Seconds since the camera's last frame", labels=["camera"]
+        )
         up = GaugeMetricFamily("cctv_camera_up", "1 when the camera delivers frames", labels=["camera"])
-        latency = HistogramMetricFamily("cctv_latency_seconds", "Frame captured to frame written",
-                                        labels=["camera"])
+        latency = HistogramMetricFamily("cctv_latency_seconds", "Frame captured to frame written", labels=["camera"])
         for source in sources:
             fps.add_metric([source.source_id], stats.window_fps(source.source_id))
             seconds = source.seconds_since_frame(now)
@@ -72,10 +73,14 @@ class _RunCollector:
             up.add_metric([source.source_id], 1.0 if source.state == "up" else 0.0)
             latency.add_metric([source.source_id], _cumulative_buckets(source), source.latency.sum_s)
         yield from (fps, since, up, latency)
-        yield GaugeMetricFamily("cctv_restore_queue_depth", "Items waiting for the shared restorer",
-                                value=stats.restore_queue_depth)
-        yield GaugeMetricFamily("cctv_restorer_faces_per_second", "Faces restored per second over the last 10 s",
-                                value=stats.window_faces_per_s())
+        yield GaugeMetricFamily(
+            "cctv_restore_queue_depth", "Items waiting for the shared restorer", value=stats.restore_queue_depth
+        )
+        yield GaugeMetricFamily(
+            "cctv_restorer_faces_per_second",
+            "Faces restored per second over the last 10 s",
+            value=stats.window_faces_per_s(),
+        )
         yield CounterMetricFamily("cctv_restorer_faces", "Faces restored", value=stats.restorer.faces)
 
 
@@ -122,8 +127,14 @@ def health_problems(stats: RunStats | None, no_frame_s: float, live: Callable[[S
 class MetricsServer:
     """Serves /metrics and /healthz from a daemon thread."""
 
-    def __init__(self, port: int, no_frame_s: float, stats: StatsProvider, host: str = "0.0.0.0",
-                 live: Callable[[SourceStats], bool] = lambda source: source.live) -> None:
+    def __init__(
+        self,
+        port: int,
+        no_frame_s: float,
+        stats: StatsProvider,
+        host: str = "0.0.0.0",
+        live: Callable[[SourceStats], bool] = lambda source: source.live,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_RunCollector(stats))
         self._stats, self._no_frame_s, self._live = stats, no_frame_s, live

@@ -11,6 +11,7 @@ Contract v2: a model sees `frames` = K consecutive crops of one track (default 1
   newest: a live stream is causal), N x 3 x S_out x S_out.
 S_out is `output_size` (default S); a model larger than its input super-resolves.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,8 +56,9 @@ class RestorerSpec:
         if self.target_index is None:
             object.__setattr__(self, "target_index", self.frames - 1)
         if not (isinstance(self.target_index, int) and 0 <= self.target_index < self.frames):
-            raise ContractError(f"target_index must be an int in [0, {self.frames - 1}] (frames - 1), "
-                                f"got {self.target_index!r}")
+            raise ContractError(
+                f"target_index must be an int in [0, {self.frames - 1}] (frames - 1), got {self.target_index!r}"
+            )
         if self.output_size is None:
             object.__setattr__(self, "output_size", self.input_size)
         if not (isinstance(self.output_size, int) and 16 <= self.output_size <= 1024):
@@ -96,8 +98,16 @@ class RestorerSpec:
         missing = {"input_size", "crop_scale"} - data.keys()
         if missing:
             raise ContractError(f"{SPEC_FILE_NAME} lacks {sorted(missing)}")
-        known = {"input_size", "crop_scale", "color_order", "value_range", "training", "frames", "target_index",
-                 "output_size"}
+        known = {
+            "input_size",
+            "crop_scale",
+            "color_order",
+            "value_range",
+            "training",
+            "frames",
+            "target_index",
+            "output_size",
+        }
         unknown = set(data) - known
         if unknown:
             raise ContractError(f"{SPEC_FILE_NAME} has unknown keys {sorted(unknown)}")

@@ -7,6 +7,7 @@ Two events control a run:
 - `halt` (abort, an exception in any stage, second Ctrl-C): every worker leaves within a
   fraction of a second; unfinished outputs are removed; the first exception is re-raised.
 """
+
 from __future__ import annotations
 
 import logging
@@ -141,8 +142,9 @@ class Pipeline:
         The first exception raised by any stage is re-raised here, after every thread has stopped."""
         with ExitStack() as resources:
             files = [job for job in self.jobs if not job.is_camera]
-            sources: dict[str, Source] = {job.source_id: resources.enter_context(self._open_source(job))
-                                          for job in files}
+            sources: dict[str, Source] = {
+                job.source_id: resources.enter_context(self._open_source(job)) for job in files
+            }
             detectors = [self._detector(resources, job) for job in files]
             sinks = self._open_sinks(files, sources)
             writers = self._start(files, sources, sinks, detectors)
@@ -179,9 +181,16 @@ class Pipeline:
             for job in files:
                 info = sources[job.source_id].info
                 sinks[job.source_id] = self._components(job).open_sink(job.output, info)
-                logger.info("%s: %s -> %s (%dx%d, %.2f fps, %s)", job.source_id, mask_credentials(job.input),
-                            mask_credentials(job.output), info.width, info.height, float(info.rate),
-                            "live" if info.is_live else "file")
+                logger.info(
+                    "%s: %s -> %s (%dx%d, %.2f fps, %s)",
+                    job.source_id,
+                    mask_credentials(job.input),
+                    mask_credentials(job.output),
+                    info.width,
+                    info.height,
+                    float(info.rate),
+                    "live" if info.is_live else "file",
+                )
         except BaseException:
             for sink in sinks.values():
                 sink.abort()
@@ -195,24 +204,44 @@ class Pipeline:
         supervisor may abort)."""
         restore_inbox: queue.Queue = queue.Queue(self.settings.queue_size * len(self.jobs))
         self._restore_inbox = restore_inbox
-        write_inboxes: dict[str, queue.Queue] = {job.source_id: queue.Queue(self._settings(job).queue_size)
-                                                 for job in self.jobs}
+        write_inboxes: dict[str, queue.Queue] = {
+            job.source_id: queue.Queue(self._settings(job).queue_size) for job in self.jobs
+        }
         writers = [
-            self._start_source(job, sources[job.source_id], detector, (restore_inbox, write_inboxes[job.source_id]),
-                               sinks[job.source_id])
+            self._start_source(
+                job,
+                sources[job.source_id],
+                detector,
+                (restore_inbox, write_inboxes[job.source_id]),
+                sinks[job.source_id],
+            )
             for job, detector in zip(files, detectors)
         ]
         cameras = [job for job in self.jobs if job.is_camera]
         for job in cameras:
             settings = self._settings(job)
             links = CameraLinks(restore_inbox, write_inboxes, settings.queue_size)
-            camera = CameraJob(job, self._components(job), settings, links, self.stats.sources[job.source_id],
-                               (self.drain, self.halt), settings.camera)
+            camera = CameraJob(
+                job,
+                self._components(job),
+                settings,
+                links,
+                self.stats.sources[job.source_id],
+                (self.drain, self.halt),
+                settings.camera,
+            )
             self._spawn(f"camera-{job.source_id}", camera.run)
         live = frozenset(source_id for source_id, source in sources.items() if source.info.is_live)
         live |= {job.source_id for job in cameras}
-        restore = RestoreWorker(restore_inbox, write_inboxes, self.halt, self.components.restorer,
-                                self.settings.batching, (self.stats.restorer, self.stats.sources), live)
+        restore = RestoreWorker(
+            restore_inbox,
+            write_inboxes,
+            self.halt,
+            self.components.restorer,
+            self.settings.batching,
+            (self.stats.restorer, self.stats.sources),
+            live,
+        )
         self._spawn("restore", restore.run)
         return writers
 
@@ -225,10 +254,12 @@ class Pipeline:
         restore_inbox, write_inbox = queues
         inbox_size = settings.live_queue_size if source.info.is_live else settings.queue_size
         detect_inbox: queue.Queue = queue.Queue(inbox_size)
-        capture = CaptureWorker(source, detect_inbox, (self.drain, self.halt), stats, settings.limits,
-                                settings.live_drop)
-        detect = DetectWorker((detect_inbox, restore_inbox), self.halt,
-                              components.detect_stage(detector, settings.every_n_frames), stats)
+        capture = CaptureWorker(
+            source, detect_inbox, (self.drain, self.halt), stats, settings.limits, settings.live_drop
+        )
+        detect = DetectWorker(
+            (detect_inbox, restore_inbox), self.halt, components.detect_stage(detector, settings.every_n_frames), stats
+        )
         observer = components.make_observer(job.source_id, source.info) if components.make_observer else None
         writer = WriteWorker(write_inbox, self.halt, components.compose, sink, stats, observer)
         self._spawn(f"capture-{job.source_id}", capture.run)
@@ -296,10 +327,17 @@ class Pipeline:
         logger.info("status: %s", self.stats.status_line())
         now = time.time()
         for source in self.stats.sources.values():
-            if source.state in ("reconnecting", "starting", "down") and now - source.state_since >= \
-                    self.settings.warn_down_s:
-                logger.warning("%s: camera %s for %.0f s, nothing recorded meanwhile (last error: %s)", source.label,
-                               source.state, now - source.state_since, source.last_error or "none")
+            if (
+                source.state in ("reconnecting", "starting", "down")
+                and now - source.state_since >= self.settings.warn_down_s
+            ):
+                logger.warning(
+                    "%s: camera %s for %.0f s, nothing recorded meanwhile (last error: %s)",
+                    source.label,
+                    source.state,
+                    now - source.state_since,
+                    source.last_error or "none",
+                )
 
     def _open_source(self, job: Job) -> Source:
         """The job's source, counting into the run's stats for it (one object: what the source counts,

@@ -22,6 +22,7 @@
 
 This is the only module that imports Ray; the local mode never imports it.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -61,10 +62,24 @@ REPLICA_READY_TIMEOUT_S = 300.0
 # Actor names (in this run's own namespace): `ray.get_actor(CAMERA_ACTOR + "lobby")` finds a camera's job.
 CAMERA_ACTOR, RESTORER_ACTOR = "camera:", "restorer:"  # model load on a fresh node (may include CUDA start-up)
 # SourceStats' counters that add up over a restarted camera's incarnations.
-_COUNTERS = ("decoded", "corrupt_packets", "disconnects", "reconnects", "frames_in", "capture_drops", "faces",
-             "too_large", "unverified", "restored", "unrestored", "late_output_drops", "frames_out", "restarts",
-             "output_drops",
-             "output_reconnects")
+_COUNTERS = (
+    "decoded",
+    "corrupt_packets",
+    "disconnects",
+    "reconnects",
+    "frames_in",
+    "capture_drops",
+    "faces",
+    "too_large",
+    "unverified",
+    "restored",
+    "unrestored",
+    "late_output_drops",
+    "frames_out",
+    "restarts",
+    "output_drops",
+    "output_reconnects",
+)
 
 
 class RayUnavailable(UserError):
@@ -98,8 +113,13 @@ class RestorerReplica:
         return os.getpid()
 
     def counters(self) -> dict:
-        return {"incarnation": self.incarnation, "faces": self.faces, "batches": self.batches,
-                "requests": self.requests, "busy_s": self.busy_s}
+        return {
+            "incarnation": self.incarnation,
+            "faces": self.faces,
+            "batches": self.batches,
+            "requests": self.requests,
+            "busy_s": self.busy_s,
+        }
 
     async def restore(self, crops: np.ndarray) -> np.ndarray:
         if self._queue is None:
@@ -117,7 +137,8 @@ class RestorerReplica:
             started = time.perf_counter()
             try:
                 restored = await asyncio.get_running_loop().run_in_executor(
-                    self._model_thread, self.restorer.restore, crops)
+                    self._model_thread, self.restorer.restore, crops
+                )
             except Exception as exc:  # noqa: BLE001 - the callers get it (their pipeline stops)
                 for _, done in requests:
                     done.set_exception(exc)
@@ -170,8 +191,9 @@ class RemoteRestorer:
             except (RayActorError, ActorUnavailableError, GetTimeoutError) as exc:
                 failure = type(exc).__name__
                 self.retries += 1
-                logger.warning("restorer replica unavailable (%s): attempt %d of %d", failure, attempt + 1,
-                               self._attempts)
+                logger.warning(
+                    "restorer replica unavailable (%s): attempt %d of %d", failure, attempt + 1, self._attempts
+                )
                 time.sleep(min(2.0, 0.25 * (attempt + 1)))
         raise RestorerUnavailable(f"restorer unavailable after {self._attempts} attempts ({failure})")
 
@@ -215,8 +237,9 @@ class CameraJob:
         restoring = task.config.restoration.enabled
         restorer = RemoteRestorer(replicas, spec, task.config.ray) if restoring else None
         self.job = job
-        self.pipeline = Pipeline([job], assemble_components(task.config, restorer), pipeline_settings(
-            task.config, task.limits))
+        self.pipeline = Pipeline(
+            [job], assemble_components(task.config, restorer), pipeline_settings(task.config, task.limits)
+        )
         self.state: str = "running"
         self.error: str | None = None
         threading.Thread(target=self._run, name=f"job-{job.source_id}", daemon=True).start()
@@ -309,12 +332,17 @@ class RayRun:
             gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
         replica_class = ray.remote(RestorerReplica)
         self._replicas = [
-            replica_class.options(num_cpus=settings.restorer_cpus, num_gpus=gpus, max_restarts=-1, max_task_retries=0,
-                                  max_concurrency=1000, name=f"{RESTORER_ACTOR}{number}").remote(self.base, batching)
+            replica_class.options(
+                num_cpus=settings.restorer_cpus,
+                num_gpus=gpus,
+                max_restarts=-1,
+                max_task_retries=0,
+                max_concurrency=1000,
+                name=f"{RESTORER_ACTOR}{number}",
+            ).remote(self.base, batching)
             for number in range(1, settings.restorer_replicas + 1)
         ]
-        described = ray.get([replica.describe.remote() for replica in self._replicas],
-                            timeout=REPLICA_READY_TIMEOUT_S)
+        described = ray.get([replica.describe.remote() for replica in self._replicas], timeout=REPLICA_READY_TIMEOUT_S)
         for number, info in enumerate(described):
             logger.info("restorer replica %d on %s (%s)", number + 1, info["node"], info["device"])
         self.stats.restorer.replicas = len(self._replicas)
@@ -377,11 +405,20 @@ class RayRun:
         config = self.configs.get(record.job.source_id, self.base)
         task = CameraTask(record.job, config, self.limits)
         actor_class = ray.remote(CameraJob).options(
-            num_cpus=self.base.ray.camera_cpus, max_restarts=-1 if record.live else 0, max_task_retries=0,
-            max_concurrency=4, name=f"{CAMERA_ACTOR}{record.job.source_id}")
+            num_cpus=self.base.ray.camera_cpus,
+            max_restarts=-1 if record.live else 0,
+            max_task_retries=0,
+            max_concurrency=4,
+            name=f"{CAMERA_ACTOR}{record.job.source_id}",
+        )
         record.actor = actor_class.remote(task, self._replicas, spec)
-        logger.info("%s: %s -> %s (%s)", record.job.source_id, mask_credentials(record.job.input),
-                    mask_credentials(record.job.output), "live, restarted on failure" if record.live else "file")
+        logger.info(
+            "%s: %s -> %s (%s)",
+            record.job.source_id,
+            mask_credentials(record.job.input),
+            mask_credentials(record.job.output),
+            "live, restarted on failure" if record.live else "file",
+        )
 
     def _poll(self, active: list[_Running]) -> None:
         answers = [(record, record.actor.poll.remote()) for record in active]
@@ -420,8 +457,13 @@ class RayRun:
         self.stats.sources[record.job.source_id] = combined
         if snapshot.state == "done":
             self._finish(record)
-            logger.info("%s -> %s: %d frames, %d faces", record.job.label, ", ".join(
-                mask_credentials(o) for o in record.outputs), combined.frames_out, combined.faces)
+            logger.info(
+                "%s -> %s: %d frames, %d faces",
+                record.job.label,
+                ", ".join(mask_credentials(o) for o in record.outputs),
+                combined.frames_out,
+                combined.faces,
+            )
         elif snapshot.state == "failed":
             self._failed(record, snapshot.error or "failed", started=record.restarts > 0 or combined.frames_in > 0)
 
@@ -468,8 +510,14 @@ class RayRun:
         return JobResult(job, self.stats, None)
 
 
-def run_on_ray(jobs: list[Job], configs: dict[str, Config], base: Config, limits: CaptureLimits,
-               control: Any, verbose: bool = False) -> list[JobResult]:
+def run_on_ray(
+    jobs: list[Job],
+    configs: dict[str, Config],
+    base: Config,
+    limits: CaptureLimits,
+    control: Any,
+    verbose: bool = False,
+) -> list[JobResult]:
     """Run the jobs on the cluster of `base.ray.address` (or on one started here; or the one this
     process is already connected to) and return one result per job, as the local mode does."""
     started_here = not ray.is_initialized()
@@ -520,8 +568,9 @@ def _check_reachable(address: str) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
-        raise RayUnavailable(f"cannot join the Ray cluster at {address}: {exc.strerror or exc} "
-                             "(is `ray start --head` running there?)") from None
+        raise RayUnavailable(
+            f"cannot join the Ray cluster at {address}: {exc.strerror or exc} (is `ray start --head` running there?)"
+        ) from None
 
 
 def _batching(config: Config) -> Batching:
@@ -533,9 +582,15 @@ def _sum_stats(a: SourceStats | None, b: SourceStats | None) -> SourceStats:
     if a is None or b is None:
         base = a or b
         return dataclasses.replace(base, clocks=dict(base.clocks)) if base else SourceStats("", "")
-    total = dataclasses.replace(b, clocks={
-        name: StageClock(a.clocks[name].seconds + b.clocks[name].seconds, a.clocks[name].calls + b.clocks[name].calls)
-        for name in PER_SOURCE_STAGES})
+    total = dataclasses.replace(
+        b,
+        clocks={
+            name: StageClock(
+                a.clocks[name].seconds + b.clocks[name].seconds, a.clocks[name].calls + b.clocks[name].calls
+            )
+            for name in PER_SOURCE_STAGES
+        },
+    )
     for name in _COUNTERS:
         setattr(total, name, getattr(a, name) + getattr(b, name))
     return total

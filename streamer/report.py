@@ -21,6 +21,7 @@ loads: an existing one needs --overwrite, an unwritable one is an error.
 Live sources: tracks are appended as they end, index.html is rewritten atomically (temporary
 file + rename) at most every `refresh_s`, and `max_tracks` / `max_age_s` bound the disk.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -101,7 +102,9 @@ def software_record() -> dict[str, Any]:
 
 def _git(*args: str) -> str | None:
     try:
-        done = subprocess.run(["git", "-C", str(REPO_ROOT), *args], check=False, capture_output=True, text=True, timeout=10)
+        done = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), *args], check=False, capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
@@ -126,7 +129,9 @@ def restorer_summary(spec: Any) -> dict[str, Any]:
     """The contract fields of a RestorerSpec and the headline facts of its training record."""
     training = dict(getattr(spec, "training", {}) or {})
     summary = {
-        "input_size": spec.input_size, "crop_scale": spec.crop_scale, "color_order": spec.color_order,
+        "input_size": spec.input_size,
+        "crop_scale": spec.crop_scale,
+        "color_order": spec.color_order,
         "value_range": list(spec.value_range),
     }
     for key in ("data", "licence", "steps", "validation_metrics"):
@@ -140,16 +145,22 @@ def restorer_summary(spec: Any) -> dict[str, Any]:
 class _Source:
     """One input of the run: its label and (for files, hashed in the background) its SHA-256."""
 
-    def __init__(self, source_id: str, label: str, path: str, info: StreamInfo | None,
-                 hasher: concurrent.futures.Executor) -> None:
+    def __init__(
+        self, source_id: str, label: str, path: str, info: StreamInfo | None, hasher: concurrent.futures.Executor
+    ) -> None:
         self.source_id, self.label, self.info = source_id, label, info
         self.is_file = os.path.isfile(path)
         self.path = os.path.abspath(path) if self.is_file else None
         self.sha256 = hasher.submit(sha256_file, path) if self.is_file else None
 
     def record(self) -> dict[str, Any]:
-        return {"camera": self.source_id, "input": self.label, "path": self.path, "live": not self.is_file,
-                "sha256": self.sha256.result() if self.sha256 is not None else None}
+        return {
+            "camera": self.source_id,
+            "input": self.label,
+            "path": self.path,
+            "live": not self.is_file,
+            "sha256": self.sha256.result() if self.sha256 is not None else None,
+        }
 
 
 class ReportWriter:
@@ -194,8 +205,14 @@ class ReportWriter:
     def observer(self, source_id: str, info: StreamInfo) -> BestShots:
         """A per-source best-shot collector whose ended tracks come here (Components.make_observer)."""
         crop_scale = float(self.model.restorer["crop_scale"]) if self.model.restorer else 1.5
-        return BestShots(info, self.add_track, top_n=self.settings.top_n,
-                         end_after_frames=self.settings.end_after_frames, crop_scale=crop_scale, clock=self.clock)
+        return BestShots(
+            info,
+            self.add_track,
+            top_n=self.settings.top_n,
+            end_after_frames=self.settings.end_after_frames,
+            crop_scale=crop_scale,
+            clock=self.clock,
+        )
 
     def close_after(self, results: Sequence[Any], interrupted: bool) -> None:
         """Finish with the jobs' results (batch.JobResult): counts, each failed input's error."""
@@ -310,12 +327,20 @@ class ReportWriter:
         source = self._source(track.source_id)
         shots = [self._write_shot(relative, rank, shot, source) for rank, shot in enumerate(track.shots, start=1)]
         return {
-            "camera": track.source_id, "input": source.label, "track_id": track.track_id, "segment": track.segment,
-            "key": track.key, "folder": relative.as_posix(),
-            "first_frame": track.first_frame, "last_frame": track.last_frame,
-            "first_time_s": _rounded(track.first_time_s), "last_time_s": _rounded(track.last_time_s),
-            "first_wall_clock": track.first_wall_clock, "last_wall_clock": track.last_wall_clock,
-            "frames": track.frames, "best_score": shots[0]["score"]["total"] if shots else None,
+            "camera": track.source_id,
+            "input": source.label,
+            "track_id": track.track_id,
+            "segment": track.segment,
+            "key": track.key,
+            "folder": relative.as_posix(),
+            "first_frame": track.first_frame,
+            "last_frame": track.last_frame,
+            "first_time_s": _rounded(track.first_time_s),
+            "last_time_s": _rounded(track.last_time_s),
+            "first_wall_clock": track.first_wall_clock,
+            "last_wall_clock": track.last_wall_clock,
+            "frames": track.frames,
+            "best_score": shots[0]["score"]["total"] if shots else None,
             "shots": shots,
         }
 
@@ -332,15 +357,25 @@ class ReportWriter:
             _write_png(self.folder / folder / enhanced, shot.restored)
         sidecar = {
             "report_format": REPORT_FORMAT,
-            "camera": shot.source_id, "source": source.record(),
-            "track_id": shot.track_id, "rank": rank,
-            "frame_index": shot.frame_index, "pts": shot.pts, "time_s": _rounded(shot.time_s),
-            "box": _box(shot.box), "crop_box": _box(shot.crop_box),
-            "score": shot.parts.as_dict(), "score_weights": WEIGHTS,
+            "camera": shot.source_id,
+            "source": source.record(),
+            "track_id": shot.track_id,
+            "rank": rank,
+            "frame_index": shot.frame_index,
+            "pts": shot.pts,
+            "time_s": _rounded(shot.time_s),
+            "box": _box(shot.box),
+            "crop_box": _box(shot.crop_box),
+            "score": shot.parts.as_dict(),
+            "score_weights": WEIGHTS,
             "files": {**files, "enlarge_factor": factor, "folder": folder.as_posix()},
-            "enhanced": None if shot.restored is None else {
+            "enhanced": None
+            if shot.restored is None
+            else {
                 "label": "ENHANCED: produced by a neural network; not what the camera recorded",
-                "model": self.model.path, "model_sha256": self.model.sha256, "restorer": self.model.restorer,
+                "model": self.model.path,
+                "model_sha256": self.model.sha256,
+                "restorer": self.model.restorer,
                 "size": list(shot.restored.shape[:2]),
             },
             "settings_sha256": self.settings_sha256,
@@ -348,10 +383,16 @@ class ReportWriter:
         if shot.wall_clock is not None:
             sidecar["wall_clock"] = shot.wall_clock
         _write_atomic(self.folder / folder / f"{stem}.json", json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
-        return {"rank": rank, "frame_index": shot.frame_index, "time_s": _rounded(shot.time_s),
-                "wall_clock": shot.wall_clock, "score": shot.parts.as_dict(), "box": _box(shot.box),
-                "sidecar": (folder / f"{stem}.json").as_posix(),
-                **{name: (folder / value).as_posix() if value else None for name, value in files.items()}}
+        return {
+            "rank": rank,
+            "frame_index": shot.frame_index,
+            "time_s": _rounded(shot.time_s),
+            "wall_clock": shot.wall_clock,
+            "score": shot.parts.as_dict(),
+            "box": _box(shot.box),
+            "sidecar": (folder / f"{stem}.json").as_posix(),
+            **{name: (folder / value).as_posix() if value else None for name, value in files.items()},
+        }
 
     def _source(self, source_id: str) -> _Source:
         if source_id not in self._sources:  # not announced: a source the writer learns of by its tracks
@@ -362,10 +403,12 @@ class ReportWriter:
         """Drop the oldest tracks beyond max_tracks or older than max_age_s (live disk bound)."""
         keep = list(self._tracks)
         if self.settings.max_tracks > 0:
-            keep = keep[-self.settings.max_tracks:]
+            keep = keep[-self.settings.max_tracks :]
         if self.settings.max_age_s > 0:
             now = self.clock()
-            keep = [t for t in keep if t["last_wall_clock"] is None or now - t["last_wall_clock"] <= self.settings.max_age_s]
+            keep = [
+                t for t in keep if t["last_wall_clock"] is None or now - t["last_wall_clock"] <= self.settings.max_age_s
+            ]
         if len(keep) == len(self._tracks):
             return
         kept_folders = {t["folder"] for t in keep}
@@ -385,7 +428,8 @@ class ReportWriter:
             "model": {"file": self.model.path, "sha256": self.model.sha256, "restorer": self.model.restorer},
             "settings_sha256": self.settings_sha256,
             "config": self.config,
-            "inputs": [source.record() for source in self._sources.values()] if self._status != "running"
+            "inputs": [source.record() for source in self._sources.values()]
+            if self._status != "running"
             else [{"camera": s.source_id, "input": s.label} for s in self._sources.values()],
             "counts": {**self._counts, "tracks": len(self._tracks)},
             "frame_hashes": list(self._frame_hashes),
@@ -417,12 +461,16 @@ def open_report(config: Any, jobs: Sequence[Any], components: Any, folder: Path)
     restorer = components.restorer
     model_path = config.restoration.model_path() if restorer is not None else None
     settings = ReportSettings(
-        folder=folder, top_n=config.report.top_n, refresh_s=config.report.refresh_s,
-        max_tracks=config.report.max_tracks, max_age_s=config.report.max_age_s,
+        folder=folder,
+        top_n=config.report.top_n,
+        refresh_s=config.report.refresh_s,
+        max_tracks=config.report.max_tracks,
+        max_age_s=config.report.max_age_s,
         end_after_frames=track_end_frames(config.tracking.max_missed, config.detection.every_n_frames),
     )
-    writer = ReportWriter(settings, config.model_dump(mode="json"),
-                          ModelFacts.of(model_path, getattr(restorer, "spec", None)))
+    writer = ReportWriter(
+        settings, config.model_dump(mode="json"), ModelFacts.of(model_path, getattr(restorer, "spec", None))
+    )
     for job in jobs:
         writer.add_source(job.source_id, job.label, job.input)
     logger.info("report: %s (best %d shots per track)", folder, settings.top_n)
@@ -430,7 +478,9 @@ def open_report(config: Any, jobs: Sequence[Any], components: Any, folder: Path)
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
-    ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
+    ok, data = cv2.imencode(
+        ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION]
+    )
     if not ok:
         raise OSError(f"cannot encode {path.name}")
     _write_atomic(path, data.tobytes())

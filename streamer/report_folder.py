@@ -4,6 +4,7 @@ An existing report folder is replaced only with --overwrite, and only when it is
 holds run.json): --overwrite never empties a folder of someone's other files. A folder that
 cannot be written is an error now, not after an hour of footage.
 """
+
 from __future__ import annotations
 
 import shutil

@@ -4,6 +4,7 @@ Cards are rendered here, as static HTML, so the page shows its faces even with s
 small inline script only filters the cards (camera, time) and opens a track's every kept shot.
 Every enhanced image sits in a frame with a visible "ENHANCED" label; originals never have one.
 """
+
 from __future__ import annotations
 
 import html
@@ -93,10 +94,19 @@ def render_index(record: dict[str, Any], tracks: list[dict[str, Any]]) -> str:
     cameras = sorted({track["camera"] for track in tracks})
     ordered = sorted(tracks, key=lambda t: (t["camera"], t["first_frame"], t["track_id"], t["segment"]))
     status = record["status"]
-    warning = "" if status == "complete" else (
-        f'<div class="warning">Report {_e(status)}: '
-        + ("tracks are added as they end; this page refreshes itself." if status == "running"
-           else "the run did not finish; the tracks below are those seen before it stopped.") + "</div>")
+    warning = (
+        ""
+        if status == "complete"
+        else (
+            f'<div class="warning">Report {_e(status)}: '
+            + (
+                "tracks are added as they end; this page refreshes itself."
+                if status == "running"
+                else "the run did not finish; the tracks below are those seen before it stopped."
+            )
+            + "</div>"
+        )
+    )
     refresh = '<meta http-equiv="refresh" content="10">' if status == "running" else ""
     options = "".join(f'<option value="{_e(c)}">{_e(c)}</option>' for c in cameras)
     faces = sum(len(t["shots"]) for t in tracks)
@@ -117,7 +127,7 @@ def render_index(record: dict[str, Any], tracks: list[dict[str, Any]]) -> str:
 are not what the camera recorded; each is shown beside its original.</span>
 </div>
 <main id="cards">
-{"".join(_card(track) for track in ordered) or '<p>No faces were tracked.</p>'}
+{"".join(_card(track) for track in ordered) or "<p>No faces were tracked.</p>"}
 </main>
 <dialog id="shots"><h2 id="shots-title"></h2><div id="shots-body"></div>
 <button id="close" type="button">Close</button></dialog>
@@ -130,32 +140,40 @@ are not what the camera recorded; each is shown beside its original.</span>
 def _card(track: dict[str, Any]) -> str:
     best = track["shots"][0] if track["shots"] else None
     first, last = track["first_time_s"], track["last_time_s"]
-    title = f'{track["camera"]} · track {track["track_id"]}' + (f' ({track["segment"]})' if track["segment"] > 1 else "")
-    seen = f"first seen {_when(first, track['first_wall_clock'])} (frame {track['first_frame']}), " \
-           f"last {_when(last, track['last_wall_clock'])} (frame {track['last_frame']})"
+    title = f"{track['camera']} · track {track['track_id']}" + (
+        f" ({track['segment']})" if track["segment"] > 1 else ""
+    )
+    seen = (
+        f"first seen {_when(first, track['first_wall_clock'])} (frame {track['first_frame']}), "
+        f"last {_when(last, track['last_wall_clock'])} (frame {track['last_frame']})"
+    )
     pair = _pair(best) if best else '<div class="none">no shot kept</div>'
     if track["first_wall_clock"] is not None:  # live: the filter works on the wall clock
         first, last = track["first_wall_clock"], track["last_wall_clock"]
-    return f"""<article class="card" tabindex="0" data-camera="{_e(track['camera'])}" data-first="{_num(first)}"
- data-last="{_num(last)}" data-track="{track['track_id']}">
+    return f"""<article class="card" tabindex="0" data-camera="{_e(track["camera"])}" data-first="{_num(first)}"
+ data-last="{_num(last)}" data-track="{track["track_id"]}">
 <div class="pair">{pair}</div>
 <h2>{_e(title)}</h2>
 <p>{_e(seen)}</p>
-<p>{track['frames']} frames · best score {_num(track['best_score'])} · {_e(track['input'])}</p>
-<template class="shots">{"".join(_shot(shot) for shot in track['shots'])}</template>
+<p>{track["frames"]} frames · best score {_num(track["best_score"])} · {_e(track["input"])}</p>
+<template class="shots">{"".join(_shot(shot) for shot in track["shots"])}</template>
 </article>
 """
 
 
 def _pair(shot: dict[str, Any]) -> str:
-    original = (f'<figure class="original"><img src="{_e(shot["original_enlarged"])}" alt="original crop">'
-                f'<figcaption>original, frame {shot["frame_index"]}</figcaption></figure>')
+    original = (
+        f'<figure class="original"><img src="{_e(shot["original_enlarged"])}" alt="original crop">'
+        f"<figcaption>original, frame {shot['frame_index']}</figcaption></figure>"
+    )
     if not shot["enhanced"]:
         enhanced = '<div class="none">not enhanced<br>(face large enough, or restoration off)</div>'
     else:
-        enhanced = (f'<figure class="enhanced"><div class="framed"><img src="{_e(shot["enhanced"])}" '
-                    f'alt="enhanced by a neural network"><span class="enhanced-label">{ENHANCED_LABEL}</span></div>'
-                    f'<figcaption>model output (enhanced)</figcaption></figure>')
+        enhanced = (
+            f'<figure class="enhanced"><div class="framed"><img src="{_e(shot["enhanced"])}" '
+            f'alt="enhanced by a neural network"><span class="enhanced-label">{ENHANCED_LABEL}</span></div>'
+            f"<figcaption>model output (enhanced)</figcaption></figure>"
+        )
     return original + enhanced
 
 
@@ -165,19 +183,23 @@ def _shot(shot: dict[str, Any]) -> str:
     when = _when(shot["time_s"], shot["wall_clock"])
     box = shot["box"]
     return f"""<div class="shot">{_pair(shot)}<table>
-<tr><td>rank</td><td>{shot['rank']}</td></tr><tr><td>frame</td><td>{shot['frame_index']}</td></tr>
+<tr><td>rank</td><td>{shot["rank"]}</td></tr><tr><td>frame</td><td>{shot["frame_index"]}</td></tr>
 <tr><td>time</td><td>{_e(when)}</td></tr>
-<tr><td>box</td><td>{box['x']:.0f}, {box['y']:.0f}, {box['w']:.0f} x {box['h']:.0f}</td></tr>{rows}
-<tr><td>files</td><td><a href="{_e(shot['original'])}">original</a> ·
-<a href="{_e(shot['sidecar'])}">sidecar</a></td></tr></table></div>"""
+<tr><td>box</td><td>{box["x"]:.0f}, {box["y"]:.0f}, {box["w"]:.0f} x {box["h"]:.0f}</td></tr>{rows}
+<tr><td>files</td><td><a href="{_e(shot["original"])}">original</a> ·
+<a href="{_e(shot["sidecar"])}">sidecar</a></td></tr></table></div>"""
 
 
 def _time_filter(live: bool) -> str:
     if live:
-        return ('<label>Seen from <input id="from" type="datetime-local" step="1"></label>'
-                '<label>to <input id="to" type="datetime-local" step="1"></label>')
-    return ('<label>Seen from <input id="from" type="number" step="any" min="0"> s</label>'
-            '<label>to <input id="to" type="number" step="any" min="0"> s</label>')
+        return (
+            '<label>Seen from <input id="from" type="datetime-local" step="1"></label>'
+            '<label>to <input id="to" type="datetime-local" step="1"></label>'
+        )
+    return (
+        '<label>Seen from <input id="from" type="number" step="any" min="0"> s</label>'
+        '<label>to <input id="to" type="number" step="any" min="0"> s</label>'
+    )
 
 
 def _record_section(record: dict[str, Any]) -> str:
@@ -187,13 +209,17 @@ def _record_section(record: dict[str, Any]) -> str:
         ("status", record["status"]),
         ("started (UTC)", record["started_utc"]),
         ("finished (UTC)", record["finished_utc"] or "-"),
-        ("git commit", f'{software.get("git_commit") or "unknown"}' + (" (uncommitted changes)" if software.get("git_dirty") else "")),
+        (
+            "git commit",
+            f"{software.get('git_commit') or 'unknown'}"
+            + (" (uncommitted changes)" if software.get("git_dirty") else ""),
+        ),
         ("software", ", ".join(f"{k} {v}" for k, v in software.items() if k not in ("git_commit", "git_dirty"))),
-        ("model", f'{model["file"] or "none"} sha256 {model["sha256"] or "-"}'),
+        ("model", f"{model['file'] or 'none'} sha256 {model['sha256'] or '-'}"),
         ("settings sha256", record["settings_sha256"]),
     ]
     for source in record["inputs"]:
-        rows.append((f'input {source["camera"]}', f'{source["input"]} sha256 {source.get("sha256") or "-"}'))
+        rows.append((f"input {source['camera']}", f"{source['input']} sha256 {source.get('sha256') or '-'}"))
     rows.append(("counts", ", ".join(f"{k} {v}" for k, v in record["counts"].items())))
     rows.append(("errors", "; ".join(record["errors"]) or "none"))
     table = "".join(f"<tr><td>{_e(k)}</td><td>{_e(str(v))}</td></tr>" for k, v in rows)

@@ -6,6 +6,7 @@ model) comes back as N x 3 x S_out x S_out, finite, in about [0, 1]. A model tha
 one-line ContractError or ModelLoadError naming the file. `restore` takes any number of crops (or
 K-frame windows of crops) and runs them in batches of at most `max_batch`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -112,7 +113,12 @@ class TorchScriptRestorer:
         restorer._check_contract(path)
         logger.info(
             "restorer %s: input %d px, %d frame(s), output %d px, crop_scale %.2f, on %s%s",
-            path, spec.input_size, spec.frames, spec.output_size, spec.crop_scale, target,
+            path,
+            spec.input_size,
+            spec.frames,
+            spec.output_size,
+            spec.crop_scale,
+            target,
             " fp16" if half else " bf16" if bf16_autocast else "",
         )
         return restorer
@@ -124,15 +130,18 @@ class TorchScriptRestorer:
         try:
             output = self._forward(dummy.to(self.device))
         except Exception as exc:  # a model may raise anything from its forward
-            raise ContractError(f"{path}: forward fails on a {_shape(dummy)} batch "
-                                f"(frames={self.spec.frames}): {_first_line(exc)}") from None
+            raise ContractError(
+                f"{path}: forward fails on a {_shape(dummy)} batch (frames={self.spec.frames}): {_first_line(exc)}"
+            ) from None
         if not isinstance(output, torch.Tensor) or not output.is_floating_point():
             raise ContractError(f"{path}: forward must return a float tensor, got {_describe(output)}")
         expected = (CHECK_BATCH, 3, self.spec.output_size, self.spec.output_size)
         if tuple(output.shape) != expected:
-            raise ContractError(f"{path}: output shape {_shape(output)} for a {_shape(dummy)} input; restorer.json "
-                                f"(frames={self.spec.frames}, output_size={self.spec.output_size}) asks for "
-                                f"{' x '.join(map(str, expected))}")
+            raise ContractError(
+                f"{path}: output shape {_shape(output)} for a {_shape(dummy)} input; restorer.json "
+                f"(frames={self.spec.frames}, output_size={self.spec.output_size}) asks for "
+                f"{' x '.join(map(str, expected))}"
+            )
         low, high = float(output.min()), float(output.max())
         if not (np.isfinite(low) and np.isfinite(high)):
             raise ContractError(f"{path}: output has non-finite values")
@@ -142,8 +151,9 @@ class TorchScriptRestorer:
     def restore(self, crops: np.ndarray) -> np.ndarray:
         shape = self.spec.crops_shape
         if crops.shape[1:] != shape or crops.dtype != np.uint8:
-            raise ValueError(f"restore: expected N x {' x '.join(map(str, shape))} uint8 crops, "
-                             f"got {crops.shape} {crops.dtype}")
+            raise ValueError(
+                f"restore: expected N x {' x '.join(map(str, shape))} uint8 crops, got {crops.shape} {crops.dtype}"
+            )
         if len(crops) == 0:
             out = self.spec.output_size
             return np.empty((0, out, out, 3), np.uint8)

@@ -10,6 +10,7 @@ each face MediaPipe found; the detection bench also runs it as a detector on who
 The model sees the image at the size it is given (no resizing): its anchors start at 16 px, so
 `face_scores` enlarges each region until the face in it is about REGION_FACE_PX wide.
 """
+
 from __future__ import annotations
 
 import os
@@ -50,8 +51,10 @@ class RetinaFaceModel:
             return []
         regions, expected = zip(*(_region(image, box) for box in boxes))
         found = self._run(np.stack(regions), CANDIDATE_SCORE)
-        return [max((f.score for f in faces if f.box.iou(want) >= MATCH_IOU), default=0.0)
-                for faces, want in zip(found, expected)]
+        return [
+            max((f.score for f in faces if f.box.iou(want) >= MATCH_IOU), default=0.0)
+            for faces, want in zip(found, expected)
+        ]
 
     def _run(self, images: np.ndarray, min_score: float) -> list[list[Face]]:
         from retinaface.postprocess import postprocess
@@ -65,8 +68,11 @@ class RetinaFaceModel:
 
 def _face(found) -> Face:
     keypoints = tuple((float(p.x), float(p.y)) for p in found.landmarks)
-    return Face(box=Box(float(found.x), float(found.y), float(found.width), float(found.height)),
-                score=float(found.score), keypoints=keypoints)
+    return Face(
+        box=Box(float(found.x), float(found.y), float(found.width), float(found.height)),
+        score=float(found.score),
+        keypoints=keypoints,
+    )
 
 
 def _region(image: np.ndarray, box: Box) -> tuple[np.ndarray, Box]:
@@ -80,7 +86,8 @@ def _region(image: np.ndarray, box: Box) -> tuple[np.ndarray, Box]:
     # An affine warp crops, pads with black and resizes in one step, for any box position.
     warp = np.array([[scale, 0.0, -left * scale], [0.0, scale, -top * scale]], dtype=np.float64)
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    region = cv2.warpAffine(image, warp, (REGION_SIDE_PX, REGION_SIDE_PX), flags=interpolation,
-                            borderMode=cv2.BORDER_CONSTANT)
+    region = cv2.warpAffine(
+        image, warp, (REGION_SIDE_PX, REGION_SIDE_PX), flags=interpolation, borderMode=cv2.BORDER_CONSTANT
+    )
     expected = Box((box.x - left) * scale, (box.y - top) * scale, box.w * scale, box.h * scale)
     return region, expected

@@ -28,6 +28,7 @@ for the other changed tiles searched before it: within `first_detection_rounds(t
 round, track regions)` rounds, `every_n` times that many frames (worst case, every tile changed
 at once; a face in an otherwise still scene is searched in the next round).
 """
+
 from __future__ import annotations
 
 import math
@@ -195,15 +196,25 @@ class AdaptiveSearch:
     def _detect(self, image: np.ndarray, regions: Sequence[Tile], predicted: Sequence[Face]) -> list[Face]:
         """The regions' faces, duplicates merged; remembers which region found each face."""
         height, width = image.shape[:2]
-        found = [(face, region) for region, faces in zip(regions, self.detector.detect_each(image, regions))
-                 for face in faces]
+        found = [
+            (face, region)
+            for region, faces in zip(regions, self.detector.detect_each(image, regions))
+            for face in faces
+        ]
         cut = [touches_inner_edge(face.box, region, width, height) for face, region in found]
         kept = suppress_duplicates([face for face, _ in found], cut, self.tiling.nms_threshold)
         # Each face's finest view: the smallest region that found it (a tile sees a small face
         # larger than the whole-frame pass, which NMS may have preferred).
-        self._last_found = [(face.box, min((region for other, region in found if other.box.iou(face.box) >= 0.5),
-                                           key=lambda region: (region.w * region.h, region.y, region.x)))
-                            for face in kept]
+        self._last_found = [
+            (
+                face.box,
+                min(
+                    (region for other, region in found if other.box.iou(face.box) >= 0.5),
+                    key=lambda region: (region.w * region.h, region.y, region.x),
+                ),
+            )
+            for face in kept
+        ]
         self._found_in = {}
         for face in predicted:
             match = _best_match(face.box, self._last_found)
@@ -219,8 +230,11 @@ class AdaptiveSearch:
         self._last_time = seconds
         change_map = change_map_of(image)
         grid = self._tiles[1:] if self.tiling.whole_frame else self._tiles
-        regions = tuple(track_regions([(face.box, self._known_region(face)) for face in predicted], width, height,
-                                      grid, self.tiling.tile_size))
+        regions = tuple(
+            track_regions(
+                [(face.box, self._known_region(face)) for face in predicted], width, height, grid, self.tiling.tile_size
+            )
+        )
         searched = [index for index, tile in enumerate(self._tiles) if tile in regions]  # by a track's region
         tracked = _tracked_mask(change_map.shape, [face.box for face in predicted])
         due = [index for index in self._due_tiles(change_map, tracked, seconds) if index not in searched]
@@ -373,8 +387,12 @@ def _holders(box: Box, grid: Sequence[Tile]) -> set[int]:
 
 
 def _holds(tile: Tile, box: Box, margin: float) -> bool:
-    return (tile.x <= box.x - margin and tile.y <= box.y - margin
-            and box.x + box.w + margin <= tile.x + tile.w and box.y + box.h + margin <= tile.y + tile.h)
+    return (
+        tile.x <= box.x - margin
+        and tile.y <= box.y - margin
+        and box.x + box.w + margin <= tile.x + tile.w
+        and box.y + box.h + margin <= tile.y + tile.h
+    )
 
 
 def _margin(tile: Tile, box: Box) -> float:

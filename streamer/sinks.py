@@ -44,6 +44,7 @@ is): a failed send or connection closes the push, frames are dropped (and counte
 waits, with exponential backoff, to connect again; a frame of another size is scaled to the
 first size (a push cannot change size mid-stream).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -116,8 +117,10 @@ class SegmentFormat:
 # Measured by bench/crash_recovery.py (SIGKILL mid-write, then decode what is on disk).
 SEGMENT_FORMATS = {
     # fragmented MP4: a moof+mdat every second, the moov (without samples) at the start
-    "mp4": SegmentFormat(".mp4", {"movflags": "frag_keyframe+empty_moov+default_base_moof",
-                                  "frag_duration": "1000000", "flush_packets": "1"}),
+    "mp4": SegmentFormat(
+        ".mp4",
+        {"movflags": "frag_keyframe+empty_moov+default_base_moof", "frag_duration": "1000000", "flush_packets": "1"},
+    ),
     # Matroska: a cluster every second, no cues needed to play
     "mkv": SegmentFormat(".mkv", {"cluster_time_limit": "1000", "flush_packets": "1"}),
     # MPEG-TS: no header or index at all; every 188-byte packet stands alone
@@ -208,9 +211,15 @@ class _Encoder:
         stream = self._container.add_stream(self._options.codec, rate=self._info.rate)
         stream.width, stream.height = encoded_size(image.shape[1], image.shape[0], self._options.pix_fmt)
         if (stream.width, stream.height) != (image.shape[1], image.shape[0]):
-            logger.info("%s: %dx%d frames are written as %dx%d (yuv420p needs even sizes: the last column or row "
-                        "is repeated; every input pixel is kept)", self._info.source_id, image.shape[1],
-                        image.shape[0], stream.width, stream.height)
+            logger.info(
+                "%s: %dx%d frames are written as %dx%d (yuv420p needs even sizes: the last column or row "
+                "is repeated; every input pixel is kept)",
+                self._info.source_id,
+                image.shape[1],
+                image.shape[0],
+                stream.width,
+                stream.height,
+            )
         stream.pix_fmt = self._options.pix_fmt
         stream.time_base = self._info.time_base
         stream.codec_context.time_base = self._info.time_base
@@ -487,8 +496,9 @@ class SegmentRecorder(_Sink):
             self._close_segment()
         if self._segment is None:
             self._segment = _Segment(self._new_path(), self.format, self.info, self.options, frame)
-            logger.info("%s: recording %s (%dx%d)", self.camera, self._segment.target.name,
-                        image.shape[1], image.shape[0])
+            logger.info(
+                "%s: recording %s (%dx%d)", self.camera, self._segment.target.name, image.shape[1], image.shape[0]
+            )
         self._segment.write(dataclasses.replace(frame, image=image))
 
     def _sized(self, image: np.ndarray) -> np.ndarray:
@@ -502,8 +512,9 @@ class SegmentRecorder(_Sink):
     def _new_path(self) -> Path:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         name, number = f"{self.camera}_{stamp}", 2
-        while (self.folder / f"{name}{self.format.suffix}").exists() or \
-                (self.folder / f"{name}{PARTIAL_TAG}{self.format.suffix}").exists():
+        while (self.folder / f"{name}{self.format.suffix}").exists() or (
+            self.folder / f"{name}{PARTIAL_TAG}{self.format.suffix}"
+        ).exists():
             name, number = f"{self.camera}_{stamp}_{number}", number + 1
         return self.folder / f"{name}{self.format.suffix}"
 
@@ -558,8 +569,7 @@ def retention_victims(segments: list[Path], recording: RecordingOptions, now: fl
 class _Segment:
     """One segment file: written as NAME.partial, renamed to NAME when closed; pts start at 0."""
 
-    def __init__(self, target: Path, fmt: SegmentFormat, info: StreamInfo, options: SinkOptions,
-                 first: Frame) -> None:
+    def __init__(self, target: Path, fmt: SegmentFormat, info: StreamInfo, options: SinkOptions, first: Frame) -> None:
         self.target = target
         self.partial = target.with_name(f"{target.stem}{PARTIAL_TAG}{target.suffix}")
         self._container = _open_output(str(self.partial), str(target), options=dict(fmt.options))
@@ -615,8 +625,9 @@ class PushRetry:
 class ReconnectingPushSink(_Sink):
     """A push that outlives its server: see the module docstring. `dropped` and `reconnects` count."""
 
-    def __init__(self, target: str, info: StreamInfo, options: SinkOptions, retry: PushRetry | None = None,
-                 connect=None) -> None:
+    def __init__(
+        self, target: str, info: StreamInfo, options: SinkOptions, retry: PushRetry | None = None, connect=None
+    ) -> None:
         self.target, self.info, self.options = target, info, options
         self.masked_target = mask_credentials(target)
         self.retry = retry or PushRetry()
@@ -650,8 +661,7 @@ class ReconnectingPushSink(_Sink):
             self._first_size = (width, height)
         if (width, height) == self._first_size:
             return frame
-        return dataclasses.replace(frame, image=cv2.resize(frame.image, self._first_size,
-                                                           interpolation=cv2.INTER_AREA))
+        return dataclasses.replace(frame, image=cv2.resize(frame.image, self._first_size, interpolation=cv2.INTER_AREA))
 
     def _try_connect(self) -> PushSink | None:
         """The new push, or None while waiting for the next attempt or after a failed one."""
@@ -675,8 +685,9 @@ class ReconnectingPushSink(_Sink):
         delay, self._delay_s = self._delay_s, min(self._delay_s * 2, self.retry.max_s)
         self._next_attempt = time.monotonic() + delay
         if reason != self.last_error:
-            logger.warning("%s; retrying the push in %.1f s (frames are dropped meanwhile)",
-                           mask_credentials(reason), delay)
+            logger.warning(
+                "%s; retrying the push in %.1f s (frames are dropped meanwhile)", mask_credentials(reason), delay
+            )
         self.last_error = reason
 
     def close(self) -> None:

@@ -35,6 +35,7 @@ pts follow the stream's pts (shifted); a frame whose pts is missing or does not 
 the first frame after a reconnect, is placed by the wall clock (at least one nominal frame
 period after the previous frame). So a live source's pts always increase, across reconnects.
 """
+
 from __future__ import annotations
 
 import logging
@@ -159,8 +160,16 @@ def _open_container(target: str, where: str, **open_args) -> av.container.InputC
 
 # The first bytes of the video files FFmpeg reads (MP4/MOV, Matroska/WebM, AVI, FLV): such a
 # file that FFmpeg cannot open is a damaged or cut recording, not some other kind of file.
-_VIDEO_SIGNATURES = ((4, b"ftyp"), (4, b"moov"), (4, b"mdat"), (4, b"free"), (4, b"wide"), (0, b"\x1aE\xdf\xa3"),
-                     (0, b"RIFF"), (0, b"FLV"))
+_VIDEO_SIGNATURES = (
+    (4, b"ftyp"),
+    (4, b"moov"),
+    (4, b"mdat"),
+    (4, b"free"),
+    (4, b"wide"),
+    (0, b"\x1aE\xdf\xa3"),
+    (0, b"RIFF"),
+    (0, b"FLV"),
+)
 
 
 def _unreadable_file(path: Path) -> str:
@@ -296,8 +305,14 @@ class FileSource(_Source):
             if stop.is_set():
                 return
             self.stats.decoded += 1
-            yield Frame(self.info.source_id, index, decoded.pts, Fraction(decoded.time_base), _rgb(decoded),
-                        planes=_planes(decoded))
+            yield Frame(
+                self.info.source_id,
+                index,
+                decoded.pts,
+                Fraction(decoded.time_base),
+                _rgb(decoded),
+                planes=_planes(decoded),
+            )
         self._check_complete()
 
     def _check_complete(self) -> None:
@@ -428,8 +443,9 @@ class LiveSource(_Source):
 
     def _frames(self, stop: threading.Event) -> Iterator[Frame]:
         """Frames until `stop` is set, reconnecting whenever the stream is lost."""
-        backoff = _Backoff(self.options.reconnect_initial_s, self.options.reconnect_max_s,
-                           self.options.reconnect_recent_max_s)
+        backoff = _Backoff(
+            self.options.reconnect_initial_s, self.options.reconnect_max_s, self.options.reconnect_recent_max_s
+        )
         try:
             while not stop.is_set():
                 if self._connection is None and not self._reconnect(stop, backoff):
@@ -478,7 +494,9 @@ class LiveSource(_Source):
 
     def _live_frame(self, decoded: av.VideoFrame) -> Frame:
         pts = self._clock.place(decoded.pts, decoded.time_base, time.monotonic())
-        frame = Frame(self.info.source_id, self.stats.decoded, pts, LIVE_TIME_BASE, _rgb(decoded), planes=_planes(decoded))
+        frame = Frame(
+            self.info.source_id, self.stats.decoded, pts, LIVE_TIME_BASE, _rgb(decoded), planes=_planes(decoded)
+        )
         self.stats.decoded += 1
         return frame
 

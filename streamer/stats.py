@@ -3,6 +3,7 @@
 Each counter has one writer (the thread of its stage, named at each field), so no lock is needed:
 the supervisor and the progress display only read them.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -240,15 +241,19 @@ class RunStats:
         }
 
     def summary_table(self) -> str:
-        header = f"{'source':<32} {'in':>7} {'out':>7} {'faces':>7} {'restored':>8} {'unverif':>7} " \
-                 f"{'drops':>6} {'reconn':>6} {'corrupt':>7} {'fps':>7}"
+        header = (
+            f"{'source':<32} {'in':>7} {'out':>7} {'faces':>7} {'restored':>8} {'unverif':>7} "
+            f"{'drops':>6} {'reconn':>6} {'corrupt':>7} {'fps':>7}"
+        )
         rows = [header] + [_source_row(s, self.fps(s.source_id)) for s in self.sources.values()]
         stages = "  ".join(f"{name} {ms:.1f}" for name, ms in self.stage_ms_per_frame().items())
         too_large = sum(s.too_large for s in self.sources.values())
         if too_large:
             faces = sum(s.faces for s in self.sources.values())
-            rows.append(f"left alone: {too_large} of {faces} faces, larger than restoration.max_face_px "
-                        "(set it to 0 to restore every face)")
+            rows.append(
+                f"left alone: {too_large} of {faces} faces, larger than restoration.max_face_px "
+                "(set it to 0 to restore every face)"
+            )
         rows.append(f"stage ms/frame: {stages}")
         rows.append(
             f"restorer: {self.restorer.faces} faces in {self.restorer.batches} batches, "

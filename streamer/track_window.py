@@ -11,6 +11,7 @@ Memory is bounded twice: a track not seen for `max_missing_frames` frames has en
 evicted, and at most `max_tracks` windows are kept (the least recently seen go first), so a
 crowd of short-lived tracks holds at most max_tracks x K crops.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,8 +27,9 @@ DEFAULT_MAX_TRACKS = 256
 
 
 class TrackWindows:
-    def __init__(self, frames: int, max_missing_frames: int = DEFAULT_MAX_MISSING_FRAMES,
-                 max_tracks: int = DEFAULT_MAX_TRACKS) -> None:
+    def __init__(
+        self, frames: int, max_missing_frames: int = DEFAULT_MAX_MISSING_FRAMES, max_tracks: int = DEFAULT_MAX_TRACKS
+    ) -> None:
         if frames < 1:
             raise ValueError(f"frames must be >= 1, got {frames}")
         self.frames = frames

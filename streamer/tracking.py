@@ -10,6 +10,7 @@ Matching is greedy on IoU with the predicted box, falling back to centre distanc
 fast faces whose boxes no longer overlap between two detection rounds. (A Hungarian assignment
 would need scipy; with a handful of faces that rarely touch, greedy gives the same pairs.)
 """
+
 from __future__ import annotations
 
 import itertools

@@ -1,4 +1,5 @@
 """Telling live stream URLs from file paths, and keeping credentials out of logs and errors."""
+
 from __future__ import annotations
 
 import re
@@ -89,7 +90,7 @@ def credentials_hint(url: str) -> str | None:
     span = userinfo_span(url)
     if span is None:
         return None
-    userinfo = url[span[0]:span[1]]
+    userinfo = url[span[0] : span[1]]
     if "/" in userinfo or "@" in userinfo or userinfo.count(":") > 1:
         return CREDENTIALS_HINT
     return None

@@ -3,6 +3,7 @@
 Images are always HxWx3 uint8 RGB, C-contiguous (MediaPipe silently finds nothing in a
 non-contiguous view). Boxes are in pixels of the frame they belong to.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

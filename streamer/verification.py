@@ -21,6 +21,7 @@ their pixels (`Face.verified` False: not cropped, not restored, counted, and dra
 "unverified" in overlay mode). The second opinion runs only on detections that passed the cheap
 tests, batched: one model call per detection round.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -106,8 +107,10 @@ class RestoreGate:
         if detections is not None:
             self._check(image, detections, faces)
         self._retire_lost({face.track_id for face in faces})
-        return [dataclasses.replace(face, verified=None if self._too_large(face) else self._verified(face.track_id))
-                for face in faces]
+        return [
+            dataclasses.replace(face, verified=None if self._too_large(face) else self._verified(face.track_id))
+            for face in faces
+        ]
 
     def _too_large(self, face: Face) -> bool:
         return 0 < self.options.max_face_px < max(face.box.w, face.box.h)
@@ -192,8 +195,12 @@ def keypoints_plausible(face: Face) -> bool:
     right_eye, left_eye, nose, mouth = points
     box = face.box
     margin = 0.15 * max(box.w, box.h)
-    inside = ((points[:, 0] >= box.x - margin) & (points[:, 0] <= box.x + box.w + margin)
-              & (points[:, 1] >= box.y - margin) & (points[:, 1] <= box.y + box.h + margin))
+    inside = (
+        (points[:, 0] >= box.x - margin)
+        & (points[:, 0] <= box.x + box.w + margin)
+        & (points[:, 1] >= box.y - margin)
+        & (points[:, 1] <= box.y + box.h + margin)
+    )
     if not inside.all():
         return False
     eye_axis = left_eye - right_eye

@@ -4,6 +4,7 @@ Every queue operation has a timeout and checks the `halt` event, so a worker blo
 empty queue leaves within POLL_S of a halt (raising Halted). Workers know nothing about threads
 or each other; pipeline.py wires them together.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -283,7 +284,9 @@ class RestoreWorker:
 
     def _restore(self, items: list) -> list:
         # A K-frame restorer gets each face's window of its track's last K crops (model contract v2).
-        crops = [face.crop if face.window is None else face.window for item in items for face in _faces_to_restore(item)]
+        crops = [
+            face.crop if face.window is None else face.window for item in items for face in _faces_to_restore(item)
+        ]
         if not crops or self.restorer is None:
             return items
         try:
@@ -305,7 +308,12 @@ class WriteWorker:
     at the end of the stream."""
 
     def __init__(
-        self, inbox: queue.Queue, halt: threading.Event, compose: Compose, sink: Sink, stats: SourceStats,
+        self,
+        inbox: queue.Queue,
+        halt: threading.Event,
+        compose: Compose,
+        sink: Sink,
+        stats: SourceStats,
         observer: PacketObserver | None = None,
     ) -> None:
         self.inbox, self.halt, self.compose, self.sink, self.stats = inbox, halt, compose, sink, stats
@@ -391,8 +399,7 @@ def _attach_restored(items: list, restored: Iterator[np.ndarray], source_stats: 
             result.append(item)
             continue
         faces = tuple(
-            dataclasses.replace(face, restored=next(restored)) if face.crop is not None else face
-            for face in item.faces
+            dataclasses.replace(face, restored=next(restored)) if face.crop is not None else face for face in item.faces
         )
         source_stats[item.frame.source_id].restored += _crop_count(item)
         result.append(dataclasses.replace(item, faces=faces))

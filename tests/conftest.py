@@ -1,4 +1,5 @@
 """Fixtures shared by the CLI and end-to-end tests: generated clips, test models, a CLI runner."""
+
 from __future__ import annotations
 
 import inspect
@@ -69,7 +70,11 @@ def run_cli():
     def run(*args: str, timeout_s: float = 120, env: dict[str, str] | None = None) -> CliResult:
         completed = subprocess.run(
             [sys.executable, str(REPO_ROOT / "run_stream.py"), *map(str, args)],
-            capture_output=True, text=True, timeout=timeout_s, cwd="/", env={**os.environ, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            cwd="/",
+            env={**os.environ, **(env or {})},
         )
         return CliResult(completed.returncode, completed.stdout, completed.stderr)
 

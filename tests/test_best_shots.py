@@ -1,4 +1,5 @@
 """Best shots: the quality score's parts, the top N per track, and tracks ending."""
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -101,8 +102,12 @@ def test_keeps_the_top_n_shots_of_a_track_best_first_with_native_and_model_crops
     best = track.shots[0]
     side = int(best.crop_box.w)
     assert best.original.shape == (side, side, 3)  # the frame's own pixels, not resized
-    assert np.array_equal(best.original, packet(1, []).frame.image[int(best.crop_box.y):int(best.crop_box.y) + side,
-                                                                  int(best.crop_box.x):int(best.crop_box.x) + side])
+    assert np.array_equal(
+        best.original,
+        packet(1, []).frame.image[
+            int(best.crop_box.y) : int(best.crop_box.y) + side, int(best.crop_box.x) : int(best.crop_box.x) + side
+        ],
+    )
     assert best.restored.shape == (64, 64, 3) and best.restored[0, 0, 0] == 1  # that frame's model output
     assert best.time_s == pytest.approx(1 / 25) and best.wall_clock is None  # files: no wall clock
 

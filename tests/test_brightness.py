@@ -1,5 +1,6 @@
 """Brightness: in a lit frame a restored face keeps its own brightness and colour balance but the
 model's detail; in a dark frame the model relights it."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """Per-camera isolation with fake stages: a camera's fault restarts that camera only; a camera
 offline at start-up is retried while the others record; a camera given up is reported."""
+
 from __future__ import annotations
 
 import threading
@@ -124,12 +125,14 @@ def test_a_fault_in_one_camera_restarts_that_camera_only(stage):
     if stage == "detector":
         cams.components.make_detector = RaisingDetectorOnce
     if stage == "source":
+
         class RaisingOnce(FakeSource):
             def frames(self, stop):
                 for frame in super().frames(stop):
                     if cams.opened_sources["a"] == 1 and frame.index == 5:
                         raise Boom("decoder fault")
                     yield frame
+
         cams.source_factory["a"] = lambda n: RaisingOnce(n, 10**9, live=True, delay_s=0.005)
     pipeline = cams.pipeline()
     b_before_fault: list[int] = []
@@ -212,13 +215,22 @@ def test_the_status_line_shows_state_and_windowed_fps_and_warns_about_a_camera_d
     cams.fail_opens["off"] = None
     pipeline = cams.pipeline(status_interval_s=0.2, warn_down_s=0.3)
     with caplog.at_level("INFO"):
-        run_until(pipeline, lambda: any("camera starting for" in r.getMessage() for r in caplog.records), 5.0,
-                  "a warning about the camera that never came up")
+        run_until(
+            pipeline,
+            lambda: any("camera starting for" in r.getMessage() for r in caplog.records),
+            5.0,
+            "a warning about the camera that never came up",
+        )
     status = [r.getMessage() for r in caplog.records if r.getMessage().startswith("status: ")]
     both = [line for line in status if "ok: up, " in line and "off: starting since " in line]
     assert both, status
-    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "camera starting for" in r.getMessage()
-                and "nothing recorded meanwhile" in r.getMessage()]
+    warnings = [
+        r
+        for r in caplog.records
+        if r.levelname == "WARNING"
+        and "camera starting for" in r.getMessage()
+        and "nothing recorded meanwhile" in r.getMessage()
+    ]
     assert warnings and warnings[0].getMessage().startswith("off: ")
     fps = {name: float(both[-1].split(f"{name}: ")[1].split(", ")[1].removesuffix(" fps")) for name in ("ok", "off")}
     assert fps["ok"] > 20 and fps["off"] == 0
@@ -255,7 +267,11 @@ def test_a_camera_down_at_the_end_of_the_run_is_reported_as_lost():
     cams = Cameras(["steady", "died"])
     cams.source_factory["died"] = lambda n: FakeSource(n, 10, live=True, delay_s=0.005)  # 10 frames, then silence
     pipeline = cams.pipeline(warn_down_s=0.5)
-    run_until(pipeline, lambda: (pipeline.stats.sources["died"].seconds_since_frame() or 0) > 1.0, 10.0,
-              "the camera silent for a second")
+    run_until(
+        pipeline,
+        lambda: (pipeline.stats.sources["died"].seconds_since_frame() or 0) > 1.0,
+        10.0,
+        "the camera silent for a second",
+    )
     assert list(pipeline.lost_cameras) == ["died"]
     assert pipeline.lost_cameras["died"].startswith("down at the end of the run: no frame for ")

@@ -1,4 +1,5 @@
 """The command line as users meet it: help, config checks, bad input, batches (subprocesses)."""
+
 from __future__ import annotations
 
 import json
@@ -45,36 +46,62 @@ def bad_input_cases(tmp: Path, clip: Path) -> dict[str, tuple[list, str]]:
     return {
         "missing file": ([tmp / "nope.mp4", "-o", out], "nope.mp4: no such file"),
         "not a video": ([write(tmp / "notes.mp4", "just text\n"), "-o", out], "notes.mp4: cannot open: not a video"),
-        "text file": ([write(tmp / "notes.txt", "FFmpeg renders this as pictures\n" * 200), "-o", out],
-                      "notes.txt: not a video"),
-        "truncated mp4": ([write(tmp / "cut.mp4", clip.read_bytes()[: clip.stat().st_size // 2]), "-o", out],
-                          "cut.mp4: cannot open: truncated"),
-        "malformed url": (["rtsp://admin:hunter2@[bad/stream", "-o", out],
-                          "rtsp://admin:***@[bad/stream: malformed URL"),
+        "text file": (
+            [write(tmp / "notes.txt", "FFmpeg renders this as pictures\n" * 200), "-o", out],
+            "notes.txt: not a video",
+        ),
+        "truncated mp4": (
+            [write(tmp / "cut.mp4", clip.read_bytes()[: clip.stat().st_size // 2]), "-o", out],
+            "cut.mp4: cannot open: truncated",
+        ),
+        "malformed url": (
+            ["rtsp://admin:hunter2@[bad/stream", "-o", out],
+            "rtsp://admin:***@[bad/stream: malformed URL",
+        ),
         "url without host": (["rtsp:///stream", "-o", out], "rtsp:///stream: malformed URL (no host)"),
-        "url with one slash": (["rtsp:/admin:hunter2@cam/live", "-o", out],
-                               "rtsp:/admin:***@cam/live: no such file (a stream URL starts with rtsp://)"),
+        "url with one slash": (
+            ["rtsp:/admin:hunter2@cam/live", "-o", out],
+            "rtsp:/admin:***@cam/live: no such file (a stream URL starts with rtsp://)",
+        ),
         "unset env var in url": (["rtsp://admin:${NO_SUCH_VAR_X}@cam/1", "-o", out], "NO_SUCH_VAR_X is not set"),
-        "unknown config key": ([clip, "--config", write(tmp / "typo.yaml", "detection:\n  min_scor: 0.5\n"), "-o", out],
-                               "typo.yaml:2: detection.min_scor: unknown key"),
-        "bad config value": ([clip, "--config", write(tmp / "neg.yaml", "restoration:\n  batch_size: -4\n"), "-o", out],
-                             "neg.yaml:2: restoration.batch_size"),
+        "unknown config key": (
+            [clip, "--config", write(tmp / "typo.yaml", "detection:\n  min_scor: 0.5\n"), "-o", out],
+            "typo.yaml:2: detection.min_scor: unknown key",
+        ),
+        "bad config value": (
+            [clip, "--config", write(tmp / "neg.yaml", "restoration:\n  batch_size: -4\n"), "-o", out],
+            "neg.yaml:2: restoration.batch_size",
+        ),
         "bad flag value": ([clip, "--detect-every", "0", "-o", out], "--detect-every: detection.every_n_frames"),
-        "model not torchscript": ([clip, "--model", write(tmp / "junk.ts", b"not a model"), "-o", out],
-                                  "junk.ts: not a TorchScript"),
+        "model not torchscript": (
+            [clip, "--model", write(tmp / "junk.ts", b"not a model"), "-o", out],
+            "junk.ts: not a TorchScript",
+        ),
         "model breaks contract": ([clip, "--model", save_model("half_size", tmp / "half.ts"), "-o", out], "half.ts"),
-        "detector model not tflite": ([clip, "--config", write(tmp / "det.yaml", f"detection:\n  model: {clip}\n"),
-                                       "-o", out], "cannot load face-detection model"),
+        "detector model not tflite": (
+            [clip, "--config", write(tmp / "det.yaml", f"detection:\n  model: {clip}\n"), "-o", out],
+            "cannot load face-detection model",
+        ),
         "output exists": ([clip, "-o", write(tmp / "taken.mp4", b"keep me")], "taken.mp4: output exists"),
     }
 
 
 CASES = [
-    "missing file", "not a video", "text file", "truncated mp4", "malformed url", "url without host",
+    "missing file",
+    "not a video",
+    "text file",
+    "truncated mp4",
+    "malformed url",
+    "url without host",
     "url with one slash",
     "unset env var in url",
-    "unknown config key", "bad config value", "bad flag value", "model not torchscript", "model breaks contract",
-    "detector model not tflite", "output exists",
+    "unknown config key",
+    "bad config value",
+    "bad flag value",
+    "model not torchscript",
+    "model breaks contract",
+    "detector model not tflite",
+    "output exists",
 ]
 
 
@@ -97,10 +124,13 @@ def test_bad_input_is_one_line_exit_2_and_no_output(run_cli, tmp_path, plain_cli
 
 
 @pytest.mark.slow  # loads the models (~10 s); the exit status 3 path runs in .ci/run's live drills
-@pytest.mark.parametrize("setting, extra_args, expected", [
-    ("  required: true\n", [], "(required camera)"),  # ends the run at start-up
-    ("", ["--duration", "3"], "never reached in"),  # retried in the background until the run ends
-])
+@pytest.mark.parametrize(
+    "setting, extra_args, expected",
+    [
+        ("  required: true\n", [], "(required camera)"),  # ends the run at start-up
+        ("", ["--duration", "3"], "never reached in"),  # retried in the background until the run ends
+    ],
+)
 def test_an_unreachable_camera_is_one_line_exit_3(run_cli, tmp_path, checker_model, setting, extra_args, expected):
     port = free_port()
     config = write(tmp_path / "quick.yaml", QUICK_LIVE_CONFIG + setting)
@@ -113,14 +143,20 @@ def test_an_unreachable_camera_is_one_line_exit_3(run_cli, tmp_path, checker_mod
     assert not any((tmp_path / "out").rglob("*"))
 
 
-@pytest.mark.parametrize("source, message", [
-    ("rtsp:/admin:hunter2@cam/live", "rtsp:/admin:***@cam/live: no such file (a stream URL starts with rtsp://)"),
-    ("rtsp:admin:hunter2@cam/live", "rtsp:admin:***@cam/live: no such file (a stream URL starts with rtsp://)"),
-    ("admin:hunter2@cam/live", "admin:***@cam/live: no such file (a stream URL starts with rtsp://)"),
-    ("rtsp://admin:hun/ter2@cam/live", "rtsp://admin:***@cam/live: malformed URL (a '/', '@' or ':' in a user name "
-                                       "or password must be percent-encoded (%2F, %40, %3A); or write the password "
-                                       "as ${VAR}: a variable's value is encoded for you)"),
-])
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("rtsp:/admin:hunter2@cam/live", "rtsp:/admin:***@cam/live: no such file (a stream URL starts with rtsp://)"),
+        ("rtsp:admin:hunter2@cam/live", "rtsp:admin:***@cam/live: no such file (a stream URL starts with rtsp://)"),
+        ("admin:hunter2@cam/live", "admin:***@cam/live: no such file (a stream URL starts with rtsp://)"),
+        (
+            "rtsp://admin:hun/ter2@cam/live",
+            "rtsp://admin:***@cam/live: malformed URL (a '/', '@' or ':' in a user name "
+            "or password must be percent-encoded (%2F, %40, %3A); or write the password "
+            "as ${VAR}: a variable's value is encoded for you)",
+        ),
+    ],
+)
 def test_a_mistyped_camera_url_is_named_with_its_password_masked_and_a_hint(source, message, tmp_path):
     with pytest.raises(UsageError) as error:
         plan_jobs([source], str(tmp_path / "out.mp4"), "mp4", overwrite=False)
@@ -147,8 +183,18 @@ def test_a_glob_names_outputs_after_inputs_and_stats_json_has_every_file(run_cli
     for name in ("day1.mp4", "day2.mp4"):
         shutil.copy(plain_clip, tmp_path / name)
     stats = tmp_path / "stats.json"
-    result = run_cli(str(tmp_path / "day*.mp4"), "-o", tmp_path / "out", "--model", checker_model,
-                     "--max-frames", "3", "--stats-json", stats, "-q")
+    result = run_cli(
+        str(tmp_path / "day*.mp4"),
+        "-o",
+        tmp_path / "out",
+        "--model",
+        checker_model,
+        "--max-frames",
+        "3",
+        "--stats-json",
+        stats,
+        "-q",
+    )
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["day1.mp4", "day2.mp4"]
     runs = json.loads(stats.read_text())["runs"]
@@ -186,8 +232,9 @@ def test_a_missing_only_input_fails_at_planning_but_a_missing_batch_file_is_left
     present = write(tmp_path / "present.mp4", b"")
     with pytest.raises(UsageError, match="nope.mp4: no such file"):
         plan_jobs([str(tmp_path / "nope.mp4")], str(tmp_path / "out.mp4"), container="mp4", overwrite=False)
-    jobs = plan_jobs([str(present), str(tmp_path / "nope.mp4")], str(tmp_path / "out"), container="mp4",
-                     overwrite=False)
+    jobs = plan_jobs(
+        [str(present), str(tmp_path / "nope.mp4")], str(tmp_path / "out"), container="mp4", overwrite=False
+    )
     assert [Path(job.input).name for job in jobs] == ["present.mp4", "nope.mp4"]
 
 
@@ -214,8 +261,9 @@ def test_the_first_interrupt_stops_gracefully_and_the_second_aborts():
     assert later.calls == ["stop"]
 
 
-def test_a_truncated_input_is_written_as_far_as_it_goes_and_reported_not_ok(run_cli, tmp_path, plain_clip,
-                                                                           checker_model):
+def test_a_truncated_input_is_written_as_far_as_it_goes_and_reported_not_ok(
+    run_cli, tmp_path, plain_clip, checker_model
+):
     # moov first (faststart), media data cut: the frames before the cut decode; the header says more.
     faststart = tmp_path / "faststart.mp4"
     copy_stream(plain_clip, faststart, "video", options={"movflags": "+faststart"})

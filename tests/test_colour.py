@@ -1,5 +1,6 @@
 """Colour fidelity: the output carries the input's colour tags, and a frame that goes through
 source -> sink unchanged keeps its YUV values (no mean shift, not even with lossy H.264)."""
+
 from __future__ import annotations
 
 import threading
@@ -22,20 +23,25 @@ CASES = {
     "untagged": (CameraClip("untagged", size=(320, 240)), (2, 2, 2, 0)),
     "bt601_limited": (CameraClip("bt601", size=(320, 240), options={"x264-params": BT601}), (6, 6, 6, 1)),
     "bt709_limited": (CameraClip("bt709", size=(320, 240), options={"x264-params": BT709}), (1, 1, 1, 1)),
-    "bt601_full": (CameraClip("bt601f", pix_fmt="yuvj420p", size=(320, 240), options={"x264-params": BT601}),
-                   (6, 6, 6, 2)),
-    "bt709_full": (CameraClip("bt709f", pix_fmt="yuvj420p", size=(320, 240), options={"x264-params": BT709}),
-                   (1, 1, 1, 2)),
+    "bt601_full": (
+        CameraClip("bt601f", pix_fmt="yuvj420p", size=(320, 240), options={"x264-params": BT601}),
+        (6, 6, 6, 2),
+    ),
+    "bt709_full": (
+        CameraClip("bt709f", pix_fmt="yuvj420p", size=(320, 240), options={"x264-params": BT709}),
+        (1, 1, 1, 2),
+    ),
 }
 
 
 def tags_and_luma(path) -> tuple[tuple[int, int, int, int], list[np.ndarray]]:
     with av.open(str(path)) as container:
         context = container.streams.video[0].codec_context
-        tags = (int(context.colorspace), int(context.color_primaries), int(context.color_trc),
-                int(context.color_range))
-        luma = [np.frombuffer(f.planes[0], np.uint8).reshape(f.height, -1)[:, : f.width].astype(np.float64)
-                for f in container.decode(video=0)]
+        tags = (int(context.colorspace), int(context.color_primaries), int(context.color_trc), int(context.color_range))
+        luma = [
+            np.frombuffer(f.planes[0], np.uint8).reshape(f.height, -1)[:, : f.width].astype(np.float64)
+            for f in container.decode(video=0)
+        ]
     return tags, luma
 
 
@@ -57,8 +63,9 @@ def test_output_keeps_the_colour_tags_and_shows_no_mean_shift(tmp_path, case):
     assert abs(shift) < 0.1, f"{case}: luma mean shift {shift:.3f} grey levels"
 
 
-@pytest.mark.parametrize("tags", [ColourTags(6, 6, 6, 1), ColourTags(1, 1, 1, 1), ColourTags(1, 1, 1, 2),
-                                  ColourTags(2, 2, 2, 0)])
+@pytest.mark.parametrize(
+    "tags", [ColourTags(6, 6, 6, 1), ColourTags(1, 1, 1, 1), ColourTags(1, 1, 1, 2), ColourTags(2, 2, 2, 0)]
+)
 def test_yuv_to_rgb_and_back_keeps_each_luma_value_within_one(tags):
     image = make_frames(1, 64, 48, noise=40)[0]
     frame = colour.yuv420_frame(image, tags)

@@ -1,5 +1,6 @@
 """Compositing: paste leaves everything outside the crop boxes alone and has no seam; overlay
 and side-by-side keep to the frame."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -99,8 +100,9 @@ def find_inset(output: np.ndarray, restored: np.ndarray) -> tuple[int, int] | No
     """Top-left corner where `restored` appears pixel for pixel in `output`, or None."""
     first = restored[0, 0]
     for y, x in zip(*np.nonzero((output == first).all(axis=2))):
-        if output[y : y + S, x : x + S].shape == restored.shape and np.array_equal(output[y : y + S, x : x + S],
-                                                                                    restored):
+        if output[y : y + S, x : x + S].shape == restored.shape and np.array_equal(
+            output[y : y + S, x : x + S], restored
+        ):
             return int(x), int(y)
     return None
 
@@ -114,8 +116,12 @@ def test_overlay_shows_the_model_output_at_its_own_size_inside_the_frame(face):
     corner = find_inset(output, shown.restored)  # unscaled, unrelit: the model's own pixels
     assert corner is not None
     inset = Box(corner[0], corner[1], S, S)
-    assert not (inset.x < face.box.x + face.box.w and face.box.x < inset.x + S
-                and inset.y < face.box.y + face.box.h and face.box.y < inset.y + S)
+    assert not (
+        inset.x < face.box.x + face.box.w
+        and face.box.x < inset.x + S
+        and inset.y < face.box.y + face.box.h
+        and face.box.y < inset.y + S
+    )
 
 
 def crowd(count: int, side: float = 20.0, gap: float = 6.0) -> list[Face]:
@@ -140,7 +146,7 @@ def test_insets_and_labels_never_cover_a_face_or_each_other(count):
     assert len(placed) == len(shown)  # this frame has room for all of them
     for k, place in enumerate(placed):
         assert 0 <= place.x and place.x + place.w <= WIDTH and 0 <= place.y and place.y + place.h <= HEIGHT
-        for other in placed[k + 1:] + [face.box for face in faces]:
+        for other in placed[k + 1 :] + [face.box for face in faces]:
             assert place.iou(other) == 0, (place, other)
     output = compose(frame(), faces, "overlay", options)
     assert all(find_inset(output, face.restored) is not None for face in shown)

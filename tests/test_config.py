@@ -1,4 +1,5 @@
 """The config schema: bad files are errors that name the key and the line; flags override."""
+
 from __future__ import annotations
 
 from pathlib import Path

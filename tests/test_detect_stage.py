@@ -1,6 +1,7 @@
 """The one per-frame face logic (streamer/detect_stage.py): detect every N frames, track, keep the faces
 in the picture, crop. The pipeline's DetectWorker, the bench's serial loop and training's video check
 all call DetectStage.faces_in, so this is the behaviour each of them measures."""
+
 from __future__ import annotations
 
 import importlib.util

@@ -1,4 +1,5 @@
 """Face detection: tiled detection finds the small faces whole-frame detection misses, once each."""
+
 from __future__ import annotations
 
 import itertools

@@ -1,5 +1,6 @@
 """The whole product path on real media: generated H.264 clips with CelebA faces, the real
 MediaPipe detector, a TorchScript restorer, PyAV output, and a real RTSP server."""
+
 from __future__ import annotations
 
 import itertools
@@ -43,8 +44,9 @@ def face_centres_changed(inputs: list[np.ndarray], outputs: list[np.ndarray], bo
     return float(np.mean(changed))
 
 
-def test_cli_restores_the_faces_of_a_file_and_keeps_frames_timestamps_and_audio(run_cli, tmp_path, face_clip,
-                                                                                 checker_model):
+def test_cli_restores_the_faces_of_a_file_and_keeps_frames_timestamps_and_audio(
+    run_cli, tmp_path, face_clip, checker_model
+):
     output = tmp_path / "out" / "restored.mp4"
     result = run_cli(face_clip.path, "-o", output, "--model", checker_model, "--detect-every", "2", "-q")
     assert result.returncode == 0, result.stderr
@@ -60,8 +62,12 @@ def test_cli_restores_the_faces_of_a_file_and_keeps_frames_timestamps_and_audio(
 
 
 def test_paste_leaves_every_pixel_outside_the_face_crops_exactly_as_decoded(tmp_path, face_clip, checker_model):
-    config = make_config(restoration__model=str(checker_model), output__codec="ffv1", output__container="mkv",
-                         detection__every_n_frames=2)
+    config = make_config(
+        restoration__model=str(checker_model),
+        output__codec="ffv1",
+        output__container="mkv",
+        detection__every_n_frames=2,
+    )
     components = build_components(config)
     crop_boxes: list[list] = []
     paste = components.compose
@@ -93,9 +99,19 @@ def test_sigint_mid_file_finishes_the_frames_in_flight_and_leaves_a_playable_fil
     clip = write_clip(tmp_path / "long.mp4", repeated, fps=25, audio=True)
     out = tmp_path / "out"
     process = subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "run_stream.py"), str(clip), "-o", str(out / "cut.mp4"),
-         "--model", str(checker_model), "-q"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            str(REPO_ROOT / "run_stream.py"),
+            str(clip),
+            "-o",
+            str(out / "cut.mp4"),
+            "--model",
+            str(checker_model),
+            "-q",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         wait_until(lambda: any(out.glob("*.partial.*")), timeout_s=60, what="the output to be started")
@@ -120,8 +136,9 @@ def wait_until(condition, timeout_s: float, what: str) -> None:
         time.sleep(0.05)
 
 
-LIVE_SOURCE = dict(source__open_timeout_s=3.0, source__read_timeout_s=1.5, source__reconnect_initial_s=0.2,
-                   source__reconnect_max_s=1.0)
+LIVE_SOURCE = dict(
+    source__open_timeout_s=3.0, source__read_timeout_s=1.5, source__reconnect_initial_s=0.2, source__reconnect_max_s=1.0
+)
 
 
 @pytest.fixture
@@ -135,8 +152,20 @@ def test_cli_records_a_live_camera_until_max_frames(run_cli, tmp_path, rtsp_serv
     config = tmp_path / "live.yaml"
     config.write_text("source:\n  open_timeout_s: 5\n  read_timeout_s: 2\n")
     stats_path = tmp_path / "stats.json"
-    result = run_cli(rtsp_server.url, "-o", f"{tmp_path}/out/", "--config", config, "--model", checker_model,
-                     "--max-frames", "40", "--stats-json", stats_path, "-q")
+    result = run_cli(
+        rtsp_server.url,
+        "-o",
+        f"{tmp_path}/out/",
+        "--config",
+        config,
+        "--model",
+        checker_model,
+        "--max-frames",
+        "40",
+        "--stats-json",
+        stats_path,
+        "-q",
+    )
     assert result.returncode == 0, result.stderr
     (run,) = json.loads(stats_path.read_text())["runs"]
     (source,) = run["sources"]
@@ -160,11 +189,23 @@ def write_jpeg_frames(folder: Path, count: int, seed: int) -> Path:
 def test_two_cameras_in_one_run_share_one_restorer_and_get_one_output_each(run_cli, tmp_path, checker_model):
     require_gstreamer()
     stats_path = tmp_path / "stats.json"
-    with RtspTestServer.start(fps=25, frames_dir=write_jpeg_frames(tmp_path / "a", 25, seed=1)) as cam_a, \
-            RtspTestServer.start(fps=25, frames_dir=write_jpeg_frames(tmp_path / "b", 25, seed=2)) as cam_b:
-        result = run_cli(cam_a.url.replace("rtsp://", "rtsp://viewer:${CAM_PASS}@"), cam_b.url,
-                         "-o", f"{tmp_path}/out/", "--model", checker_model, "--max-frames", "30",
-                         "--stats-json", stats_path, env={"CAM_PASS": "hunter2"})
+    with (
+        RtspTestServer.start(fps=25, frames_dir=write_jpeg_frames(tmp_path / "a", 25, seed=1)) as cam_a,
+        RtspTestServer.start(fps=25, frames_dir=write_jpeg_frames(tmp_path / "b", 25, seed=2)) as cam_b,
+    ):
+        result = run_cli(
+            cam_a.url.replace("rtsp://", "rtsp://viewer:${CAM_PASS}@"),
+            cam_b.url,
+            "-o",
+            f"{tmp_path}/out/",
+            "--model",
+            checker_model,
+            "--max-frames",
+            "30",
+            "--stats-json",
+            stats_path,
+            env={"CAM_PASS": "hunter2"},
+        )
     assert result.returncode == 0, result.stderr
     assert "hunter2" not in result.stderr + stats_path.read_text()
     (run,) = json.loads(stats_path.read_text())["runs"]  # one run: both cameras went through one pipeline
@@ -180,8 +221,11 @@ def test_two_cameras_in_one_run_share_one_restorer_and_get_one_output_each(run_c
 def test_a_live_pipeline_survives_a_camera_restart_and_keeps_writing(tmp_path, rtsp_server, checker_model):
     config = make_config(restoration__model=str(checker_model), **LIVE_SOURCE)
     output = tmp_path / "live.mp4"
-    pipeline = Pipeline([Job("cam1", rtsp_server.url, str(output), "cam1")], build_components(config),
-                        pipeline_settings(config, CaptureLimits()))
+    pipeline = Pipeline(
+        [Job("cam1", rtsp_server.url, str(output), "cam1")],
+        build_components(config),
+        pipeline_settings(config, CaptureLimits()),
+    )
     outcome: list = []
     runner = threading.Thread(target=lambda: outcome.append(pipeline.run()), daemon=True)
     runner.start()
@@ -192,8 +236,11 @@ def test_a_live_pipeline_survives_a_camera_restart_and_keeps_writing(tmp_path, r
         time.sleep(1.0)
         rtsp_server.restart()
         before_restart = cam.frames_out
-        wait_until(lambda: cam.reconnects >= 1 and cam.frames_out >= before_restart + 10, timeout_s=30,
-                   what="frames after the camera came back")
+        wait_until(
+            lambda: cam.reconnects >= 1 and cam.frames_out >= before_restart + 10,
+            timeout_s=30,
+            what="frames after the camera came back",
+        )
     finally:
         pipeline.request_stop()
         runner.join(timeout=30)
@@ -205,8 +252,15 @@ def test_a_live_pipeline_survives_a_camera_restart_and_keeps_writing(tmp_path, r
 
 def test_the_readme_command_runs_on_the_bundled_sample_with_the_bundled_model(run_cli, tmp_path):
     output = tmp_path / "out" / "demo_restored.mp4"
-    result = run_cli(REPO_ROOT / "samples" / "demo_cctv.mp4", "-o", output, "--max-frames", "30",
-                     "--stats-json", tmp_path / "stats.json")
+    result = run_cli(
+        REPO_ROOT / "samples" / "demo_cctv.mp4",
+        "-o",
+        output,
+        "--max-frames",
+        "30",
+        "--stats-json",
+        tmp_path / "stats.json",
+    )
     assert result.returncode == 0, result.stderr
     (run,) = json.loads((tmp_path / "stats.json").read_text())["runs"]
     assert run["sources"][0]["frames_out"] == 30 and run["restorer"]["faces"] > 0

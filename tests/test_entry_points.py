@@ -7,6 +7,7 @@ with an import hook that reports the policy at the moment torch is first importe
 the check does not pay for loading torch). An entry point that imports no torch at load must still
 have set the policy by then: torch may load later, in its main.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,17 +44,29 @@ def entry_points() -> list[tuple[str, str]]:
     """(kind, name) of every file with a `__main__` block: scripts by path, training's modules by name."""
     found = [("script", str(REPO_ROOT / "run_stream.py"))]
     found += [("script", str(path)) for path in sorted((REPO_ROOT / "bench").glob("*.py"))]
-    found += [("script", str(path)) for path in sorted((REPO_ROOT / "samples").glob("*.py"))
-              if '__name__ == "__main__"' in path.read_text()]
-    found += [("module", f"training.{path.stem}") for path in sorted((REPO_ROOT / "training").glob("*.py"))
-              if '__name__ == "__main__"' in path.read_text()]
+    found += [
+        ("script", str(path))
+        for path in sorted((REPO_ROOT / "samples").glob("*.py"))
+        if '__name__ == "__main__"' in path.read_text()
+    ]
+    found += [
+        ("module", f"training.{path.stem}")
+        for path in sorted((REPO_ROOT / "training").glob("*.py"))
+        if '__name__ == "__main__"' in path.read_text()
+    ]
     return found
 
 
 @pytest.mark.parametrize(("kind", "name"), entry_points(), ids=lambda value: os.path.basename(str(value)))
 def test_openmp_waits_passively_before_torch_loads(kind: str, name: str) -> None:
     env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
-    completed = subprocess.run([sys.executable, "-c", CHECK, str(REPO_ROOT), kind, name], capture_output=True,
-                               text=True, timeout=120, cwd=REPO_ROOT, env=env)
+    completed = subprocess.run(
+        [sys.executable, "-c", CHECK, str(REPO_ROOT), kind, name],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+        env=env,
+    )
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert completed.stdout.strip().endswith("OMP_WAIT_POLICY=PASSIVE"), completed.stdout

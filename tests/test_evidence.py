@@ -1,5 +1,6 @@
 """Evidence stays as it was: with lossless output, a timestamp burned in right beside a restored
 face keeps every pixel, although it lies inside the square the restorer sees."""
+
 from __future__ import annotations
 
 import av
@@ -49,8 +50,15 @@ def test_a_timestamp_beside_a_restored_face_keeps_every_pixel(tmp_path, checker_
     frames, boxes = make_face_frames(FRAMES, (320, 240), face_px=36, faces=1, seed=5)
     frames, masks = with_timestamps(frames, boxes)
     clip = write_clip(tmp_path / "stamped.mkv", frames, codec="ffv1")
-    config = load_config(None, {"restoration.model": (str(checker_model), "test"), "output.codec": ("ffv1", "test"),
-                                "output.container": ("mkv", "test"), "detection.every_n_frames": (1, "test")})
+    config = load_config(
+        None,
+        {
+            "restoration.model": (str(checker_model), "test"),
+            "output.codec": ("ffv1", "test"),
+            "output.container": ("mkv", "test"),
+            "detection.every_n_frames": (1, "test"),
+        },
+    )
     components = build_components(config)
     components.make_detector = lambda: TruthDetector(boxes)
     components.make_gate = None  # every face is restored from the first frame
@@ -76,9 +84,15 @@ def test_a_timestamp_beside_a_restored_face_keeps_every_pixel(tmp_path, checker_
 def yuv_planes(path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Every decoded frame's Y, U and V samples (8-bit 4:2:0), as stored."""
     with av.open(str(path)) as container:
-        return [tuple(np.frombuffer(frame.planes[i], np.uint8).reshape(frame.planes[i].height, -1)
-                      [:, : frame.planes[i].width].copy() for i in range(3))
-                for frame in container.decode(video=0)]
+        return [
+            tuple(
+                np.frombuffer(frame.planes[i], np.uint8)
+                .reshape(frame.planes[i].height, -1)[:, : frame.planes[i].width]
+                .copy()
+                for i in range(3)
+            )
+            for frame in container.decode(video=0)
+        ]
 
 
 def test_every_sample_outside_the_restored_faces_is_the_decoded_one(tmp_path, checker_model):
@@ -86,8 +100,14 @@ def test_every_sample_outside_the_restored_faces_is_the_decoded_one(tmp_path, ch
     samples back wherever the compositor changed nothing (no RGB round trip, not even one code value)."""
     frames, boxes = make_face_frames(FRAMES, (320, 240), face_px=36, faces=1, seed=7)
     clip = write_clip(tmp_path / "cam.mp4", frames, codec="libx264", codec_options={"qp": "0"})
-    config = load_config(None, {"restoration.model": (str(checker_model), "test"), "output.crf": (0, "test"),
-                                "detection.every_n_frames": (1, "test")})
+    config = load_config(
+        None,
+        {
+            "restoration.model": (str(checker_model), "test"),
+            "output.crf": (0, "test"),
+            "detection.every_n_frames": (1, "test"),
+        },
+    )
     components = build_components(config)
     components.make_detector = lambda: TruthDetector(boxes)
     components.make_gate = None
@@ -99,7 +119,9 @@ def test_every_sample_outside_the_restored_faces_is_the_decoded_one(tmp_path, ch
     for (y_in, u_in, v_in), (y_out, u_out, v_out), (box,) in zip(inputs, outputs, boxes):
         square = square_crop_box(box, 1.5)
         inside = np.zeros(y_in.shape, bool)
-        inside[max(0, int(square.y)) : int(square.y + square.h) + 1, max(0, int(square.x)) : int(square.x + square.w) + 1] = True
+        inside[
+            max(0, int(square.y)) : int(square.y + square.h) + 1, max(0, int(square.x)) : int(square.x + square.w) + 1
+        ] = True
         np.testing.assert_array_equal(y_out[~inside], y_in[~inside])
         chroma_inside = inside.reshape(inside.shape[0] // 2, 2, inside.shape[1] // 2, 2).any(axis=(1, 3))
         np.testing.assert_array_equal(u_out[~chroma_inside], u_in[~chroma_inside])

@@ -1,4 +1,5 @@
 """--frame-hashes: the decoded input's per-frame MD5s, in FFmpeg's framemd5 format."""
+
 from __future__ import annotations
 
 import hashlib
@@ -24,8 +25,9 @@ def hash_rows(path) -> list[list[str]]:
 def decoded_md5s(path) -> list[tuple[int, str]]:
     """(pts, md5 of the raw planes) of every frame, decoded independently of the module under test."""
     with av.open(str(path)) as container:
-        return [(frame.pts, hashlib.md5(frame.to_ndarray().tobytes()).hexdigest())
-                for frame in container.decode(video=0)]
+        return [
+            (frame.pts, hashlib.md5(frame.to_ndarray().tobytes()).hexdigest()) for frame in container.decode(video=0)
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +61,12 @@ def test_max_frames_hashes_only_the_frames_processed(yuv_clip, tmp_path):
 def test_the_hashes_equal_those_of_ffmpeg_framemd5(yuv_clip, tmp_path):
     target = tmp_path / "ours.framemd5"
     write_frame_hashes(str(yuv_clip), target)
-    theirs = subprocess.run(["ffmpeg", "-v", "error", "-i", str(yuv_clip), "-map", "0:v:0", "-f", "framemd5", "-"],
-                            check=True, capture_output=True, text=True).stdout
+    theirs = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(yuv_clip), "-map", "0:v:0", "-f", "framemd5", "-"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     their_hashes = [line.split(",")[-1].strip() for line in theirs.splitlines() if line and not line.startswith("#")]
     assert [row[5] for row in hash_rows(target)] == their_hashes
 

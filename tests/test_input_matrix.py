@@ -1,5 +1,6 @@
 """Any video a camera or recorder writes goes through source -> sink: every frame, its timestamp,
 its pixels (upright, as a player shows them), and its audio streams, with no exception."""
+
 from __future__ import annotations
 
 import threading
@@ -76,8 +77,9 @@ def test_every_camera_format_keeps_frames_times_pixels_and_audio(tmp_path, spec)
         assert psnr(got, want) > 30, spec.name
 
 
-@pytest.mark.parametrize("name, text", [("notes.txt", "a text file\n" * 300), ("readme.nfo", "ANSI art\n" * 300)],
-                         ids=["txt", "nfo"])
+@pytest.mark.parametrize(
+    "name, text", [("notes.txt", "a text file\n" * 300), ("readme.nfo", "ANSI art\n" * 300)], ids=["txt", "nfo"]
+)
 def test_text_that_ffmpeg_renders_as_pictures_is_refused(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text)

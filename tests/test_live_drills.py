@@ -5,6 +5,7 @@ gap from camera back to frame written), and SIGKILL of the whole run mid-segment
 
 Slow (seconds of real time each): `.ci/run` runs the short ones explicitly.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,14 @@ from tests.test_rtsp import decodable_frames
 pytestmark = pytest.mark.slow
 
 FPS = 25
-QUICK_SOURCE = dict(source__open_timeout_s=3.0, source__read_timeout_s=1.5, source__reconnect_initial_s=0.2,
-                    source__reconnect_max_s=1.0, source__reconnect_recent_max_s=0.5, source__connect_attempts=1)
+QUICK_SOURCE = dict(
+    source__open_timeout_s=3.0,
+    source__read_timeout_s=1.5,
+    source__reconnect_initial_s=0.2,
+    source__reconnect_max_s=1.0,
+    source__reconnect_recent_max_s=0.5,
+    source__connect_attempts=1,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -42,8 +49,12 @@ class LiveRun:
     """A Pipeline of live jobs in a background thread, stopped (drained) on exit."""
 
     def __init__(self, jobs: list[Job], checker_model: Path, **config) -> None:
-        self.config = make_config(restoration__model=str(checker_model), detection__every_n_frames=2,
-                                  output__preset="ultrafast", **{**QUICK_SOURCE, **config})
+        self.config = make_config(
+            restoration__model=str(checker_model),
+            detection__every_n_frames=2,
+            output__preset="ultrafast",
+            **{**QUICK_SOURCE, **config},
+        )
         self.pipeline = Pipeline(jobs, build_components(self.config), pipeline_settings(self.config, CaptureLimits()))
         self.outcome: list = []
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -89,8 +100,10 @@ def test_a_camera_back_at_another_resolution_gets_a_new_segment_at_its_new_size(
 
 def test_a_push_server_restarted_mid_run_is_reconnected_and_the_drops_are_counted(tmp_path, checker_model):
     received = tmp_path / "received.h264"
-    with RtspTestServer.start(width=160, height=120, fps=FPS) as camera, \
-            RtspTestServer.start(record_to=received) as push_server:
+    with (
+        RtspTestServer.start(width=160, height=120, fps=FPS) as camera,
+        RtspTestServer.start(record_to=received) as push_server,
+    ):
         push_url = push_server.push_url
         with LiveRun([Job("cam1", camera.url, push_url, "cam1")], checker_model) as run:
             wait_until(lambda: run.stats().frames_out >= 25, 30, "frames pushed")
@@ -105,19 +118,42 @@ def test_a_push_server_restarted_mid_run_is_reconnected_and_the_drops_are_counte
 
 def test_two_cameras_where_one_dies_for_good_the_other_keeps_recording_and_exit_is_3(tmp_path, checker_model):
     config = tmp_path / "live.yaml"
-    config.write_text("source:\n  open_timeout_s: 2\n  read_timeout_s: 1\n  reconnect_initial_s: 0.2\n"
-                      "  reconnect_max_s: 1\n  connect_attempts: 1\n  give_up_after_s: 5\n"
-                      "output:\n  preset: ultrafast\n")
+    config.write_text(
+        "source:\n  open_timeout_s: 2\n  read_timeout_s: 1\n  reconnect_initial_s: 0.2\n"
+        "  reconnect_max_s: 1\n  connect_attempts: 1\n  give_up_after_s: 5\n"
+        "output:\n  preset: ultrafast\n"
+    )
     stats_path = tmp_path / "stats.json"
-    with RtspTestServer.start(width=160, height=120, fps=FPS) as keeps, \
-            RtspTestServer.start(width=160, height=120, fps=FPS) as dies:
+    with (
+        RtspTestServer.start(width=160, height=120, fps=FPS) as keeps,
+        RtspTestServer.start(width=160, height=120, fps=FPS) as dies,
+    ):
         cli = subprocess.Popen(
-            [sys.executable, str(REPO_ROOT / "run_stream.py"), keeps.url,
-             dies.url.replace("rtsp://", "rtsp://admin:hunter2@"), "-o", f"{tmp_path}/out/", "--config", config,
-             "--model", checker_model, "--duration", "16", "--stats-json", stats_path, "-q"],
-            stderr=subprocess.PIPE, text=True)
-        wait_until(lambda: all(list((tmp_path / "out").glob(f"cam{k}_*.partial.ts")) for k in (1, 2)), 60,
-                   "both cameras recording")
+            [
+                sys.executable,
+                str(REPO_ROOT / "run_stream.py"),
+                keeps.url,
+                dies.url.replace("rtsp://", "rtsp://admin:hunter2@"),
+                "-o",
+                f"{tmp_path}/out/",
+                "--config",
+                config,
+                "--model",
+                checker_model,
+                "--duration",
+                "16",
+                "--stats-json",
+                stats_path,
+                "-q",
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_until(
+            lambda: all(list((tmp_path / "out").glob(f"cam{k}_*.partial.ts")) for k in (1, 2)),
+            60,
+            "both cameras recording",
+        )
         time.sleep(2)
         dies.kill()
         _, stderr = cli.communicate(timeout=60)
@@ -141,8 +177,9 @@ def test_a_camera_offline_at_start_up_records_once_it_comes_up(tmp_path, checker
         assert run.stats().frames_out == 0 and run.stats().state == "starting"
         with RtspTestServer(port, 160, 120, FPS, None, None) as late:
             late.restart()
-            wait_until(lambda: run.stats().frames_out >= 20 and run.stats().state == "up", 30,
-                       "frames once the camera came up")
+            wait_until(
+                lambda: run.stats().frames_out >= 20 and run.stats().state == "up", 30, "frames once the camera came up"
+            )
     assert sum(len(read_frames(path)[0]) for path in segments(tmp_path)) == run.stats().frames_out
 
 
@@ -158,7 +195,9 @@ def test_a_killed_and_restarted_camera_is_written_again_within_a_few_seconds(tmp
                 camera.restart()
                 back = time.monotonic()
                 before = run.stats().frames_out
-                wait_until(lambda before=before: run.stats().frames_out > before, 30, "a frame written after the restart")
+                wait_until(
+                    lambda before=before: run.stats().frames_out > before, 30, "a frame written after the restart"
+                )
                 gaps.append(time.monotonic() - back)
     print(f"kill-restart drill: camera back -> first frame written: {', '.join(f'{g:.2f} s' for g in gaps)}")
     assert max(gaps) < 5.0, gaps
@@ -166,11 +205,24 @@ def test_a_killed_and_restarted_camera_is_written_again_within_a_few_seconds(tmp
 
 def test_sigkill_mid_run_leaves_every_finished_segment_and_the_current_one_playable(tmp_path, checker_model):
     config = tmp_path / "live.yaml"
-    config.write_text("source:\n  open_timeout_s: 3\n  read_timeout_s: 2\nrecording:\n  segment_s: 2\n"
-                      "output:\n  preset: ultrafast\n")
+    config.write_text(
+        "source:\n  open_timeout_s: 3\n  read_timeout_s: 2\nrecording:\n  segment_s: 2\noutput:\n  preset: ultrafast\n"
+    )
     with RtspTestServer.start(width=160, height=120, fps=FPS) as camera:
-        cli = subprocess.Popen([sys.executable, str(REPO_ROOT / "run_stream.py"), camera.url, "-o",
-                                f"{tmp_path}/out/", "--config", config, "--model", checker_model, "-q"])
+        cli = subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO_ROOT / "run_stream.py"),
+                camera.url,
+                "-o",
+                f"{tmp_path}/out/",
+                "--config",
+                config,
+                "--model",
+                checker_model,
+                "-q",
+            ]
+        )
         wait_until(lambda: len(segments(tmp_path / "out")) >= 2, 60, "two finished segments")
         time.sleep(1.5)
         cli.send_signal(signal.SIGKILL)

@@ -1,4 +1,5 @@
 """The metrics endpoint scraped over HTTP while fake cameras run, and /healthz flipping when one goes silent."""
+
 from __future__ import annotations
 
 import threading
@@ -23,9 +24,12 @@ def get(url: str) -> tuple[int, str]:
 
 def samples(text: str) -> dict[tuple[str, str], float]:
     """{(sample name, camera label or ''): value}"""
-    return {(sample.name, sample.labels.get("camera", "")): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples
-            if "le" not in sample.labels}
+    return {
+        (sample.name, sample.labels.get("camera", "")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if "le" not in sample.labels
+    }
 
 
 def test_metrics_are_scraped_over_http_and_healthz_fails_when_a_camera_goes_silent():
@@ -61,8 +65,12 @@ def test_metrics_are_scraped_over_http_and_healthz_fails_when_a_camera_goes_sile
             assert values[("cctv_fps", camera)] > 5 and values[("cctv_camera_up", camera)] == 1
             assert values[("cctv_seconds_since_last_frame", camera)] < 0.5
             assert values[("cctv_latency_seconds_count", camera)] >= 20
-            for counter in ("cctv_drops_total", "cctv_reconnects_total", "cctv_restarts_total",
-                            "cctv_output_drops_total"):
+            for counter in (
+                "cctv_drops_total",
+                "cctv_reconnects_total",
+                "cctv_restarts_total",
+                "cctv_output_drops_total",
+            ):
                 assert (counter, camera) in values
         assert ("cctv_restore_queue_depth", "") in values and values[("cctv_restorer_faces_total", "")] > 0
         assert ("cctv_restorer_faces_per_second", "") in values
@@ -84,4 +92,3 @@ def test_metrics_are_scraped_over_http_and_healthz_fails_when_a_camera_goes_sile
         runner.join(10)
         server.stop()
     assert not isinstance(outcome[0], BaseException), outcome
-

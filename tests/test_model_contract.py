@@ -1,4 +1,5 @@
 """The crop geometry and metadata that training and the pipeline share."""
+
 import numpy as np
 import pytest
 import torch
@@ -27,11 +28,14 @@ def test_a_square_inside_the_image_is_cut_exactly():
     assert np.array_equal(cut_square(IMAGE, Box(2, 3, 4, 4)), IMAGE[3:7, 2:6])
 
 
-@pytest.mark.parametrize("square, expected_edge", [
-    (Box(-5, -5, 8, 8), IMAGE[0, 0]),  # over the top-left corner: the corner pixel repeats
-    (Box(20, 3, 6, 6), IMAGE[3, 11]),  # wholly right of the image: its last column repeats
-    (Box(-30, -30, 6, 6), IMAGE[0, 0]),  # wholly outside, above-left
-])
+@pytest.mark.parametrize(
+    "square, expected_edge",
+    [
+        (Box(-5, -5, 8, 8), IMAGE[0, 0]),  # over the top-left corner: the corner pixel repeats
+        (Box(20, 3, 6, 6), IMAGE[3, 11]),  # wholly right of the image: its last column repeats
+        (Box(-30, -30, 6, 6), IMAGE[0, 0]),  # wholly outside, above-left
+    ],
+)
 def test_parts_outside_the_image_repeat_its_border(square, expected_edge):
     crop = cut_square(IMAGE, square)
     assert crop.shape == (int(square.w), int(square.w), 3)
@@ -54,15 +58,18 @@ def test_spec_metadata_round_trips():
     assert RestorerSpec.from_json(spec.to_json()) == spec
 
 
-@pytest.mark.parametrize("text, message", [
-    ("not json", "not valid JSON"),
-    ('{"input_size": 64}', "lacks"),
-    ('{"input_size": 64, "crop_scale": 1.5, "colour": "RGB"}', "unknown keys"),
-    ('{"input_size": 8, "crop_scale": 1.5}', "input_size"),
-    ('{"input_size": 64, "crop_scale": 9}', "crop_scale"),
-    ('{"input_size": 64, "crop_scale": 1.5, "color_order": "BGR"}', "color_order"),
-    ('{"input_size": 64, "crop_scale": 1.5, "value_range": [0, 255]}', "value_range"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("not json", "not valid JSON"),
+        ('{"input_size": 64}', "lacks"),
+        ('{"input_size": 64, "crop_scale": 1.5, "colour": "RGB"}', "unknown keys"),
+        ('{"input_size": 8, "crop_scale": 1.5}', "input_size"),
+        ('{"input_size": 64, "crop_scale": 9}', "crop_scale"),
+        ('{"input_size": 64, "crop_scale": 1.5, "color_order": "BGR"}', "color_order"),
+        ('{"input_size": 64, "crop_scale": 1.5, "value_range": [0, 255]}', "value_range"),
+    ],
+)
 def test_a_broken_spec_is_a_contract_error_naming_the_problem(text, message):
     with pytest.raises(ContractError, match=message):
         RestorerSpec.from_json(text)

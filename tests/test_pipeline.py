@@ -1,4 +1,5 @@
 """The pipeline's threading with fake stages: order, timing, drops, failures, shared batching."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -377,8 +378,10 @@ class WindowRecorder(RecordingRestorer):
 
 
 def crop_keeping_track(image: np.ndarray, faces):
-    return [dataclasses.replace(face, crop=crop) for face, crop in
-            zip(faces, (f.crop for f in crop_with_source_mark(image, faces)))]
+    return [
+        dataclasses.replace(face, crop=crop)
+        for face, crop in zip(faces, (f.crop for f in crop_with_source_mark(image, faces)))
+    ]
 
 
 def test_a_k_frame_restorer_gets_each_tracks_last_k_crops_and_cameras_never_mix():
@@ -386,8 +389,9 @@ def test_a_k_frame_restorer_gets_each_tracks_last_k_crops_and_cameras_never_mix(
     sources = [OffsetSource(f"cam{k}", 12, offset=100 * k) for k in range(2)]
     harness = Harness(sources, make_tracker=OneTrackTracker, restorer=WindowRecorder(), crop_faces=crop_keeping_track)
     stats = harness.pipeline(batching=Batching(batch_size=4, max_latency_s=0.2), queue_size=4).run()
-    windows = [[int(crop[0, 0, 0]) for crop in window] for batch in harness.components.restorer.batches
-               for window in batch]
+    windows = [
+        [int(crop[0, 0, 0]) for crop in window] for batch in harness.components.restorer.batches for window in batch
+    ]
     assert len(windows) == stats.restorer.faces == 12
     for camera in (0, 1):
         own = sorted((w for w in windows if w[-1] // 100 == camera), key=lambda w: w[-1])

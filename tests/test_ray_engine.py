@@ -6,6 +6,7 @@ And the CLI's `--engine ray`, which starts a one-machine cluster itself (`ray.in
 Ray's start-up takes 10-30 s on 2 cores, so these are `slow` (run explicitly by .ci/run); the
 tests share one cluster (module fixture) with few CPUs, a small object store and no dashboard.
 """
+
 from __future__ import annotations
 
 import json
@@ -65,13 +66,15 @@ def cameras(tmp_path_factory):
 
 
 def config_for_test(model: Path) -> Config:
-    return Config.model_validate({
-        "restoration": {"model": str(model), "device": "cpu", "batch_size": 8, "max_latency_ms": 30, "threads": 1},
-        "detection": {"every_n_frames": 2},
-        "source": {"read_timeout_s": 5, "reconnect_max_s": 2},
-        "ray": {"camera_cpus": 0.5, "restorer_cpus": 0.5, "restorer_replicas": 2, "restore_timeout_s": 5},
-        "logging": {"status_interval_s": 5},
-    })
+    return Config.model_validate(
+        {
+            "restoration": {"model": str(model), "device": "cpu", "batch_size": 8, "max_latency_ms": 30, "threads": 1},
+            "detection": {"every_n_frames": 2},
+            "source": {"read_timeout_s": 5, "reconnect_max_s": 2},
+            "ray": {"camera_cpus": 0.5, "restorer_cpus": 0.5, "restorer_replicas": 2, "restore_timeout_s": 5},
+            "logging": {"status_interval_s": 5},
+        }
+    )
 
 
 def wait_for(condition, what: str, driver: threading.Thread, timeout_s: float = WAIT_S) -> None:
@@ -89,8 +92,7 @@ def kill_actor_process(name: str) -> None:
     os.kill(ray.get(actor.pid.remote(), timeout=30), signal.SIGKILL)
 
 
-def test_cameras_and_a_folder_on_two_nodes_survive_killed_actors(cluster, cameras, tmp_path, face_clip,
-                                                                 checker_model):
+def test_cameras_and_a_folder_on_two_nodes_survive_killed_actors(cluster, cameras, tmp_path, face_clip, checker_model):
     from streamer.ray_engine import CAMERA_ACTOR, RESTORER_ACTOR, RayRun
 
     recordings = tmp_path / "recordings"
@@ -118,7 +120,9 @@ def test_cameras_and_a_folder_on_two_nodes_survive_killed_actors(cluster, camera
     wait_for(lambda: frames("cam1") >= resumed_from + 15, "the restarted camera writing again", driver)
     kill_actor_process(RESTORER_ACTOR + "1")
     before = {cam: frames(cam) for cam in live}
-    wait_for(lambda: all(frames(cam) >= before[cam] + 20 for cam in live), "cameras going on after a replica died", driver)
+    wait_for(
+        lambda: all(frames(cam) >= before[cam] + 20 for cam in live), "cameras going on after a replica died", driver
+    )
     wait_for(lambda: (out / "a.mp4").exists() and (out / "b.mp4").exists(), "the recordings written", driver)
     run.request_stop()
     driver.join(60)
@@ -146,7 +150,9 @@ def test_cameras_and_a_folder_on_two_nodes_survive_killed_actors(cluster, camera
     for index, boxes in enumerate(face_clip.boxes):
         for box in boxes:
             x, y, w, h = (int(v) for v in (box.x, box.y, box.w, box.h))
-            changes.append(np.abs(written[index][y:y + h, x:x + w].astype(int) - original[index][y:y + h, x:x + w]).mean())
+            changes.append(
+                np.abs(written[index][y : y + h, x : x + w].astype(int) - original[index][y : y + h, x : x + w]).mean()
+            )
     assert max(changes) > 8, changes
     # The restorer batched crops across cameras, and the run counted what the faults cost.
     summary = run.stats.as_dict()
@@ -162,14 +168,29 @@ def test_cli_engine_ray_runs_a_cameras_file_on_a_cluster_it_starts(run_cli, tmp_
         shutil.copy(face_clip.path, tmp_path / name)
     (tmp_path / "bad.mp4").write_text("not a video\n")
     cams = tmp_path / "cams.yaml"
-    cams.write_text("cameras:\n" + "".join(
-        f"  - name: {name}\n    url: {name}.mp4\n    output: out/\n" for name in ("gate", "door", "bad")))
+    cams.write_text(
+        "cameras:\n"
+        + "".join(f"  - name: {name}\n    url: {name}.mp4\n    output: out/\n" for name in ("gate", "door", "bad"))
+    )
     config = tmp_path / "ray.yaml"
-    config.write_text("ray: {camera_cpus: 0.5, restorer_cpus: 0.5, object_store_mb: 80}\n"
-                      "restoration: {device: cpu, threads: 1}\n")
+    config.write_text(
+        "ray: {camera_cpus: 0.5, restorer_cpus: 0.5, object_store_mb: 80}\nrestoration: {device: cpu, threads: 1}\n"
+    )
     stats = tmp_path / "stats.json"
-    result = run_cli("--cameras", cams, "--config", config, "--engine", "ray", "--model", checker_model,
-                     "--stats-json", stats, "-q", timeout_s=240)
+    result = run_cli(
+        "--cameras",
+        cams,
+        "--config",
+        config,
+        "--engine",
+        "ray",
+        "--model",
+        checker_model,
+        "--stats-json",
+        stats,
+        "-q",
+        timeout_s=240,
+    )
     assert result.returncode == 1, result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["door.mp4", "gate.mp4"], result.stderr
     assert "3 inputs: 2 done, 1 failed" in result.stderr and "FAILED" in result.stderr

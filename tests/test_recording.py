@@ -1,5 +1,6 @@
 """A live camera's recording: rotating segments, a new segment on a size change, retention,
 crash safety (SIGKILL mid-segment), and a push that outlives its server."""
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,10 @@ def live_info(width: int = 64, height: int = 48) -> StreamInfo:
 def live_frames(count: int, width: int = 64, height: int = 48, start: int = 0) -> list[Frame]:
     """Frames as a live source gives them: 1/90000 time base, one frame period apart."""
     ticks = 90000 // FPS
-    return [Frame("cam", start + k, (start + k) * ticks, LIVE_TIME_BASE, image)
-            for k, image in enumerate(make_frames(count, width, height, noise=0))]
+    return [
+        Frame("cam", start + k, (start + k) * ticks, LIVE_TIME_BASE, image)
+        for k, image in enumerate(make_frames(count, width, height, noise=0))
+    ]
 
 
 def segments(folder: Path, camera: str = "cam1") -> list[Path]:
@@ -64,13 +67,17 @@ def test_segments_rotate_by_length_and_each_is_finalised_with_its_frames(tmp_pat
     assert all(path.name.startswith("cam1_") and path.name.endswith("Z.ts") or "Z_" in path.name for path in files)
 
 
-@pytest.mark.parametrize("on_resize, expected_sizes", [
-    ("segment", [(48, 64), (96, 128)]),  # the new size gets a segment of its own
-    ("scale", [(48, 64)]),  # the new size is scaled to the first
-])
+@pytest.mark.parametrize(
+    "on_resize, expected_sizes",
+    [
+        ("segment", [(48, 64), (96, 128)]),  # the new size gets a segment of its own
+        ("scale", [(48, 64)]),  # the new size is scaled to the first
+    ],
+)
 def test_a_size_change_mid_stream_starts_a_segment_or_is_scaled(tmp_path, on_resize, expected_sizes):
-    recorder = SegmentRecorder(str(tmp_path / "cam1.mp4"), live_info(), FAST,
-                               RecordingOptions(segment_s=0, on_resize=on_resize))
+    recorder = SegmentRecorder(
+        str(tmp_path / "cam1.mp4"), live_info(), FAST, RecordingOptions(segment_s=0, on_resize=on_resize)
+    )
     for frame in live_frames(10) + live_frames(10, 128, 96, start=10):
         recorder.write(frame)
     recorder.close()
@@ -96,8 +103,9 @@ def test_retention_deletes_the_oldest_segments_beyond_the_size_or_age_limit(tmp_
 def test_rotation_applies_retention_to_this_cameras_segments_only(tmp_path):
     other = tmp_path / "cam2_20260101T000000Z.ts"
     other.write_bytes(b"another camera")
-    recorder = SegmentRecorder(str(tmp_path / "cam1.mp4"), live_info(), FAST,
-                               RecordingOptions(segment_s=0.4, max_total_bytes=1))
+    recorder = SegmentRecorder(
+        str(tmp_path / "cam1.mp4"), live_info(), FAST, RecordingOptions(segment_s=0.4, max_total_bytes=1)
+    )
     for frame in live_frames(40):
         recorder.write(frame)
     recorder.close()
@@ -121,8 +129,11 @@ for frame in live_frames(10_000):
 
 def test_after_sigkill_every_finished_segment_and_the_current_one_up_to_its_last_second_play(tmp_path):
     repo = str(REPO_ROOT)
-    writer = subprocess.Popen([sys.executable, "-c", WRITER.format(repo=repo, target=str(tmp_path / "cam1.mp4"))],
-                              stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER.format(repo=repo, target=str(tmp_path / "cam1.mp4"))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     written = -1
     deadline = time.monotonic() + 60
     while written < 70 and time.monotonic() < deadline:  # 2.8 s of video: two finished segments, one current
@@ -165,8 +176,9 @@ class FlakyPush:
 
 def test_a_push_reconnects_after_its_server_restarts_and_counts_the_frames_dropped_meanwhile():
     target = FlakyPush()
-    push = ReconnectingPushSink("rtsp://admin:pw@server/push", live_info(), FAST, PushRetry(0.05, 0.1),
-                                connect=target.connect)
+    push = ReconnectingPushSink(
+        "rtsp://admin:pw@server/push", live_info(), FAST, PushRetry(0.05, 0.1), connect=target.connect
+    )
     frames = live_frames(40)
     for frame in frames[:10]:
         push.write(frame)

@@ -1,4 +1,5 @@
 """The investigator's report: its files, the evidence rules, live limits, and the CLI's checks."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,15 +26,37 @@ def shot(frame_index: int, restored: bool = True, wall_clock: float | None = Non
     rng = np.random.default_rng(frame_index)
     original = rng.integers(0, 256, size=(30, 30, 3), dtype=np.uint8)
     model_output = rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8) if restored else None
-    return Shot("cam1", 1, frame_index, frame_index * 512, frame_index / 25, wall_clock,
-                Box(10, 10, 20, 20), Box(5, 5, 30, 30), PARTS, original, model_output)
+    return Shot(
+        "cam1",
+        1,
+        frame_index,
+        frame_index * 512,
+        frame_index / 25,
+        wall_clock,
+        Box(10, 10, 20, 20),
+        Box(5, 5, 30, 30),
+        PARTS,
+        original,
+        model_output,
+    )
 
 
 def track(track_id: int, shots: list[Shot], wall_clock: float | None = None) -> TrackRecord:
     frames = [s.frame_index for s in shots]
     shots = [dataclasses.replace(s, track_id=track_id) for s in shots]
-    return TrackRecord("cam1", track_id, 1, min(frames), max(frames), min(frames) / 25, max(frames) / 25,
-                       wall_clock, wall_clock, len(shots) * 3, tuple(shots))
+    return TrackRecord(
+        "cam1",
+        track_id,
+        1,
+        min(frames),
+        max(frames),
+        min(frames) / 25,
+        max(frames) / 25,
+        wall_clock,
+        wall_clock,
+        len(shots) * 3,
+        tuple(shots),
+    )
 
 
 def writer(folder: Path, clock=lambda: 1_000.0, **settings) -> ReportWriter:
@@ -202,9 +225,25 @@ def two_reports(tmp_path_factory, face_clip, checker_model):
     runs = []
     for name in ("first", "second"):
         done = subprocess.run(
-            [sys.executable, str(REPO_ROOT / "run_stream.py"), str(face_clip.path), "-o", str(base / f"{name}.mp4"),
-             "--model", str(checker_model), "--detect-every", "2", "--report", str(base / name), "-q"],
-            check=False, capture_output=True, text=True, timeout=180, cwd="/",
+            [
+                sys.executable,
+                str(REPO_ROOT / "run_stream.py"),
+                str(face_clip.path),
+                "-o",
+                str(base / f"{name}.mp4"),
+                "--model",
+                str(checker_model),
+                "--detect-every",
+                "2",
+                "--report",
+                str(base / name),
+                "-q",
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            cwd="/",
         )
         assert done.returncode == 0, done.stderr
         runs.append(base / name)
@@ -228,8 +267,9 @@ def test_the_cli_writes_a_report_of_every_track_and_never_touches_the_input(two_
 def test_the_same_input_model_and_config_give_byte_identical_shots(two_reports):
     (first, second), _, _ = two_reports
     names = sorted(p.relative_to(first).as_posix() for p in (first / "shots").rglob("*") if p.is_file())
-    assert names and names == sorted(p.relative_to(second).as_posix() for p in (second / "shots").rglob("*")
-                                     if p.is_file())
+    assert names and names == sorted(
+        p.relative_to(second).as_posix() for p in (second / "shots").rglob("*") if p.is_file()
+    )
     for name in names:
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
     assert (first / "tracks.jsonl").read_bytes() == (second / "tracks.jsonl").read_bytes()
@@ -242,8 +282,9 @@ def test_the_same_input_model_and_config_give_byte_identical_shots(two_reports):
 
 
 @pytest.mark.parametrize("prepare, message", [("exists", "report folder exists"), ("file", "cannot be written")])
-def test_an_unusable_report_folder_is_one_line_and_exit_2_before_anything_runs(run_cli, tmp_path, face_clip,
-                                                                                prepare, message):
+def test_an_unusable_report_folder_is_one_line_and_exit_2_before_anything_runs(
+    run_cli, tmp_path, face_clip, prepare, message
+):
     folder = tmp_path / "report"
     if prepare == "exists":
         folder.mkdir()
@@ -258,8 +299,16 @@ def test_an_unusable_report_folder_is_one_line_and_exit_2_before_anything_runs(r
 
 # ---- in a real browser ----------------------------------------------------------------------------
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--window-size=1400,1000")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1000",
+)
 
 
 @pytest.fixture
@@ -307,8 +356,9 @@ def test_the_report_opens_in_a_real_browser_with_its_cards_images_and_labels(two
     dialog = browser.find_element(By.ID, "shots")
     assert dialog.is_displayed()
     shots = dialog.find_elements(By.CSS_SELECTOR, ".shot")
-    clicked = next(json.loads(line) for line in tracks
-                   if json.loads(line)["track_id"] == int(cards[0].get_attribute("data-track")))
+    clicked = next(
+        json.loads(line) for line in tracks if json.loads(line)["track_id"] == int(cards[0].get_attribute("data-track"))
+    )
     assert len(shots) == len(clicked["shots"]) >= 1
     assert all(browser.execute_script(loaded, image) for image in dialog.find_elements(By.TAG_NAME, "img"))
     assert len(dialog.find_elements(By.CSS_SELECTOR, ".enhanced-label")) == len(shots)
@@ -342,9 +392,24 @@ def test_a_live_report_grows_while_the_camera_runs(tmp_path):
     report = tmp_path / "report"
     with RtspTestServer.start(width=640, height=360, fps=20, frames_dir=frames_dir) as camera:
         process = subprocess.Popen(
-            [sys.executable, str(REPO_ROOT / "run_stream.py"), camera.url, "-o", f"{tmp_path}/out/",
-             "--config", str(config), "--report", str(report), "--duration", "40", "-q"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                str(REPO_ROOT / "run_stream.py"),
+                camera.url,
+                "-o",
+                f"{tmp_path}/out/",
+                "--config",
+                str(config),
+                "--report",
+                str(report),
+                "--duration",
+                "40",
+                "-q",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         seen_during_run = 0
         while process.poll() is None:
             jsonl = report / "tracks.jsonl"

@@ -1,4 +1,5 @@
 """Face restoration: contract checks at load, batching, crops, and that a model's output is used."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -75,13 +76,23 @@ def write_state_dict(path):
         (lambda p: write_state_dict(p / "weights.pt"), ModelLoadError, "not a TorchScript"),
         (lambda p: save_model("identity", p / "no_spec.ts", with_spec=False), ContractError, "no restorer.json"),
         (lambda p: save_model("identity", p / "bad_spec.ts", spec='{"input_size": 32}'), ContractError, "lacks"),
-        (lambda p: save_model("half_size", p / "half.ts"), ContractError, r"output shape 2 x 3 x 16 x 16 for a 2 x 3 x 32"),
+        (
+            lambda p: save_model("half_size", p / "half.ts"),
+            ContractError,
+            r"output shape 2 x 3 x 16 x 16 for a 2 x 3 x 32",
+        ),
         (lambda p: save_model("fixed_input_16", p / "fixed.ts"), ContractError, "forward fails on a 2 x 3 x 32 x 32"),
         (lambda p: save_model("bytes", p / "bytes.ts"), ContractError, "output range"),
     ],
     ids=[
-        "missing", "not-torchscript", "state-dict", "no-restorer-json", "incomplete-restorer-json",
-        "wrong-output-shape", "wrong-input-size", "wrong-range",
+        "missing",
+        "not-torchscript",
+        "state-dict",
+        "no-restorer-json",
+        "incomplete-restorer-json",
+        "wrong-output-shape",
+        "wrong-input-size",
+        "wrong-range",
     ],
 )
 def test_bad_model_files_give_one_line_errors_naming_the_file(tmp_path, make, error, message):
@@ -117,7 +128,10 @@ def test_a_model_whose_shapes_break_its_v2_metadata_fails_at_load_in_one_line(tm
     [
         ('{"input_size": 32, "crop_scale": 2, "frames": 0}', "frames must be an int in"),
         ('{"input_size": 32, "crop_scale": 2, "frames": 2.5}', "frames must be an int in"),
-        ('{"input_size": 32, "crop_scale": 2, "frames": 3, "target_index": 3}', r"target_index must be an int in \[0, 2\]"),
+        (
+            '{"input_size": 32, "crop_scale": 2, "frames": 3, "target_index": 3}',
+            r"target_index must be an int in \[0, 2\]",
+        ),
         ('{"input_size": 32, "crop_scale": 2, "output_size": 4}', "output_size must be an int"),
     ],
     ids=["frames-0", "frames-float", "target-index-out-of-window", "output-size-tiny"],
@@ -137,8 +151,9 @@ def test_a_one_frame_model_without_v2_keys_loads_as_before(models):
 
 
 def test_a_k_frame_model_restores_windows(tmp_path):
-    restorer = TorchScriptRestorer.load(save_model("window_oldest", tmp_path / "k3.ts", make_spec(frames=3)),
-                                        device="cpu", max_batch=4)
+    restorer = TorchScriptRestorer.load(
+        save_model("window_oldest", tmp_path / "k3.ts", make_spec(frames=3)), device="cpu", max_batch=4
+    )
     windows = np.random.default_rng(1).integers(0, 255, (6, 3, S, S, 3), dtype=np.uint8)
     restored = restorer.restore(windows)
     assert restored.shape == (6, S, S, 3)
@@ -148,8 +163,9 @@ def test_a_k_frame_model_restores_windows(tmp_path):
 
 
 def test_a_super_resolving_model_returns_its_own_size(tmp_path):
-    restorer = TorchScriptRestorer.load(save_model("upscale_2x", tmp_path / "sr.ts", make_spec(output_size=2 * S)),
-                                        device="cpu")
+    restorer = TorchScriptRestorer.load(
+        save_model("upscale_2x", tmp_path / "sr.ts", make_spec(output_size=2 * S)), device="cpu"
+    )
     assert restorer.restore(random_crops(3)).shape == (3, 2 * S, 2 * S, 3)
     assert restorer.restore(random_crops(0)).shape == (0, 2 * S, 2 * S, 3)
 

@@ -3,6 +3,7 @@
 The deadlines below are behaviour a camera operator relies on (a stall is noticed, stop is
 prompt), checked with generous margins; they are not speed measurements.
 """
+
 from __future__ import annotations
 
 import threading
@@ -22,9 +23,7 @@ from tests.helpers.rtsp_server import RtspTestServer, require_gstreamer, write_f
 
 FPS = 25  # FFmpeg probes about 20 frames before av.open returns: a higher rate connects faster
 READ_TIMEOUT_S = 1.5
-OPTIONS = SourceOptions(
-    open_timeout_s=3.0, read_timeout_s=READ_TIMEOUT_S, reconnect_initial_s=0.2, reconnect_max_s=1.0
-)
+OPTIONS = SourceOptions(open_timeout_s=3.0, read_timeout_s=READ_TIMEOUT_S, reconnect_initial_s=0.2, reconnect_max_s=1.0)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 Most tests use a fake detector that "sees" a face when a searched region holds its true box whole
 (a perfect detector), so they test the policy's choices exactly and cost no model calls; the
 recall test runs MediaPipe on a generated crowd scene against the every-tile reference."""
+
 from __future__ import annotations
 
 import logging
@@ -36,13 +37,19 @@ class PerfectDetector:
 
     def detect_each(self, image, regions) -> list[list[Face]]:
         self.searched.append((self.frame, tuple(regions)))
-        return [[Face(box=box, score=0.9) for box in self.truth_of_frame(self.frame) if _holds(region, box)]
-                for region in regions]
+        return [
+            [Face(box=box, score=0.9) for box in self.truth_of_frame(self.frame) if _holds(region, box)]
+            for region in regions
+        ]
 
 
 def _holds(region: Tile, box: Box) -> bool:
-    return (region.x <= box.x and region.y <= box.y
-            and box.x + box.w <= region.x + region.w and box.y + box.h <= region.y + region.h)
+    return (
+        region.x <= box.x
+        and region.y <= box.y
+        and box.x + box.w <= region.x + region.w
+        and box.y + box.h <= region.y + region.h
+    )
 
 
 def _blob_frame(background: np.ndarray, box: Box | None) -> np.ndarray:
@@ -99,7 +106,9 @@ def test_track_guided_region_follows_a_moving_face():
     for frame, regions in searched[1:]:
         truth = walker(frame)[0]
         assert any(_holds(region, truth) for region in regions), f"frame {frame}: the face was not searched"
-        assert len(regions) <= BUDGET.calls_per_round(1, len(search_regions(WIDTH, HEIGHT, TILING)))  # a region for the track, not a full scan
+        assert len(regions) <= BUDGET.calls_per_round(
+            1, len(search_regions(WIDTH, HEIGHT, TILING))
+        )  # a region for the track, not a full scan
     assert all(any(face.box.iou(walker(i)[0]) > 0.5 for face in faces) for i, faces in enumerate(tracked))
 
 
@@ -110,13 +119,18 @@ def test_recall_on_a_generated_crowd_is_within_5_percent_of_every_tile_every_fra
     recalls = {}
     for name in ("reference", "adaptive"):
         with MediaPipeFaceDetector(FULL_RANGE, 0.5, TILING, 10) as detector:
-            search = (EveryNthFrame(detector, 1) if name == "reference"
-                      else AdaptiveSearch(detector, TILING, SearchBudget(budget_ms=7.5), every_n=1))
+            search = (
+                EveryNthFrame(detector, 1)
+                if name == "reference"
+                else AdaptiveSearch(detector, TILING, SearchBudget(budget_ms=7.5), every_n=1)
+            )
             stage = DetectStage(search, FaceTracker(), None)
             recall = Recall()
             truths = []
-            images = (truths.append(boxes_now) or image for image, boxes_now in
-                      walking_scene(width, height, walkers, frames, seed=2))
+            images = (
+                truths.append(boxes_now) or image
+                for image, boxes_now in walking_scene(width, height, walkers, frames, seed=2)
+            )
             for frame in frames_of(images):
                 recall.add(truths[-1], boxes(search_and_track(stage, frame)))
             recalls[name] = (recall.at_least(20), search.counters.seconds)

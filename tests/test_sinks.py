@@ -1,4 +1,5 @@
 """File sinks: playable H.264 with the input's frames, pts and audio; temp + rename; abort; odd sizes."""
+
 from __future__ import annotations
 
 import threading

@@ -1,4 +1,5 @@
 """File sources: every frame in order with its pts; bad files are one-line SourceErrors; URL handling."""
+
 from __future__ import annotations
 
 import threading
@@ -232,10 +233,13 @@ def test_close_during_iteration_waits_for_the_iterator(lossless_clip):
         next(source.frames(threading.Event()))
 
 
-@pytest.mark.parametrize("value, url", [
-    ("p@ss/wo:rd", "rtsp://admin:p%40ss%2Fwo%3Ard@cam:554/live"),  # encoded for the user
-    ("already%2Fencoded", "rtsp://admin:already%2Fencoded@cam:554/live"),  # an encoded value stays as it is
-])
+@pytest.mark.parametrize(
+    "value, url",
+    [
+        ("p@ss/wo:rd", "rtsp://admin:p%40ss%2Fwo%3Ard@cam:554/live"),  # encoded for the user
+        ("already%2Fencoded", "rtsp://admin:already%2Fencoded@cam:554/live"),  # an encoded value stays as it is
+    ],
+)
 def test_a_password_from_the_environment_is_percent_encoded_in_the_url(value, url):
     from urllib.parse import unquote, urlsplit
 

@@ -1,4 +1,5 @@
 """The per-track window of the last K crops that a K-frame restorer sees."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Face tracking: stable ids, faces carried between detections, smoothing, new and lost faces."""
+
 from __future__ import annotations
 
 import numpy as np

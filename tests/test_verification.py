@@ -1,5 +1,6 @@
 """The restore gate: distractors (the back of a head, balloons, a clock, a hand) are never
 restored, real faces are, and only once their track is confirmed."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,15 +20,18 @@ def moved(points, **changes):
     return tuple(changes.get(name, point) for name, point in zip(names, points)) + points[4:]
 
 
-@pytest.mark.parametrize("keypoints, plausible", [
-    (FRONTAL, True),
-    ((), True),  # a detector without keypoints is not judged on them
-    (moved(FRONTAL, left_eye=(113, 115)), False),  # eyes on top of each other
-    (moved(FRONTAL, left_eye=(170, 115)), False),  # an eye outside the box
-    (moved(FRONTAL, mouth=(120, 116)), False),  # mouth on the eye line
-    (moved(FRONTAL, mouth=(128, 132), nose=(150, 124)), False),  # nose beside the face
-    (moved(FRONTAL, mouth=(136, 116)), False),  # mouth along the eye line, not across it
-])
+@pytest.mark.parametrize(
+    "keypoints, plausible",
+    [
+        (FRONTAL, True),
+        ((), True),  # a detector without keypoints is not judged on them
+        (moved(FRONTAL, left_eye=(113, 115)), False),  # eyes on top of each other
+        (moved(FRONTAL, left_eye=(170, 115)), False),  # an eye outside the box
+        (moved(FRONTAL, mouth=(120, 116)), False),  # mouth on the eye line
+        (moved(FRONTAL, mouth=(128, 132), nose=(150, 124)), False),  # nose beside the face
+        (moved(FRONTAL, mouth=(136, 116)), False),  # mouth along the eye line, not across it
+    ],
+)
 def test_keypoint_layout(keypoints, plausible):
     assert keypoints_plausible(Face(BOX, 0.9, keypoints=keypoints)) is plausible
 
@@ -55,11 +59,14 @@ def run_gate(gate: RestoreGate, detections_per_frame: list[list[Face] | None]) -
     return verdicts
 
 
-@pytest.mark.parametrize("score, opinion, verdicts", [
-    (0.9, 1.0, [False, True, True, True]),  # confirmed on the second detection, then kept between them
-    (0.4, 1.0, [False, False, False, False]),  # the detector is not sure enough
-    (0.9, 0.1, [False, False, False, False]),  # RetinaFace sees no face there
-])
+@pytest.mark.parametrize(
+    "score, opinion, verdicts",
+    [
+        (0.9, 1.0, [False, True, True, True]),  # confirmed on the second detection, then kept between them
+        (0.4, 1.0, [False, False, False, False]),  # the detector is not sure enough
+        (0.9, 0.1, [False, False, False, False]),  # RetinaFace sees no face there
+    ],
+)
 def test_a_track_is_restored_only_once_confirmed(score, opinion, verdicts):
     gate = RestoreGate(GateOptions(confirm_checks=2), FixedOpinion(opinion))
     detection = [Face(BOX, score, keypoints=FRONTAL)]
@@ -102,7 +109,7 @@ def test_retinaface_confirms_real_faces_and_rejects_every_distractor():
         scene = distractor_scene(index)
         boxes = scene.faces + [box for _, box in scene.distractors]
         scores = model.face_scores(scene.image, boxes)
-        face_scores, distractor_scores = scores[: len(scene.faces)], scores[len(scene.faces):]
+        face_scores, distractor_scores = scores[: len(scene.faces)], scores[len(scene.faces) :]
         confirmed += sum(score >= threshold for score in face_scores)
         total_faces += len(scene.faces)
         for (kind, _), score in zip(scene.distractors, distractor_scores):

@@ -12,6 +12,7 @@ region (PSNR, as `training.evaluate`). Read the table as:
 - `gain`: the model over bicubic. A stage whose removal shrinks the gain is one the model undoes;
   a negative gain is an input the model makes worse (e.g. it sharpens a face that was never blurred).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,8 +64,13 @@ VARIANTS: dict[str, Callable[[degrade.Severity], degrade.Severity]] = {
 }
 
 
-def ablate(records: list[data.FaceRecord], preset: str, restorers: dict[str, evaluate.Restorer], spec: RestorerSpec,
-           seed: int = evaluate.DEFAULT_SEED) -> dict[str, dict[str, float]]:
+def ablate(
+    records: list[data.FaceRecord],
+    preset: str,
+    restorers: dict[str, evaluate.Restorer],
+    spec: RestorerSpec,
+    seed: int = evaluate.DEFAULT_SEED,
+) -> dict[str, dict[str, float]]:
     """Per variant, per restorer: the mean face-region PSNR over `records`."""
     squares = [data.clean_square(r, spec.crop_scale) for r in records]
     truths = np.stack([resize_square(sq, spec.input_size) for sq in squares])
@@ -74,8 +80,9 @@ def ablate(records: list[data.FaceRecord], preset: str, restorers: dict[str, eva
         # One seed for every variant: parameters are drawn before any noise, so each face draws the
         # same size, blur and CRF in all of them.
         rng = np.random.default_rng(seed)
-        inputs, _ = degrade.degrade_batch(squares, switch_off(degrade.PRESETS[preset]), rng, spec.input_size,
-                                          spec.crop_scale)
+        inputs, _ = degrade.degrade_batch(
+            squares, switch_off(degrade.PRESETS[preset]), rng, spec.input_size, spec.crop_scale
+        )
         results[name] = {
             method: float(evaluate.quality_scores(restore(inputs), truths, regions)[:, 0].mean())
             for method, restore in restorers.items()
@@ -91,8 +98,10 @@ def format_table(results: dict[str, dict[str, float]], preset: str, faces: int) 
         f"{'variant':<18} {'bicubic':>8} {'ours':>7} {'gain':>6} {'stage cost':>10}",
     ]
     for name, row in results.items():
-        lines.append(f"{name:<18} {row['bicubic']:>8.2f} {row['ours']:>7.2f} {row['ours'] - row['bicubic']:>+6.2f} "
-                     f"{row['bicubic'] - full:>10.2f}")
+        lines.append(
+            f"{name:<18} {row['bicubic']:>8.2f} {row['ours']:>7.2f} {row['ours'] - row['bicubic']:>+6.2f} "
+            f"{row['bicubic'] - full:>10.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -107,8 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = TorchScriptRestorer.load(args.model, device="cpu", max_batch=64)
         records = evaluate.evaluation_records(args.subset)
-        results = ablate(records, args.preset, {"bicubic": baselines.bicubic, "ours": evaluate.still_restorer(model)}, model.spec,
-                         args.seed)
+        results = ablate(
+            records,
+            args.preset,
+            {"bicubic": baselines.bicubic, "ours": evaluate.still_restorer(model)},
+            model.spec,
+            args.seed,
+        )
     except (ModelLoadError, ContractError, data.DataError) as exc:
         print(f"ablation: {exc}", file=sys.stderr)
         return 2

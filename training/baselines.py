@@ -25,6 +25,7 @@ the same shape.
   21.6-22.2 dB after; in the second it rose from 21.97 to 22.24 dB within 5 minutes and stayed
   there, so a longer budget would not change the row.
 """
+
 from __future__ import annotations
 
 import cv2

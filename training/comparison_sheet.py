@@ -10,6 +10,7 @@ the input crop (what a viewer sees without a model, upscaled bicubically), then 
 as pasted (brightness kept as the compositor keeps it), all enlarged with nearest-neighbour so the
 pixels shown are the models' own. There is no ground truth: this is for looking, not for scoring.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,9 @@ LABEL_H = 22
 
 
 def collect(video: Path, config_path: Path, max_frames: int) -> tuple[list[FaceSample], object]:
-    config = load_config(config_path, {"restoration.device": ("cpu", "--device"),
-                                       "restoration.max_face_px": (0, "--max-face-px")})
+    config = load_config(
+        config_path, {"restoration.device": ("cpu", "--device"), "restoration.max_face_px": (0, "--max-face-px")}
+    )
     components = build_components(config)
     samples = []
     with components.make_detector() as detector:
@@ -61,10 +63,16 @@ def collect(video: Path, config_path: Path, max_frames: int) -> tuple[list[FaceS
 
 def _sample(face: Face, index: int, luma: float) -> FaceSample:
     size = face.crop.shape[0]
-    return FaceSample(track_id=face.track_id, frame_index=index, face_px=max(face.box.w, face.box.h),
-                      crop=face.crop, truth=face.crop,
-                      region=metrics.face_region_in_crop(face.box, face.crop_box, size), restored=True,
-                      frame_luma=luma)
+    return FaceSample(
+        track_id=face.track_id,
+        frame_index=index,
+        face_px=max(face.box.w, face.box.h),
+        crop=face.crop,
+        truth=face.crop,
+        region=metrics.face_region_in_crop(face.box, face.crop_box, size),
+        restored=True,
+        frame_luma=luma,
+    )
 
 
 def pick_rows(samples: list[FaceSample], rows: int, every: int) -> list[int]:
@@ -99,8 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
-    parser.add_argument("--model", action="append", metavar="NAME=PATH", required=True,
-                        help="a restorer to show (repeatable), e.g. multi_frame=models/face_restorer.ts")
+    parser.add_argument(
+        "--model",
+        action="append",
+        metavar="NAME=PATH",
+        required=True,
+        help="a restorer to show (repeatable), e.g. multi_frame=models/face_restorer.ts",
+    )
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--frames", type=int, default=300, help="read at most this many frames")
     parser.add_argument("--rows", type=int, default=8)

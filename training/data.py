@@ -8,6 +8,7 @@ exactly `extract_crop(photo, square_crop_box(face_box, crop_scale), S)`.
 H.264 coding makes a degradation cost a few milliseconds, so training reads pairs from a cache of
 shards (`.npz`, written atomically, skipped when present: generation resumes where it stopped).
 """
+
 from __future__ import annotations
 
 import csv
@@ -76,8 +77,9 @@ def load_records(faces_dir: Path = FACES_DIR) -> list[FaceRecord]:
         ]
 
 
-def split_identities(identities: list[int], val_fraction: float = VAL_FRACTION,
-                     seed: int = SPLIT_SEED) -> tuple[list[int], list[int]]:
+def split_identities(
+    identities: list[int], val_fraction: float = VAL_FRACTION, seed: int = SPLIT_SEED
+) -> tuple[list[int], list[int]]:
     """(train identities, validation identities), both sorted; the same for the same inputs."""
     unique = sorted(set(identities))
     rng = np.random.default_rng(seed)
@@ -142,8 +144,9 @@ def augment_matrix(face_box: Box, crop_scale: float, aug: Augment, rng: np.rando
     return matrix
 
 
-def augmented_square(photo: np.ndarray, face_box: Box, crop_scale: float, aug: Augment,
-                     rng: np.random.Generator) -> np.ndarray:
+def augmented_square(
+    photo: np.ndarray, face_box: Box, crop_scale: float, aug: Augment, rng: np.random.Generator
+) -> np.ndarray:
     """The square crop after a random flip, shift, zoom, rotation and colour jitter."""
     side = int(square_crop_box(face_box, crop_scale).w)
     matrix = augment_matrix(face_box, crop_scale, aug, rng)
@@ -165,8 +168,9 @@ def jitter_colour(image: np.ndarray, aug: Augment, rng: np.random.Generator) -> 
 # --- pairs and their cache ---------------------------------------------------------------------
 
 
-def make_pairs(squares: list[np.ndarray], presets: list[str], rng: np.random.Generator, size: int,
-               crop_scale: float) -> tuple[np.ndarray, np.ndarray, list[degrade.DegradeParams]]:
+def make_pairs(
+    squares: list[np.ndarray], presets: list[str], rng: np.random.Generator, size: int, crop_scale: float
+) -> tuple[np.ndarray, np.ndarray, list[degrade.DegradeParams]]:
     """(inputs, targets, each input's degradation) for high-resolution squares, each degraded with its preset."""
     inputs = np.empty((len(squares), size, size, 3), np.uint8)
     params: list[degrade.DegradeParams | None] = [None] * len(squares)
@@ -227,9 +231,17 @@ def _run_jobs(jobs: list, workers: int, writer: Callable[[Any], Path] = _write_s
     return [job.path for job in jobs]
 
 
-def training_shards(records: list[FaceRecord], variants: int, size: int, crop_scale: float,
-                    cache_dir: Path = DEFAULT_CACHE_DIR, shard_size: int = 256, seed: int = 0,
-                    workers: int = 2, mix: dict[str, float] | None = None) -> list[Path]:
+def training_shards(
+    records: list[FaceRecord],
+    variants: int,
+    size: int,
+    crop_scale: float,
+    cache_dir: Path = DEFAULT_CACHE_DIR,
+    shard_size: int = 256,
+    seed: int = 0,
+    workers: int = 2,
+    mix: dict[str, float] | None = None,
+) -> list[Path]:
     """Cache `variants` augmented+degraded copies of every training record; return the shard paths.
 
     Each variant shuffles the records anew, so a shard mixes identities and CRFs. `mix` (preset ->
@@ -245,13 +257,28 @@ def training_shards(records: list[FaceRecord], variants: int, size: int, crop_sc
         order = np.random.default_rng(_seed_for(seed, "order", variant)).permutation(len(records))
         for shard in range(math.ceil(len(records) / shard_size)):
             chunk = tuple(records[i] for i in order[shard * shard_size : (shard + 1) * shard_size])
-            jobs.append(ShardJob(chunk, directory / f"v{variant:03d}_{shard:03d}.npz",
-                                 _seed_for(seed, variant, shard), size, crop_scale, None, mix_items))
+            jobs.append(
+                ShardJob(
+                    chunk,
+                    directory / f"v{variant:03d}_{shard:03d}.npz",
+                    _seed_for(seed, variant, shard),
+                    size,
+                    crop_scale,
+                    None,
+                    mix_items,
+                )
+            )
     return _run_jobs(jobs, workers)
 
 
-def validation_pairs(records: list[FaceRecord], preset: str, size: int, crop_scale: float,
-                     cache_dir: Path = DEFAULT_CACHE_DIR, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def validation_pairs(
+    records: list[FaceRecord],
+    preset: str,
+    size: int,
+    crop_scale: float,
+    cache_dir: Path = DEFAULT_CACHE_DIR,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """(inputs, targets) for the validation records under one evaluation preset (cached, deterministic)."""
     path = cache_dir / f"val_{preset}_s{size}_c{crop_scale}_n{len(records)}_seed{seed}_d{degrade.fingerprint()}.npz"
     _run_jobs([ShardJob(tuple(records), path, _seed_for(seed, "val", preset), size, crop_scale, preset)], 1)
@@ -293,8 +320,9 @@ class PairBatches:
     track seen for only L < K frames, whose window repeats its oldest crop (streamer.track_window),
     so the model also learns to restore the first frames of every track and stills."""
 
-    def __init__(self, inputs: np.ndarray, targets: np.ndarray, batch_size: int, seed: int,
-                 young_share: float = 0.0) -> None:
+    def __init__(
+        self, inputs: np.ndarray, targets: np.ndarray, batch_size: int, seed: int, young_share: float = 0.0
+    ) -> None:
         self.inputs, self.targets = inputs, targets
         self.batch_size = batch_size
         self.young_share = young_share

@@ -18,6 +18,7 @@ Every random choice comes from a `numpy.random.Generator`, so a seed fixes the r
 Presets (`PRESETS`) are fixed severity ranges used for evaluation; `TRAINING_MIX` samples
 presets for training, including `wide`, which spans all of them.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -79,42 +80,96 @@ class Severity:
 PRESETS: dict[str, Severity] = {
     # A well-lit face close to the camera, a good encoder.
     "mild": Severity(
-        face_px=(40, 56), blur_sigma=(0.3, 0.6), motion_px=(0, 1), exposure=(0.8, 1.25), auto_gain=(0.8, 1.0),
-        color_cast=0.03, shot_noise=(1, 2), read_noise=(1, 2), luma_noise_share=(0.3, 0.7), crf=(23, 27),
-        jpeg_probability=0.0, jpeg_quality=(90, 95),
+        face_px=(40, 56),
+        blur_sigma=(0.3, 0.6),
+        motion_px=(0, 1),
+        exposure=(0.8, 1.25),
+        auto_gain=(0.8, 1.0),
+        color_cast=0.03,
+        shot_noise=(1, 2),
+        read_noise=(1, 2),
+        luma_noise_share=(0.3, 0.7),
+        crf=(23, 27),
+        jpeg_probability=0.0,
+        jpeg_quality=(90, 95),
     ),
     # A typical CCTV face: ~20-28 px wide, slightly soft, visibly noisy, CRF ~32.
     "moderate": Severity(
-        face_px=(20, 28), blur_sigma=(0.5, 1.0), motion_px=(0, 2), exposure=(0.6, 1.6), auto_gain=(0.7, 1.0),
-        color_cast=0.06, shot_noise=(2, 4), read_noise=(2, 4), luma_noise_share=(0.3, 0.7), crf=(30, 34),
-        jpeg_probability=0.2, jpeg_quality=(70, 90),
+        face_px=(20, 28),
+        blur_sigma=(0.5, 1.0),
+        motion_px=(0, 2),
+        exposure=(0.6, 1.6),
+        auto_gain=(0.7, 1.0),
+        color_cast=0.06,
+        shot_noise=(2, 4),
+        read_noise=(2, 4),
+        luma_noise_share=(0.3, 0.7),
+        crf=(30, 34),
+        jpeg_probability=0.2,
+        jpeg_quality=(70, 90),
     ),
     # A distant face: 12-18 px, blurred, noisy, starved of bits.
     "severe": Severity(
-        face_px=(12, 18), blur_sigma=(0.7, 1.4), motion_px=(0, 3), exposure=(0.5, 1.8), auto_gain=(0.6, 1.0),
-        color_cast=0.08, shot_noise=(3, 6), read_noise=(3, 6), luma_noise_share=(0.3, 0.7), crf=(36, 40),
-        jpeg_probability=0.3, jpeg_quality=(50, 80),
+        face_px=(12, 18),
+        blur_sigma=(0.7, 1.4),
+        motion_px=(0, 3),
+        exposure=(0.5, 1.8),
+        auto_gain=(0.6, 1.0),
+        color_cast=0.08,
+        shot_noise=(3, 6),
+        read_noise=(3, 6),
+        luma_noise_share=(0.3, 0.7),
+        crf=(36, 40),
+        jpeg_probability=0.3,
+        jpeg_quality=(50, 80),
     ),
     # Night: a dark scene the gain only partly brightens, heavy shot noise, a colour cast.
     "night": Severity(
-        face_px=(18, 30), blur_sigma=(0.5, 1.2), motion_px=(0, 3), exposure=(0.08, 0.25), auto_gain=(0.3, 0.7),
-        color_cast=0.15, shot_noise=(4, 8), read_noise=(2, 5), luma_noise_share=(0.2, 0.6), crf=(32, 36),
-        jpeg_probability=0.2, jpeg_quality=(60, 85),
+        face_px=(18, 30),
+        blur_sigma=(0.5, 1.2),
+        motion_px=(0, 3),
+        exposure=(0.08, 0.25),
+        auto_gain=(0.3, 0.7),
+        color_cast=0.15,
+        shot_noise=(4, 8),
+        read_noise=(2, 5),
+        luma_noise_share=(0.2, 0.6),
+        crf=(32, 36),
+        jpeg_probability=0.2,
+        jpeg_quality=(60, 85),
     ),
     # A sharp camera: a face as small and as coded as `moderate`, but good optics and no motion, so
     # almost no blur beyond the sampling itself. A restorer that assumes blur over-sharpens these: the
     # stage-3 model, trained on blurred faces only, gained 0.00 dB over bicubic on `moderate` with the
     # blur off and lost 0.32 dB on faces only sampled (python -m training.ablation).
     "sharp": Severity(
-        face_px=(20, 28), blur_sigma=(0.0, 0.25), motion_px=(0, 0.5), exposure=(0.6, 1.6), auto_gain=(0.7, 1.0),
-        color_cast=0.06, shot_noise=(1, 3), read_noise=(1, 3), luma_noise_share=(0.3, 0.7), crf=(28, 34),
-        jpeg_probability=0.2, jpeg_quality=(70, 90),
+        face_px=(20, 28),
+        blur_sigma=(0.0, 0.25),
+        motion_px=(0, 0.5),
+        exposure=(0.6, 1.6),
+        auto_gain=(0.7, 1.0),
+        color_cast=0.06,
+        shot_noise=(1, 3),
+        read_noise=(1, 3),
+        luma_noise_share=(0.3, 0.7),
+        crf=(28, 34),
+        jpeg_probability=0.2,
+        jpeg_quality=(70, 90),
     ),
     # Training only: spans all presets (and a bit beyond) so the model sees every in-between case.
     "wide": Severity(
-        face_px=(12, 64), blur_sigma=(0.2, 1.6), motion_px=(0, 4), exposure=(0.08, 1.8), auto_gain=(0.3, 1.0),
-        color_cast=0.15, shot_noise=(0, 8), read_noise=(0, 6), luma_noise_share=(0.0, 1.0), crf=(20, 42),
-        jpeg_probability=0.25, jpeg_quality=(40, 95),
+        face_px=(12, 64),
+        blur_sigma=(0.2, 1.6),
+        motion_px=(0, 4),
+        exposure=(0.08, 1.8),
+        auto_gain=(0.3, 1.0),
+        color_cast=0.15,
+        shot_noise=(0, 8),
+        read_noise=(0, 6),
+        luma_noise_share=(0.0, 1.0),
+        crf=(20, 42),
+        jpeg_probability=0.25,
+        jpeg_quality=(40, 95),
     ),
 }
 EVAL_PRESETS = ("mild", "moderate", "severe", "night", "sharp")
@@ -211,8 +266,9 @@ def optical_blur(square: np.ndarray, params: DegradeParams, low_side: int) -> np
     if params.blur_sigma > 0:
         image = cv2.GaussianBlur(image, (0, 0), sigmaX=params.blur_sigma * scale)
     if params.motion_px >= 1.0:
-        image = cv2.filter2D(image, -1, motion_kernel(params.motion_px * scale, params.motion_angle_deg),
-                             borderType=cv2.BORDER_REPLICATE)
+        image = cv2.filter2D(
+            image, -1, motion_kernel(params.motion_px * scale, params.motion_angle_deg), borderType=cv2.BORDER_REPLICATE
+        )
     return image
 
 
@@ -241,7 +297,7 @@ def expose_and_add_noise(image: np.ndarray, params: DegradeParams, rng: np.rando
     (`auto_gain`) of the missing brightness, amplifying the noise with it."""
     linear = (np.clip(image, 0, 255) / 255.0) ** GAMMA
     linear = linear * params.exposure * np.asarray(params.gains_rgb, np.float32)
-    gain = params.exposure ** -params.auto_gain
+    gain = params.exposure**-params.auto_gain
     # Noise std in linear units at the sensor so that it reads as ~`shot_noise` levels at mid-grey.
     shot_scale = (params.shot_noise / 255.0) ** 2 / gain**2
     if shot_scale > 0:
@@ -321,16 +377,16 @@ def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
 # --- the whole chain ---------------------------------------------------------------------------
 
 
-def sensor_image(square: np.ndarray, params: DegradeParams, crop_scale: float,
-                 rng: np.random.Generator) -> np.ndarray:
+def sensor_image(square: np.ndarray, params: DegradeParams, crop_scale: float, rng: np.random.Generator) -> np.ndarray:
     """Stages 1-4: what the camera's sensor delivers for the square (low resolution, uint8)."""
     side = low_side_for(params.face_px, crop_scale)
     blurred = optical_blur(square, params, side)
     return expose_and_add_noise(downscale(blurred, side, params.downscale), params, rng)
 
 
-def degrade_batch(squares: list[np.ndarray], severity: Severity | str, rng: np.random.Generator,
-                  size: int, crop_scale: float) -> tuple[np.ndarray, list[DegradeParams]]:
+def degrade_batch(
+    squares: list[np.ndarray], severity: Severity | str, rng: np.random.Generator, size: int, crop_scale: float
+) -> tuple[np.ndarray, list[DegradeParams]]:
     """Degrade high-resolution square crops (HxHx3 uint8 RGB) into N x size x size x 3 model inputs.
 
     Images that drew the same CRF are coded together (one H.264 frame), so a batch is far faster
@@ -352,15 +408,15 @@ def degrade_batch(squares: list[np.ndarray], severity: Severity | str, rng: np.r
     return out, params
 
 
-def degrade(square: np.ndarray, severity: Severity | str, rng: np.random.Generator, size: int,
-            crop_scale: float) -> np.ndarray:
+def degrade(
+    square: np.ndarray, severity: Severity | str, rng: np.random.Generator, size: int, crop_scale: float
+) -> np.ndarray:
     """Degrade one high-resolution square crop into a size x size x 3 uint8 model input."""
     out, _ = degrade_batch([square], severity, rng, size, crop_scale)
     return out[0]
 
 
-def sample_training_presets(count: int, rng: np.random.Generator,
-                            mix: dict[str, float] | None = None) -> list[str]:
+def sample_training_presets(count: int, rng: np.random.Generator, mix: dict[str, float] | None = None) -> list[str]:
     """Preset names for `count` training images, drawn from `mix` (preset -> weight; default TRAINING_MIX)."""
     mix = mix or TRAINING_MIX
     unknown = set(mix) - set(PRESETS)

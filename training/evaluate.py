@@ -22,6 +22,7 @@ is taken to be a scene as bright as the crowd video under the face's own exposur
 (`scene_luma`): the daylight presets' frames come out lit, night's dark.
 Writes a JSON report and a comparison grid PNG, and prints a table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -127,8 +128,9 @@ def face_regions(records: list[data.FaceRecord], spec: RestorerSpec) -> list[Reg
     ]
 
 
-def degraded_pairs(records: list[data.FaceRecord], preset: str, spec: RestorerSpec,
-                   seed: int) -> tuple[np.ndarray, np.ndarray, list[degrade.DegradeParams]]:
+def degraded_pairs(
+    records: list[data.FaceRecord], preset: str, spec: RestorerSpec, seed: int
+) -> tuple[np.ndarray, np.ndarray, list[degrade.DegradeParams]]:
     """(inputs, truths, degradations) for `records` under `preset`: the same for the same (records, preset, seed)."""
     rng = np.random.default_rng([seed, zlib.crc32(preset.encode())])
     squares = [data.clean_square(r, spec.crop_scale) for r in records]
@@ -177,14 +179,17 @@ def scene_luma(params: degrade.DegradeParams) -> float:
     return brightness.frame_luma(degrade.expose_and_add_noise(scene, noiseless, np.random.default_rng(0)))
 
 
-def as_pasted(inputs: np.ndarray, ours: np.ndarray, params: list[degrade.DegradeParams],
-              regions: list[Region]) -> np.ndarray:
+def as_pasted(
+    inputs: np.ndarray, ours: np.ndarray, params: list[degrade.DegradeParams], regions: list[Region]
+) -> np.ndarray:
     """Our outputs as the pipeline's compositor leaves them: each face keeps as much of its input's
     brightness as its frame's light says (compositing.keep_brightness)."""
-    return np.stack([
-        compositing.restored_as_pasted(crop, out, region, scene_luma(p))
-        for crop, out, p, region in zip(inputs, ours, params, regions)
-    ])
+    return np.stack(
+        [
+            compositing.restored_as_pasted(crop, out, region, scene_luma(p))
+            for crop, out, p, region in zip(inputs, ours, params, regions)
+        ]
+    )
 
 
 # --- scoring -----------------------------------------------------------------------------------
@@ -195,8 +200,9 @@ def quality_scores(outputs: np.ndarray, truths: np.ndarray, regions: list[Region
     return np.array([metrics.face_scores(out, truth, region) for out, truth, region in zip(outputs, truths, regions)])
 
 
-def identity_distances(runs: dict[str, PresetRun], regions: list[Region],
-                       workers: int) -> dict[str, dict[str, np.ndarray]]:
+def identity_distances(
+    runs: dict[str, PresetRun], regions: list[Region], workers: int
+) -> dict[str, dict[str, np.ndarray]]:
     """Per preset and method, each face's identity distance to its clean face (the same for every preset)."""
     keys = [(preset, method) for preset, run in runs.items() for method in run.outputs]
     truths = next(iter(runs.values())).truths
@@ -264,8 +270,13 @@ def evaluate(settings: EvalSettings) -> tuple[dict, dict[str, PresetRun]]:
         if "ours_pasted" in settings.methods:
             outputs["ours_pasted"] = as_pasted(inputs, outputs["ours"], params, regions)
         runs[preset] = PresetRun(inputs, truths, {method: outputs[method] for method in settings.methods})
-        log.info("%s: %d faces restored by %d methods in %.1f s", preset, len(records), len(outputs),
-                 time.monotonic() - started)
+        log.info(
+            "%s: %d faces restored by %d methods in %.1f s",
+            preset,
+            len(records),
+            len(outputs),
+            time.monotonic() - started,
+        )
     started = time.monotonic()
     identity = identity_distances(runs, regions, settings.workers) if settings.identity else {}
     if settings.identity:
@@ -338,8 +349,9 @@ def _label_strip(labels: list[str], widths: list[int], height: int = _LABEL_HEIG
     strip = np.full((height, sum(widths), 3), 255, np.uint8)
     left = 0
     for label, width in zip(labels, widths):
-        cv2.putText(strip, label, (left + 2, min(height - 5, 13)), cv2.FONT_HERSHEY_SIMPLEX, 0.32, (0, 0, 0), 1,
-                    cv2.LINE_AA)
+        cv2.putText(
+            strip, label, (left + 2, min(height - 5, 13)), cv2.FONT_HERSHEY_SIMPLEX, 0.32, (0, 0, 0), 1, cv2.LINE_AA
+        )
         left += width
     return strip
 
@@ -362,7 +374,7 @@ def baseline_document(table: dict, check: dict, model: Path) -> dict:
     """What BASELINE_FILE holds: the full table of the shipped model and the subset the tests repeat."""
     return {
         "about": "Scores of the shipped restorer; a new model must not be worse. Rewrite with "
-                 "`python -m training.evaluate --update-baseline` only for a model that is at least as good.",
+        "`python -m training.evaluate --update-baseline` only for a model that is at least as good.",
         "model": _repo_relative(model),
         "model_sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
         "check": check,
@@ -391,8 +403,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-identity", action="store_true", help="skip the (slow) identity metric")
     parser.add_argument("--workers", type=int, default=2, help="processes for the identity metric")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR, help="folder for report.json and grid.png")
-    parser.add_argument("--update-baseline", action="store_true",
-                        help=f"also rewrite {_repo_relative(BASELINE_FILE)} (full run + the CI subset)")
+    parser.add_argument(
+        "--update-baseline",
+        action="store_true",
+        help=f"also rewrite {_repo_relative(BASELINE_FILE)} (full run + the CI subset)",
+    )
     return parser.parse_args(argv)
 
 
@@ -400,8 +415,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args(argv)
     settings = EvalSettings(
-        presets=tuple(args.presets), methods=tuple(args.methods), subset=args.subset, seed=args.seed,
-        identity=not args.no_identity, workers=args.workers, model=args.model, seed_model=args.seed_model,
+        presets=tuple(args.presets),
+        methods=tuple(args.methods),
+        subset=args.subset,
+        seed=args.seed,
+        identity=not args.no_identity,
+        workers=args.workers,
+        model=args.model,
+        seed_model=args.seed_model,
     )
     try:
         report, runs = evaluate(settings)

@@ -15,6 +15,7 @@ in identity than bicubic; `training.evaluate`'s measures):
 - one row per model (`--model NAME=PATH`): a 1-frame model gets the newest crop, a K-frame model the
   track's last K crops (model contract v2).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,18 +67,32 @@ class TrackEvalSettings:
     workers: int = 2
 
     def describe(self) -> dict:
-        return {"models": {name: _relative(path) for name, path in self.models.items()},
-                "presets": list(self.presets), "subset": self.subset, "seed": self.seed, "frames": self.frames,
-                "identity": self.identity, "track_spec": tracks.eval_spec(self.frames).describe()}
+        return {
+            "models": {name: _relative(path) for name, path in self.models.items()},
+            "presets": list(self.presets),
+            "subset": self.subset,
+            "seed": self.seed,
+            "frames": self.frames,
+            "identity": self.identity,
+            "track_spec": tracks.eval_spec(self.frames).describe(),
+        }
 
 
-def evaluation_tracks(records: list[data.FaceRecord], preset: str, settings: TrackEvalSettings,
-                      size: int, crop_scale: float) -> tuple[np.ndarray, np.ndarray]:
+def evaluation_tracks(
+    records: list[data.FaceRecord], preset: str, settings: TrackEvalSettings, size: int, crop_scale: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(N x K x S x S x 3 tracks, N x S x S x 3 truths): the same for the same (records, preset, seed)."""
     rng = np.random.default_rng([settings.seed, zlib.crc32(f"track:{preset}".encode())])
     photos = [data.load_photo(r.path) for r in records]
-    return tracks.make_tracks(photos, [r.face_box for r in records], [preset] * len(records), rng, size, crop_scale,
-                              tracks.eval_spec(settings.frames))
+    return tracks.make_tracks(
+        photos,
+        [r.face_box for r in records],
+        [preset] * len(records),
+        rng,
+        size,
+        crop_scale,
+        tracks.eval_spec(settings.frames),
+    )
 
 
 def aligned_average(windows: np.ndarray) -> np.ndarray:
@@ -91,8 +106,15 @@ def aligned_average(windows: np.ndarray) -> np.ndarray:
         for frame, g in zip(window, grey):
             (dx, dy), _ = cv2.phaseCorrelate(grey[-1], g, hann)
             shift = np.float32([[1, 0, -dx], [0, 1, -dy]])
-            frames.append(cv2.warpAffine(frame.astype(np.float32), shift, (size, size), flags=cv2.INTER_LINEAR,
-                                         borderMode=cv2.BORDER_REPLICATE))
+            frames.append(
+                cv2.warpAffine(
+                    frame.astype(np.float32),
+                    shift,
+                    (size, size),
+                    flags=cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE,
+                )
+            )
         out[index] = np.clip(np.mean(frames, axis=0) + 0.5, 0, 255).astype(np.uint8)
     return out
 
@@ -132,8 +154,13 @@ def evaluate(settings: TrackEvalSettings) -> tuple[dict, dict[str, PresetRun]]:
         log.info("%s: %d tracks, %d methods, %.1f s", preset, len(records), len(outputs), time.monotonic() - started)
     identity = identity_distances(runs, regions, settings.workers) if settings.identity else {}
     results = {preset: summarise(run, regions, identity.get(preset, {})) for preset, run in runs.items()}
-    report = {"settings": settings.describe(), "faces": len(records),
-              "identities": len({r.identity for r in records}), "results": results, "targets": {}}
+    report = {
+        "settings": settings.describe(),
+        "faces": len(records),
+        "identities": len({r.identity for r in records}),
+        "results": results,
+        "targets": {},
+    }
     return report, runs
 
 
@@ -150,8 +177,10 @@ def gains_table(report: dict, over: str = "bicubic") -> str:
 def baseline_document(report: dict, check: dict, settings: TrackEvalSettings) -> dict:
     return {
         "about": "Scores on synthetic H.264 tracks (python -m training.evaluate_tracks); a new shipped model must "
-                 "not be worse. Rewrite with --update-baseline only for a model that is at least as good.",
-        "models_sha256": {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in settings.models.items()},
+        "not be worse. Rewrite with --update-baseline only for a model that is at least as good.",
+        "models_sha256": {
+            name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in settings.models.items()
+        },
         "check": check,
         "table": report,
     }
@@ -179,8 +208,13 @@ def _parse_model(text: str) -> tuple[str, Path]:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=_parse_model, action="append", metavar="NAME=PATH",
-                        help="a model to score (repeatable); default: shipped=models/face_restorer.ts")
+    parser.add_argument(
+        "--model",
+        type=_parse_model,
+        action="append",
+        metavar="NAME=PATH",
+        help="a model to score (repeatable); default: shipped=models/face_restorer.ts",
+    )
     parser.add_argument("--presets", nargs="+", default=list(degrade.EVAL_PRESETS), choices=list(degrade.PRESETS))
     parser.add_argument("--subset", type=int, default=DEFAULT_SUBSET, help="validation faces (0: all 463)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
@@ -189,9 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR)
     parser.add_argument("--update-baseline", action="store_true", help=f"rewrite {_relative(BASELINE_FILE)}")
     args = parser.parse_args(argv)
-    settings = TrackEvalSettings(models=dict(args.model) if args.model else dict(DEFAULT_MODELS),
-                                 presets=tuple(args.presets), subset=args.subset or None, seed=args.seed,
-                                 identity=not args.no_identity, workers=args.workers)
+    settings = TrackEvalSettings(
+        models=dict(args.model) if args.model else dict(DEFAULT_MODELS),
+        presets=tuple(args.presets),
+        subset=args.subset or None,
+        seed=args.seed,
+        identity=not args.no_identity,
+        workers=args.workers,
+    )
     try:
         report, runs = evaluate(settings)
     except (ModelLoadError, ContractError, data.DataError) as exc:

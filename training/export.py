@@ -8,6 +8,7 @@ no optimize_for_inference, which was slower here), stores `restorer.json` (a Res
 `training` holds data, licence, degradations, architecture and those metrics) as an extra file,
 and checks that the written file loads and honours the contract.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,10 @@ from training.train import TrainConfig, evaluate
 log = logging.getLogger(__name__)
 
 MAX_MODEL_BYTES = 10 * 1024 * 1024
-LICENCE = ("CelebA (celeba_wild_256 crops) is licensed for non-commercial research purposes only; "
-           "these weights are derived from it and inherit that restriction.")
+LICENCE = (
+    "CelebA (celeba_wild_256 crops) is licensed for non-commercial research purposes only; "
+    "these weights are derived from it and inherit that restriction."
+)
 
 
 def load_run(run_dir: Path, checkpoint: str = "best.pt") -> tuple[TrainConfig, torch.nn.Module, dict]:
@@ -47,34 +50,54 @@ def validation_metrics(model: torch.nn.Module, config: TrainConfig, presets=degr
     metrics = {}
     for preset in presets:
         if config.pairs == "tracks":
-            inputs, targets = tracks.last_frames(*tracks.validation_tracks(
-                split.val, preset, config.input_size, config.crop_scale, Path(config.cache_dir),
-                spec=tracks.eval_spec(config.track_frames)), config.frames)
+            inputs, targets = tracks.last_frames(
+                *tracks.validation_tracks(
+                    split.val,
+                    preset,
+                    config.input_size,
+                    config.crop_scale,
+                    Path(config.cache_dir),
+                    spec=tracks.eval_spec(config.track_frames),
+                ),
+                config.frames,
+            )
         else:
-            inputs, targets = data.validation_pairs(split.val, preset, config.input_size, config.crop_scale,
-                                                    Path(config.cache_dir))
+            inputs, targets = data.validation_pairs(
+                split.val, preset, config.input_size, config.crop_scale, Path(config.cache_dir)
+            )
         result = evaluate(model, data.to_tensor(inputs), data.to_tensor(targets))
         result = {key: round(value, 4) for key, value in result.items()}
         result["psnr_gain_db"] = round(result["psnr"] - result["bicubic_psnr"], 3)
         result["faces"] = len(inputs)
         metrics[preset] = result
-        log.info("%-9s PSNR %.2f dB (bicubic %.2f, %+.2f) SSIM %.4f (bicubic %.4f)", preset, result["psnr"],
-                 result["bicubic_psnr"], result["psnr_gain_db"], result["ssim"], result["bicubic_ssim"])
+        log.info(
+            "%-9s PSNR %.2f dB (bicubic %.2f, %+.2f) SSIM %.4f (bicubic %.4f)",
+            preset,
+            result["psnr"],
+            result["bicubic_psnr"],
+            result["psnr_gain_db"],
+            result["ssim"],
+            result["bicubic_ssim"],
+        )
     return metrics
 
 
 def training_facts(config: TrainConfig, steps: int, metrics: dict) -> dict:
     split = data.split_records()
     return {
-        "data": (f"CelebA in-the-wild crops ({data.WILD_CSV}), split by identity (seed {data.SPLIT_SEED}): "
-                 f"{len({r.identity for r in split.train})} training identities / {len(split.val_identities)} "
-                 f"held-out validation identities; faces under {data.MIN_SOURCE_FACE_PX} px in the source photo "
-                 "dropped; augmentation: flip, shift, zoom, rotation, colour jitter"),
+        "data": (
+            f"CelebA in-the-wild crops ({data.WILD_CSV}), split by identity (seed {data.SPLIT_SEED}): "
+            f"{len({r.identity for r in split.train})} training identities / {len(split.val_identities)} "
+            f"held-out validation identities; faces under {data.MIN_SOURCE_FACE_PX} px in the source photo "
+            "dropped; augmentation: flip, shift, zoom, rotation, colour jitter"
+        ),
         "licence": LICENCE,
         "validation_identities": split.val_identities,
         "degradations": degrade.describe_presets(config.training_mix),
         "architecture": describe(config.arch, config.frames),
-        "pairs": config.pairs if config.pairs == "stills" else {"tracks": tracks.training_spec(config.track_frames).describe()},
+        "pairs": config.pairs
+        if config.pairs == "stills"
+        else {"tracks": tracks.training_spec(config.track_frames).describe()},
         "config": config.model_dump(),
         "steps": steps,
         "validation_metrics": metrics,
@@ -126,8 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     config, model, saved = load_run(args.run, args.checkpoint)
     metrics = validation_metrics(model, config)
     steps = saved.get("state", {}).get("step") or saved.get("val", {}).get("step")
-    spec = RestorerSpec(config.input_size, config.crop_scale, training=training_facts(config, steps, metrics),
-                        frames=config.frames)
+    spec = RestorerSpec(
+        config.input_size, config.crop_scale, training=training_facts(config, steps, metrics), frames=config.frames
+    )
     export_model(model, spec, args.out)
     verify_export(args.out, reference=model)
     log.info("wrote %s (%.2f MB)", args.out, args.out.stat().st_size / 1e6)

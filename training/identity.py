@@ -10,6 +10,7 @@ on the clean face inside its face box, and the same aligned chip is cut from eac
 restored face is never helped or hurt by a landmark detector that fails on a blurry input; only
 its pixels differ.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -83,8 +84,9 @@ class AlignedReference:
     embedding: np.ndarray
 
 
-def distances_to_clean(cleans: np.ndarray, regions: list[Region], candidates: list[list[np.ndarray]],
-                       workers: int = 2) -> np.ndarray:
+def distances_to_clean(
+    cleans: np.ndarray, regions: list[Region], candidates: list[list[np.ndarray]], workers: int = 2
+) -> np.ndarray:
     """N x K identity distances: face i's clean crop against each of its K candidate crops.
 
     dlib holds Python's GIL while it computes, so the faces are shared among `workers` processes

@@ -16,6 +16,7 @@ on the face region, binned by face size:
 - `native`: the model run on the crop at its native size (rounded to a multiple of 8 px; the network
   is fully convolutional), pasted the same way: a model that runs at the crop's own scale.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,13 +81,23 @@ def collect(original: Path, degraded: Path, config_path: Path, model: Path | Non
             for face in stage.faces_in(frame, index):
                 side = int(face.crop_box.w)
                 sample = FaceSample(
-                    track_id=face.track_id, frame_index=index, face_px=max(face.box.w, face.box.h), crop=face.crop,
-                    truth=face.crop, region=metrics.face_region_in_crop(face.box, face.crop_box, spec.input_size),
-                    restored=True, frame_luma=luma)
-                faces.append(NativeFace(
-                    sample, cut_square(frame, face.crop_box),
-                    resize_square(cut_square(truth_frame, scaled_box(face.crop_box, factor)), side),
-                    metrics.face_region_in_crop(face.box, face.crop_box, side)))
+                    track_id=face.track_id,
+                    frame_index=index,
+                    face_px=max(face.box.w, face.box.h),
+                    crop=face.crop,
+                    truth=face.crop,
+                    region=metrics.face_region_in_crop(face.box, face.crop_box, spec.input_size),
+                    restored=True,
+                    frame_luma=luma,
+                )
+                faces.append(
+                    NativeFace(
+                        sample,
+                        cut_square(frame, face.crop_box),
+                        resize_square(cut_square(truth_frame, scaled_box(face.crop_box, factor)), side),
+                        metrics.face_region_in_crop(face.box, face.crop_box, side),
+                    )
+                )
     return faces, components.restorer
 
 
@@ -126,9 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         if not members:
             continue
         row = {"face_px": f"{low}-{high}", "faces": len(members)}
-        for name, images in (("left_alone", [f.native for f in faces]),
-                             ("pasted", [resize_square(p, f.native.shape[0]) for p, f in zip(pasted, faces)]),
-                             ("native", native)):
+        for name, images in (
+            ("left_alone", [f.native for f in faces]),
+            ("pasted", [resize_square(p, f.native.shape[0]) for p, f in zip(pasted, faces)]),
+            ("native", native),
+        ):
             if images is None:
                 continue
             scores = [metrics.face_scores(images[i], faces[i].truth, faces[i].region) for i in members]
@@ -137,8 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(faces)} faces, video degraded at {settings.height}p (blur {settings.blur_sigma}, CRF {settings.crf})")
     print(f"{'face px':>10} {'faces':>6} " + " ".join(f"{n:>16}" for n in ("left alone", "pasted (S=64)", "native")))
     for row in rows:
-        cells = " ".join(f"{row[n]['psnr']:>8.2f} / {row[n]['ssim']:.3f}" if n in row else f"{'-':>16}"
-                         for n in ("left_alone", "pasted", "native"))
+        cells = " ".join(
+            f"{row[n]['psnr']:>8.2f} / {row[n]['ssim']:.3f}" if n in row else f"{'-':>16}"
+            for n in ("left_alone", "pasted", "native")
+        )
         print(f"{row['face_px']:>10} {row['faces']:>6} {cells}")
     (args.out / "report.json").write_text(json.dumps({"rows": rows, "height": settings.height}, indent=2) + "\n")
     return 0

@@ -1,4 +1,5 @@
 """Losses and image-quality measures for N x 3 x H x W tensors in [0, 1]."""
+
 from __future__ import annotations
 
 import torch

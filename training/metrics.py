@@ -11,6 +11,7 @@ logged in training mean the same thing: PSNR over the RGB values of the region (
 100 dB for identical images), SSIM (Wang et al. 2004: 11 x 11 Gaussian window, sigma 1.5) over
 the windows that lie inside the region, averaged over channels.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -8,6 +8,7 @@ residual blocks (S/2, S/4, S/8), skip connections by addition, pixel-shuffle ups
 head that predicts a *residual* over the input: a face that needs no change costs no capacity.
 The output is clamped to [0, 1] in eval mode (the exported model).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass

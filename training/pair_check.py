@@ -14,6 +14,7 @@ the pristine crop and temporal error (video_check's measures), each model's outp
 Faces here are larger than restoration.max_face_px, so the default pipeline leaves them alone
 ("bicubic" is then what a viewer sees, at the model's scale); this check restores them anyway.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,12 +71,18 @@ def pair_samples(pristine: list[np.ndarray], distorted: list[np.ndarray], boxes,
     samples = []
     for index, (truth, frame, box) in enumerate(zip(pristine, distorted, boxes)):
         crop_box = square_crop_box(box, spec.crop_scale)
-        samples.append(FaceSample(
-            track_id=0, frame_index=index, face_px=max(box.w, box.h),
-            crop=extract_crop(frame, crop_box, spec.input_size), truth=extract_crop(truth, crop_box, spec.input_size),
-            region=metrics.face_region_in_crop(box, crop_box, spec.input_size), restored=True,
-            frame_luma=brightness.frame_luma(frame),
-        ))
+        samples.append(
+            FaceSample(
+                track_id=0,
+                frame_index=index,
+                face_px=max(box.w, box.h),
+                crop=extract_crop(frame, crop_box, spec.input_size),
+                truth=extract_crop(truth, crop_box, spec.input_size),
+                region=metrics.face_region_in_crop(box, crop_box, spec.input_size),
+                restored=True,
+                frame_luma=brightness.frame_luma(frame),
+            )
+        )
     return samples
 
 
@@ -98,8 +105,10 @@ def run(pair: tuple[Path, Path], models: dict[str, Path], config: Path, out_dir:
 
 
 def format_table(report: dict) -> str:
-    lines = [f"{report['faces']} frames, face {report['face_px_median']:.0f} px (median)",
-             f"{'method':<20} {'PSNR dB':>8} {'SSIM':>7} {'temporal err':>12}"]
+    lines = [
+        f"{report['faces']} frames, face {report['face_px_median']:.0f} px (median)",
+        f"{'method':<20} {'PSNR dB':>8} {'SSIM':>7} {'temporal err':>12}",
+    ]
     for method, t in report["totals"].items():
         if method == "truth":
             continue

@@ -19,6 +19,7 @@ each training example is made into a short track:
 The target is the clean crop of the *target* frame (default the newest, K-1: a live stream is causal).
 Every random choice comes from a `numpy.random.Generator`: a seed fixes the result.
 """
+
 from __future__ import annotations
 
 import io
@@ -103,8 +104,14 @@ def last_frames(inputs: np.ndarray, targets: np.ndarray, frames: int) -> tuple[n
 # --- 1. motion ---------------------------------------------------------------------------------
 
 
-def track_matrices(square: Box, low_side: float, frames: int, motion: TrackMotion,
-                   rng: np.random.Generator, base: np.ndarray | None = None) -> list[np.ndarray]:
+def track_matrices(
+    square: Box,
+    low_side: float,
+    frames: int,
+    motion: TrackMotion,
+    rng: np.random.Generator,
+    base: np.ndarray | None = None,
+) -> list[np.ndarray]:
     """Per frame, a 2x3 affine map from the photo to that frame's high-resolution square crop.
 
     `base` (2x3, photo -> square) is the augmentation shared by all frames; the per-frame motion is
@@ -140,15 +147,18 @@ def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
 
 
 def warp_frames(photo: np.ndarray, matrices: list[np.ndarray], side: int) -> list[np.ndarray]:
-    return [cv2.warpAffine(photo, m, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-            for m in matrices]
+    return [
+        cv2.warpAffine(photo, m, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        for m in matrices
+    ]
 
 
 # --- 2. camera: one draw per track, noise per frame --------------------------------------------
 
 
-def frame_params(params: degrade.DegradeParams, frames: int, blur_drift: float,
-                 rng: np.random.Generator) -> list[degrade.DegradeParams]:
+def frame_params(
+    params: degrade.DegradeParams, frames: int, blur_drift: float, rng: np.random.Generator
+) -> list[degrade.DegradeParams]:
     """The track's parameters per frame: everything shared except a blur that drifts linearly."""
     end = 1.0 + rng.uniform(-blur_drift, blur_drift)
     out = []
@@ -161,8 +171,9 @@ def frame_params(params: degrade.DegradeParams, frames: int, blur_drift: float,
 # --- 3. the codec: one H.264 sequence, many tracks tiled ---------------------------------------
 
 
-def h264_sequence_roundtrip(tracks: list[list[np.ndarray]], crf: int, preset: str = degrade.X264_PRESET
-                            ) -> tuple[list[list[np.ndarray]], list[str]]:
+def h264_sequence_roundtrip(
+    tracks: list[list[np.ndarray]], crf: int, preset: str = degrade.X264_PRESET
+) -> tuple[list[list[np.ndarray]], list[str]]:
     """Code tracks (each a list of K small HxWx3 uint8 frames, one size per track) as one H.264
     sequence of K frames at `crf` (tracks tiled side by side, edge-replicated margins), decode it.
 
@@ -179,8 +190,9 @@ def h264_sequence_roundtrip(tracks: list[list[np.ndarray]], crf: int, preset: st
             r, c = divmod(index, cols)
             img = track[k]
             h, w = img.shape[:2]
-            padded = cv2.copyMakeBorder(img, TILE_MARGIN, cell - h - TILE_MARGIN, TILE_MARGIN,
-                                        cell - w - TILE_MARGIN, cv2.BORDER_REPLICATE)
+            padded = cv2.copyMakeBorder(
+                img, TILE_MARGIN, cell - h - TILE_MARGIN, TILE_MARGIN, cell - w - TILE_MARGIN, cv2.BORDER_REPLICATE
+            )
             mosaic[r * cell : (r + 1) * cell, c * cell : (c + 1) * cell] = padded
         mosaics.append(mosaic)
     decoded, types = encode_decode_sequence(mosaics, crf, preset)
@@ -193,8 +205,9 @@ def h264_sequence_roundtrip(tracks: list[list[np.ndarray]], crf: int, preset: st
     return out, types
 
 
-def encode_decode_sequence(images: list[np.ndarray], crf: int, preset: str = degrade.X264_PRESET
-                           ) -> tuple[list[np.ndarray], list[str]]:
+def encode_decode_sequence(
+    images: list[np.ndarray], crf: int, preset: str = degrade.X264_PRESET
+) -> tuple[list[np.ndarray], list[str]]:
     """Code equally sized RGB frames as one H.264 stream (I then P frames, no B-frames, no scene-cut
     I-frames) and decode it; also returns each decoded frame's picture type."""
     buffer = io.BytesIO()
@@ -202,8 +215,13 @@ def encode_decode_sequence(images: list[np.ndarray], crf: int, preset: str = deg
     with av.open(buffer, "w", format="h264") as container:
         stream = container.add_stream("libx264", rate=25)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": preset, "threads": "1", "bf": "0",
-                          "x264-params": f"keyint={max(2, len(images) + 1)}:scenecut=0:threads=1:lookahead-threads=1:sync-lookahead=0"}
+        stream.options = {
+            "crf": str(crf),
+            "preset": preset,
+            "threads": "1",
+            "bf": "0",
+            "x264-params": f"keyint={max(2, len(images) + 1)}:scenecut=0:threads=1:lookahead-threads=1:sync-lookahead=0",
+        }
         for image in images:
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
@@ -227,8 +245,9 @@ def _picture_type(frame: av.VideoFrame) -> str:
 # --- 4. second order ---------------------------------------------------------------------------
 
 
-def second_round(frames: list[np.ndarray], config: SecondOrder, rng: np.random.Generator
-                 ) -> tuple[list[np.ndarray], int, str]:
+def second_round(
+    frames: list[np.ndarray], config: SecondOrder, rng: np.random.Generator
+) -> tuple[list[np.ndarray], int, str]:
     """Blur and noise every frame (one blur, fresh noise); returns frames, CRF and x264 preset of the re-encode."""
     sigma = rng.uniform(*config.blur_sigma)
     std = rng.uniform(*config.noise)
@@ -255,8 +274,15 @@ class Track:
     params: degrade.DegradeParams
 
 
-def clean_frames(photo: np.ndarray, face_box: Box, crop_scale: float, spec: TrackSpec, face_px: float,
-                 rng: np.random.Generator, base: np.ndarray | None = None) -> list[np.ndarray]:
+def clean_frames(
+    photo: np.ndarray,
+    face_box: Box,
+    crop_scale: float,
+    spec: TrackSpec,
+    face_px: float,
+    rng: np.random.Generator,
+    base: np.ndarray | None = None,
+) -> list[np.ndarray]:
     """The K high-resolution square crops of one track (before any degradation)."""
     square = square_crop_box(face_box, crop_scale)
     low_side = degrade.low_side_for(face_px, crop_scale)
@@ -264,13 +290,18 @@ def clean_frames(photo: np.ndarray, face_box: Box, crop_scale: float, spec: Trac
     return warp_frames(photo, matrices, int(square.w))
 
 
-def degrade_tracks(squares: list[list[np.ndarray]], params: list[degrade.DegradeParams], rng: np.random.Generator,
-                   size: int, crop_scale: float, spec: TrackSpec) -> list[Track]:
+def degrade_tracks(
+    squares: list[list[np.ndarray]],
+    params: list[degrade.DegradeParams],
+    rng: np.random.Generator,
+    size: int,
+    crop_scale: float,
+    spec: TrackSpec,
+) -> list[Track]:
     """Degrade tracks of clean high-resolution squares (each a list of K) into model inputs.
 
     Tracks that drew the same CRF (and x264 preset) are coded together as one H.264 sequence."""
-    presets_x264 = [str(rng.choice(X264_PRESETS_TRAINING)) if spec.vary_codec else degrade.X264_PRESET
-                    for _ in params]
+    presets_x264 = [str(rng.choice(X264_PRESETS_TRAINING)) if spec.vary_codec else degrade.X264_PRESET for _ in params]
     sensed = []
     for track, p in zip(squares, params):
         per_frame = frame_params(p, len(track), spec.motion.blur_drift, rng)
@@ -308,9 +339,16 @@ def _code_groups(tracks: list[list[np.ndarray]], keys: list[tuple[int, str]]) ->
     return out
 
 
-def make_tracks(photos: list[np.ndarray], face_boxes: list[Box], presets: list[str], rng: np.random.Generator,
-                size: int, crop_scale: float, spec: TrackSpec, augment: Augment | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+def make_tracks(
+    photos: list[np.ndarray],
+    face_boxes: list[Box],
+    presets: list[str],
+    rng: np.random.Generator,
+    size: int,
+    crop_scale: float,
+    spec: TrackSpec,
+    augment: Augment | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """(inputs N x K x S x S x 3, targets N x S x S x 3), uint8, one track per photo.
 
     `augment` (training): a random shift/zoom/rotation shared by the track's frames, then one flip
@@ -323,8 +361,9 @@ def make_tracks(photos: list[np.ndarray], face_boxes: list[Box], presets: list[s
         if augment is not None:
             flip = rng.random() < 0.5
             colour_seed = int(rng.integers(2**32))
-            frames = [jitter_colour(f[:, ::-1] if flip else f, augment, np.random.default_rng(colour_seed))
-                      for f in frames]
+            frames = [
+                jitter_colour(f[:, ::-1] if flip else f, augment, np.random.default_rng(colour_seed)) for f in frames
+            ]
         squares.append(frames)
     tracks = degrade_tracks(squares, params, rng, size, crop_scale, spec)
     return np.stack([t.inputs for t in tracks]), np.stack([t.target for t in tracks])
@@ -365,10 +404,18 @@ def _tag(spec: TrackSpec, *other: dict) -> str:
     return degrade.fingerprint({"track_spec": spec.describe()}, *other)
 
 
-def training_track_shards(records: list[data.FaceRecord], variants: int, size: int, crop_scale: float,
-                          cache_dir: Path = data.DEFAULT_CACHE_DIR, shard_size: int = 128, seed: int = 0,
-                          workers: int = 2, mix: dict[str, float] | None = None,
-                          spec: TrackSpec = TRAINING_SPEC) -> list[Path]:
+def training_track_shards(
+    records: list[data.FaceRecord],
+    variants: int,
+    size: int,
+    crop_scale: float,
+    cache_dir: Path = data.DEFAULT_CACHE_DIR,
+    shard_size: int = 128,
+    seed: int = 0,
+    workers: int = 2,
+    mix: dict[str, float] | None = None,
+    spec: TrackSpec = TRAINING_SPEC,
+) -> list[Path]:
     """Cache `variants` augmented, degraded tracks of every training record; return the shard paths."""
     mix_items = tuple(sorted((mix or degrade.TRAINING_MIX).items()))
     tag = _tag(spec, asdict(Augment()), {"training_mix": dict(mix_items)})
@@ -378,18 +425,37 @@ def training_track_shards(records: list[data.FaceRecord], variants: int, size: i
         order = np.random.default_rng(data._seed_for(seed, "track-order", variant)).permutation(len(records))
         for shard in range(math.ceil(len(records) / shard_size)):
             chunk = tuple(records[i] for i in order[shard * shard_size : (shard + 1) * shard_size])
-            jobs.append(TrackShardJob(chunk, directory / f"v{variant:03d}_{shard:03d}.npz",
-                                      data._seed_for(seed, "track", variant, shard), size, crop_scale, spec,
-                                      None, mix_items))
+            jobs.append(
+                TrackShardJob(
+                    chunk,
+                    directory / f"v{variant:03d}_{shard:03d}.npz",
+                    data._seed_for(seed, "track", variant, shard),
+                    size,
+                    crop_scale,
+                    spec,
+                    None,
+                    mix_items,
+                )
+            )
     return data._run_jobs(jobs, workers, _write_track_shard)
 
 
-def validation_tracks(records: list[data.FaceRecord], preset: str, size: int, crop_scale: float,
-                      cache_dir: Path = data.DEFAULT_CACHE_DIR, seed: int = 0,
-                      spec: TrackSpec = EVAL_SPEC) -> tuple[np.ndarray, np.ndarray]:
+def validation_tracks(
+    records: list[data.FaceRecord],
+    preset: str,
+    size: int,
+    crop_scale: float,
+    cache_dir: Path = data.DEFAULT_CACHE_DIR,
+    seed: int = 0,
+    spec: TrackSpec = EVAL_SPEC,
+) -> tuple[np.ndarray, np.ndarray]:
     """(inputs N x K x S x S x 3, targets) for validation records under one preset (cached, deterministic)."""
-    path = cache_dir / (f"valtracks_{preset}_s{size}_c{crop_scale}_k{spec.frames}_n{len(records)}_seed{seed}"
-                        f"_d{_tag(spec)}.npz")
-    data._run_jobs([TrackShardJob(tuple(records), path, data._seed_for(seed, "valtrack", preset), size, crop_scale,
-                                  spec, preset)], 1, _write_track_shard)
+    path = cache_dir / (
+        f"valtracks_{preset}_s{size}_c{crop_scale}_k{spec.frames}_n{len(records)}_seed{seed}_d{_tag(spec)}.npz"
+    )
+    data._run_jobs(
+        [TrackShardJob(tuple(records), path, data._seed_for(seed, "valtrack", preset), size, crop_scale, spec, preset)],
+        1,
+        _write_track_shard,
+    )
     return data.load_shards([path])

@@ -11,6 +11,7 @@ started again with the same `--out` resumes from it; `<run>/best.pt` keeps the w
 best validation PSNR (held-out identities, preset `val_preset`); `<run>/loss_curve.png` plots
 training loss and validation PSNR against steps.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,10 +44,16 @@ class TrainConfig(BaseModel):
 
     name: str = "shipped"
     arch: str = "unet"  # training.model.ARCHITECTURES; "seed" is the seed notebook's autoencoder
-    pairs: Literal["stills", "tracks"] = "stills"  # "stills": one degraded crop per photo; "tracks": synthetic H.264 tracks (training/tracks.py)
-    frames: int = Field(1, ge=1, le=16)  # K frames the model sees (tracks only; a 1-frame model on tracks sees the target frame)
+    pairs: Literal["stills", "tracks"] = (
+        "stills"  # "stills": one degraded crop per photo; "tracks": synthetic H.264 tracks (training/tracks.py)
+    )
+    frames: int = Field(
+        1, ge=1, le=16
+    )  # K frames the model sees (tracks only; a 1-frame model on tracks sees the target frame)
     track_frames: int = Field(5, ge=1, le=64)  # frames per cached track
-    young_share: float = Field(0.0, ge=0.0, le=1.0)  # K-frame models: share of windows made a young track's (training.data.young_windows)
+    young_share: float = Field(
+        0.0, ge=0.0, le=1.0
+    )  # K-frame models: share of windows made a young track's (training.data.young_windows)
     input_size: int = Field(64, ge=8, le=1024)
     crop_scale: float = Field(1.5, ge=1.0, le=4.0)
     minutes: float = Field(75.0, gt=0)  # wall-clock budget of the whole run (resumes included)
@@ -55,7 +62,9 @@ class TrainConfig(BaseModel):
     warmup_steps: int = Field(50, ge=0)
     weight_decay: float = Field(1e-4, ge=0)
     grad_clip: float = Field(1.0, gt=0)
-    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)  # validation, best.pt and export use an exponential moving average of the weights
+    ema_decay: float = Field(
+        0.999, ge=0.0, lt=1.0
+    )  # validation, best.pt and export use an exponential moving average of the weights
     ssim_weight: float = Field(0.1, ge=0)  # loss = Charbonnier + ssim_weight x (1 - SSIM)
     variants: int = Field(12, ge=1)  # degraded copies of each training photo in the cache
     training_mix: dict[str, float] | None = None  # preset -> weight for the training pairs; None: degrade.TRAINING_MIX
@@ -73,8 +82,19 @@ class TrainConfig(BaseModel):
 
 
 QUICK = dict(
-    name="quick", arch="tiny", minutes=0.6, batch_size=16, lr=3e-3, warmup_steps=20, variants=1, train_limit=256,
-    val_limit=48, val_every_s=8.0, checkpoint_every_s=15.0, log_every_steps=20, out="runs/quick",
+    name="quick",
+    arch="tiny",
+    minutes=0.6,
+    batch_size=16,
+    lr=3e-3,
+    warmup_steps=20,
+    variants=1,
+    train_limit=256,
+    val_limit=48,
+    val_every_s=8.0,
+    checkpoint_every_s=15.0,
+    log_every_steps=20,
+    out="runs/quick",
 )
 
 
@@ -95,21 +115,50 @@ def load_data(config: TrainConfig) -> tuple[data.PairBatches, tuple[torch.Tensor
     cache = Path(config.cache_dir)
     if config.pairs == "tracks":
         spec = tracks.training_spec(config.track_frames)
-        shards = tracks.training_track_shards(train, config.variants, config.input_size, config.crop_scale, cache,
-                                              seed=config.seed, mix=config.training_mix, spec=spec)
+        shards = tracks.training_track_shards(
+            train,
+            config.variants,
+            config.input_size,
+            config.crop_scale,
+            cache,
+            seed=config.seed,
+            mix=config.training_mix,
+            spec=spec,
+        )
         inputs, targets = tracks.last_frames(*data.load_shards(shards), config.frames)
-        val_in, val_tg = tracks.last_frames(*tracks.validation_tracks(
-            val, config.val_preset, config.input_size, config.crop_scale, cache,
-            spec=tracks.eval_spec(config.track_frames)), config.frames)
+        val_in, val_tg = tracks.last_frames(
+            *tracks.validation_tracks(
+                val,
+                config.val_preset,
+                config.input_size,
+                config.crop_scale,
+                cache,
+                spec=tracks.eval_spec(config.track_frames),
+            ),
+            config.frames,
+        )
     elif config.pairs == "stills":
-        shards = data.training_shards(train, config.variants, config.input_size, config.crop_scale, cache,
-                                      seed=config.seed, mix=config.training_mix)
+        shards = data.training_shards(
+            train,
+            config.variants,
+            config.input_size,
+            config.crop_scale,
+            cache,
+            seed=config.seed,
+            mix=config.training_mix,
+        )
         inputs, targets = data.load_shards(shards)
         val_in, val_tg = data.validation_pairs(val, config.val_preset, config.input_size, config.crop_scale, cache)
     else:
         raise ValueError(f"pairs must be 'stills' or 'tracks', got {config.pairs!r}")
-    log.info("training %s: %d from %d photos (%d identities held out), %d frame(s) each", config.pairs, len(inputs),
-             len(train), len(split.val_identities), config.frames)
+    log.info(
+        "training %s: %d from %d photos (%d identities held out), %d frame(s) each",
+        config.pairs,
+        len(inputs),
+        len(train),
+        len(split.val_identities),
+        config.frames,
+    )
     batches = data.PairBatches(inputs, targets, config.batch_size, seed=config.seed, young_share=config.young_share)
     return batches, (data.to_tensor(val_in), data.to_tensor(val_tg))
 
@@ -118,8 +167,13 @@ def load_data(config: TrainConfig) -> tuple[data.PairBatches, tuple[torch.Tensor
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-             loss_fn: torch.nn.Module | None = None, batch_size: int = 64) -> dict:
+def evaluate(
+    model: torch.nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    loss_fn: torch.nn.Module | None = None,
+    batch_size: int = 64,
+) -> dict:
     """Mean PSNR/SSIM of the model's output and of its input (bicubic) against the targets."""
     was_training = model.training
     model.eval()
@@ -171,8 +225,16 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step:
 
 def save_checkpoint(path: Path, model, ema, optimizer, state: RunState, batches: data.PairBatches) -> None:
     tmp = path.with_suffix(".partial.pt")
-    torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                "state": asdict(state), "batch_rng": batches.rng.bit_generator.state}, tmp)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "ema": ema.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "state": asdict(state),
+            "batch_rng": batches.rng.bit_generator.state,
+        },
+        tmp,
+    )
     tmp.replace(path)
 
 
@@ -238,8 +300,15 @@ class Trainer:
         result = evaluate(self.ema, self.val_inputs, self.val_targets, self.loss_fn)
         result.update(step=self.state.step, elapsed_s=round(self.state.elapsed_s, 1))
         self.state.val_history.append(result)
-        log.info("step %d val[%s] PSNR %.2f dB (bicubic %.2f) SSIM %.4f loss %.4f", self.state.step,
-                 self.config.val_preset, result["psnr"], result["bicubic_psnr"], result["ssim"], result["loss"])
+        log.info(
+            "step %d val[%s] PSNR %.2f dB (bicubic %.2f) SSIM %.4f loss %.4f",
+            self.state.step,
+            self.config.val_preset,
+            result["psnr"],
+            result["bicubic_psnr"],
+            result["ssim"],
+            result["loss"],
+        )
         if result["psnr"] > self.state.best_psnr:
             self.state.best_psnr = result["psnr"]
             torch.save({"model": self.ema.state_dict(), "val": result}, self.run_dir / "best.pt")
@@ -293,8 +362,14 @@ class Trainer:
 
     def _log_progress(self, loss: float) -> None:
         self.state.train_history.append({"step": self.state.step, "loss": loss})
-        log.info("step %d loss %.4f lr %.2e %.1f/%.1f min", self.state.step, loss,
-                 learning_rate(self.config, self.state), self.state.elapsed_s / 60, self.config.minutes)
+        log.info(
+            "step %d loss %.4f lr %.2e %.1f/%.1f min",
+            self.state.step,
+            loss,
+            learning_rate(self.config, self.state),
+            self.state.elapsed_s / 60,
+            self.config.minutes,
+        )
 
 
 def train(config: TrainConfig) -> RunState:

@@ -22,6 +22,7 @@ unless the config turns compositing.keep_brightness off):
   each method, and the temporal error: mean |(x_t - x_t-1) - (truth_t - truth_t-1)|, the part
   of a face's change over time that the truth does not have (flicker).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,9 +79,19 @@ class CctvSettings:
     def sensor(self) -> degrade.DegradeParams:
         """The settings as degrade.py parameters (daylight: no exposure loss, no colour cast)."""
         return degrade.DegradeParams(
-            face_px=0.0, downscale="area", blur_sigma=self.blur_sigma, motion_px=0.0, motion_angle_deg=0.0,
-            exposure=1.0, auto_gain=1.0, gains_rgb=(1.0, 1.0, 1.0), shot_noise=self.shot_noise,
-            read_noise=self.read_noise, luma_noise_share=0.5, crf=self.crf, jpeg_quality=None,
+            face_px=0.0,
+            downscale="area",
+            blur_sigma=self.blur_sigma,
+            motion_px=0.0,
+            motion_angle_deg=0.0,
+            exposure=1.0,
+            auto_gain=1.0,
+            gains_rgb=(1.0, 1.0, 1.0),
+            shot_noise=self.shot_noise,
+            read_noise=self.read_noise,
+            luma_noise_share=0.5,
+            crf=self.crf,
+            jpeg_quality=None,
         )
 
 
@@ -149,8 +160,9 @@ def scaled_box(box: Box, factor: float) -> Box:
     return Box(*(float(round(v * factor)) for v in (box.x, box.y, box.w, box.h)))
 
 
-def collect_faces(original: Path, degraded: Path, config_path: Path,
-                  model: Path | None) -> tuple[list[FaceSample], TorchScriptRestorer]:
+def collect_faces(
+    original: Path, degraded: Path, config_path: Path, model: Path | None
+) -> tuple[list[FaceSample], TorchScriptRestorer]:
     """Detect, track and crop faces in the degraded video as the pipeline does; pair each crop with its truth.
 
     Returns the samples and the pipeline's restorer."""
@@ -172,13 +184,22 @@ def collect_faces(original: Path, degraded: Path, config_path: Path,
     return samples, components.restorer
 
 
-def _sample(face: Face, index: int, frame: np.ndarray, truth_frame: np.ndarray, factor: float,
-            spec: RestorerSpec, frame_luma: float | None) -> FaceSample:
+def _sample(
+    face: Face,
+    index: int,
+    frame: np.ndarray,
+    truth_frame: np.ndarray,
+    factor: float,
+    spec: RestorerSpec,
+    frame_luma: float | None,
+) -> FaceSample:
     """A face as the pipeline cropped it; a face it leaves alone (too large) is cropped the same way,
     to be scored, and marked as not restored."""
     crop_box = face.crop_box or square_crop_box(face.box, spec.crop_scale)
     return FaceSample(
-        track_id=face.track_id, frame_index=index, face_px=max(face.box.w, face.box.h),
+        track_id=face.track_id,
+        frame_index=index,
+        face_px=max(face.box.w, face.box.h),
         crop=face.crop if face.crop is not None else extract_crop(frame, crop_box, spec.input_size),
         truth=extract_crop(truth_frame, scaled_box(crop_box, factor), spec.input_size),
         region=metrics.face_region_in_crop(face.box, crop_box, spec.input_size),
@@ -210,11 +231,14 @@ def restore_with_model(samples: list[FaceSample], restorer: TorchScriptRestorer)
 
 def as_the_pipeline_pastes(samples: list[FaceSample], model_outputs: np.ndarray) -> np.ndarray:
     """The model's outputs with each face's own brightness kept as the compositor keeps it."""
-    return np.stack([
-        compositing.restored_as_pasted(s.crop, out, s.region, s.frame_luma)
-        if s.restored and s.frame_luma is not None else out
-        for s, out in zip(samples, model_outputs)
-    ])
+    return np.stack(
+        [
+            compositing.restored_as_pasted(s.crop, out, s.region, s.frame_luma)
+            if s.restored and s.frame_luma is not None
+            else out
+            for s, out in zip(samples, model_outputs)
+        ]
+    )
 
 
 # --- scores ------------------------------------------------------------------------------------
@@ -234,8 +258,10 @@ def temporal_scores(samples: list[FaceSample], outputs: dict[str, np.ndarray]) -
     by_track: dict[int, list[int]] = {}
     for index, sample in enumerate(samples):
         by_track.setdefault(sample.track_id, []).append(index)
-    series = {"truth": np.stack([s.truth for s in samples]).astype(np.float32), **{
-        method: images.astype(np.float32) for method, images in outputs.items()}}
+    series = {
+        "truth": np.stack([s.truth for s in samples]).astype(np.float32),
+        **{method: images.astype(np.float32) for method, images in outputs.items()},
+    }
     tracks = {}
     for track_id, members in by_track.items():
         pairs = [(a, b) for a, b in zip(members, members[1:]) if samples[b].frame_index == samples[a].frame_index + 1]
@@ -294,8 +320,10 @@ def format_tables(report: dict) -> str:
         )
     lines.append(f"{'truth':<16} {'':>8} {'':>7} {totals['truth']['change']:>7.2f}")
     lines.append("")
-    lines.append(f"{'track':>5} {'frames':>6} {'face px':>7} {'PSNR bic':>8} {'PSNR model':>10} {'PSNR ours':>9} "
-                 f"{'chg truth':>9} {'chg bic':>7} {'chg ours':>8} {'terr bic':>8} {'terr ours':>9}")
+    lines.append(
+        f"{'track':>5} {'frames':>6} {'face px':>7} {'PSNR bic':>8} {'PSNR model':>10} {'PSNR ours':>9} "
+        f"{'chg truth':>9} {'chg bic':>7} {'chg ours':>8} {'terr bic':>8} {'terr ours':>9}"
+    )
     for track_id, t in sorted(report["per_track"].items()):
         if t["frames"] < MIN_TRACK_FRAMES or t["truth"]["change"] is None:
             continue
@@ -311,8 +339,9 @@ def format_tables(report: dict) -> str:
 # --- CLI ---------------------------------------------------------------------------------------
 
 
-def track_grid(samples: list[FaceSample], outputs: dict[str, np.ndarray], tracks: int = 4,
-               frames: int = 3) -> np.ndarray:
+def track_grid(
+    samples: list[FaceSample], outputs: dict[str, np.ndarray], tracks: int = 4, frames: int = 3
+) -> np.ndarray:
     """Comparison grid (evaluate.comparison_grid) of a few frames of the longest tracks."""
     by_track: dict[int, list[int]] = {}
     for index, sample in enumerate(samples):
@@ -329,8 +358,14 @@ def track_grid(samples: list[FaceSample], outputs: dict[str, np.ndarray], tracks
     return comparison_grid(runs, faces_per_preset=frames)
 
 
-def run(video: Path, settings: CctvSettings, config: Path, model: Path | None, out_dir: Path,
-        also: dict[str, Path] | None = None) -> dict:
+def run(
+    video: Path,
+    settings: CctvSettings,
+    config: Path,
+    model: Path | None,
+    out_dir: Path,
+    also: dict[str, Path] | None = None,
+) -> dict:
     """The check; `also` (name -> model file): more restorers scored on the very same faces, each
     as pasted ("pasted:<name>"), so models compare on one detection run."""
     degraded = out_dir / f"{video.stem}_cctv_{settings.height}p_crf{settings.crf}.mp4"
@@ -339,8 +374,11 @@ def run(video: Path, settings: CctvSettings, config: Path, model: Path | None, o
     if not samples:
         raise SourceError(f"{degraded}: the detector found no faces in the degraded video")
     model_outputs = restore_with_model(samples, restorer)
-    outputs = {"bicubic": np.stack([s.crop for s in samples]), "model": model_outputs,
-               "ours": as_the_pipeline_pastes(samples, model_outputs)}
+    outputs = {
+        "bicubic": np.stack([s.crop for s in samples]),
+        "model": model_outputs,
+        "ours": as_the_pipeline_pastes(samples, model_outputs),
+    }
     for name, path in (also or {}).items():
         other = TorchScriptRestorer.load(path, device="cpu")
         if (other.spec.input_size, other.spec.crop_scale) != (restorer.spec.input_size, restorer.spec.crop_scale):
@@ -365,16 +403,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noise", type=float, default=defaults.read_noise, help="shot and read noise (8-bit levels)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="pipeline config (detector, tracker)")
     parser.add_argument("--model", type=Path, default=None, help="restorer (default: the config's)")
-    parser.add_argument("--also", nargs="*", default=[], metavar="NAME=PATH",
-                        help="more restorers to score on the same faces, as pasted")
+    parser.add_argument(
+        "--also",
+        nargs="*",
+        default=[],
+        metavar="NAME=PATH",
+        help="more restorers to score on the same faces, as pasted",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR)
     args = parser.parse_args(argv)
     also = dict(item.split("=", 1) for item in args.also)
-    settings = CctvSettings(height=args.height, blur_sigma=args.blur, shot_noise=args.noise, read_noise=args.noise,
-                            crf=args.crf)
+    settings = CctvSettings(
+        height=args.height, blur_sigma=args.blur, shot_noise=args.noise, read_noise=args.noise, crf=args.crf
+    )
     try:
-        report = run(args.video, settings, args.config, args.model, args.out,
-                     {name: Path(path) for name, path in also.items()})
+        report = run(
+            args.video, settings, args.config, args.model, args.out, {name: Path(path) for name, path in also.items()}
+        )
     except (SourceError, ConfigError, ModelLoadError, ContractError) as exc:
         print(f"video_check: {exc}", file=sys.stderr)
         return 2

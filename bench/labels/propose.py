@@ -7,6 +7,7 @@ contact sheets to look at; `bench/labels/faces.json` keeps the ones a person mar
 The labels themselves were made by viewing the sheets (and the frames, for faces both detectors
 missed); this script is here so the candidates can be regenerated and the labels checked.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,11 +43,14 @@ def labelled_frames(path: Path, every: int) -> dict[int, np.ndarray]:
     return frames
 
 
-def candidates(image: np.ndarray, retina: RetinaFaceModel, detectors: list[MediaPipeFaceDetector],
-               upscale: float) -> list[Face]:
+def candidates(
+    image: np.ndarray, retina: RetinaFaceModel, detectors: list[MediaPipeFaceDetector], upscale: float
+) -> list[Face]:
     big = cv2.resize(image, None, fx=upscale, fy=upscale, interpolation=cv2.INTER_CUBIC) if upscale != 1 else image
-    found = [Face(Box(f.box.x / upscale, f.box.y / upscale, f.box.w / upscale, f.box.h / upscale), f.score)
-             for f in retina.detect(big, min_score=0.3)]
+    found = [
+        Face(Box(f.box.x / upscale, f.box.y / upscale, f.box.w / upscale, f.box.h / upscale), f.score)
+        for f in retina.detect(big, min_score=0.3)
+    ]
     for detector in detectors:
         found += detector.detect(image)
     merged: list[Face] = []
@@ -63,8 +67,9 @@ def thumbnail(image: np.ndarray, box: Box, number: int) -> np.ndarray:
     warp = np.array([[scale, 0, -(cx - side / 2) * scale], [0, scale, -(cy - side / 2) * scale]])
     thumb = cv2.warpAffine(image, warp, (THUMB_PX, THUMB_PX), flags=cv2.INTER_CUBIC)
     inner = (THUMB_PX - box.w * scale) / 2, (THUMB_PX - box.h * scale) / 2
-    cv2.rectangle(thumb, (int(inner[0]), int(inner[1])), (int(THUMB_PX - inner[0]), int(THUMB_PX - inner[1])),
-                  (0, 255, 0), 1)
+    cv2.rectangle(
+        thumb, (int(inner[0]), int(inner[1])), (int(THUMB_PX - inner[0]), int(THUMB_PX - inner[1])), (0, 255, 0), 1
+    )
     cv2.putText(thumb, str(number), (2, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1, cv2.LINE_AA)
     cv2.putText(thumb, f"{int(box.w)}px", (2, THUMB_PX - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 0), 1)
     return thumb
@@ -76,7 +81,9 @@ def write_sheets(thumbs: list[np.ndarray], out: Path, prefix: str) -> None:
         page = thumbs[start : start + per_sheet]
         page += [np.zeros_like(thumbs[0])] * (per_sheet - len(page))
         rows = [np.hstack(page[r * COLUMNS : (r + 1) * COLUMNS]) for r in range(ROWS)]
-        cv2.imwrite(str(out / f"{prefix}_{start // per_sheet:02d}.png"), cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR))
+        cv2.imwrite(
+            str(out / f"{prefix}_{start // per_sheet:02d}.png"), cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR)
+        )
 
 
 def main() -> None:
@@ -85,15 +92,22 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     retina = RetinaFaceModel(threads=2)
-    detectors = [MediaPipeFaceDetector(DETECTOR_MODEL, 0.3),
-                 MediaPipeFaceDetector(DETECTOR_MODEL, 0.3, TilingOptions(tile_size=320, overlap=96))]
+    detectors = [
+        MediaPipeFaceDetector(DETECTOR_MODEL, 0.3),
+        MediaPipeFaceDetector(DETECTOR_MODEL, 0.3, TilingOptions(tile_size=320, overlap=96)),
+    ]
     proposals = {}
     for name, (path, every, upscale) in VIDEOS.items():
         thumbs, listed = [], []
         for index, image in labelled_frames(path, every).items():
             for face in candidates(image, retina, detectors, upscale):
-                listed.append({"number": len(listed), "frame": index, "box": [round(v, 1) for v in
-                               (face.box.x, face.box.y, face.box.w, face.box.h)]})
+                listed.append(
+                    {
+                        "number": len(listed),
+                        "frame": index,
+                        "box": [round(v, 1) for v in (face.box.x, face.box.y, face.box.w, face.box.h)],
+                    }
+                )
                 thumbs.append(thumbnail(image, face.box, len(thumbs)))
         write_sheets(thumbs, args.out, name)
         proposals[name] = listed

@@ -7,6 +7,7 @@
 
 A few frames each (FRAMES), so a whole matrix of them costs a few seconds.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -3,6 +3,7 @@
 Without the shared data a test that needs it is skipped, with one message for all of them that says
 how to get it; under CI (env CI=true) it fails instead, so a CI machine without the data cannot pass
 by skipping."""
+
 import os
 
 import pytest

@@ -8,6 +8,7 @@ Frame i of a written clip has pts i in time base 1/fps (the muxer may rescale th
 the time pts * time_base stays i / fps). `codec="libx264rgb"` writes lossless RGB H.264 and
 `codec="ffv1"` lossless FFV1 (use .mkv), so the decoded frames equal the written ones exactly.
 """
+
 from __future__ import annotations
 
 import csv
@@ -221,8 +222,10 @@ def make_face_frames(
         frame_boxes = []
         for crop, mask, face, start, velocity in walkers:
             # The face box's top-left walks from `start`, bouncing off the frame edges.
-            fx, fy = (_bounce(start[k] + velocity[k] * frame_index, limit) for k, limit in
-                      ((0, width - face.w), (1, height - face.h)))
+            fx, fy = (
+                _bounce(start[k] + velocity[k] * frame_index, limit)
+                for k, limit in ((0, width - face.w), (1, height - face.h))
+            )
             x, y = round(fx - face.x), round(fy - face.y)
             _paste_face(frame, crop, mask, x, y)
             frame_boxes.append(Box(x + face.x, y + face.y, face.w, face.h))

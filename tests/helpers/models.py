@@ -3,6 +3,7 @@
 `save_model(kind, path)` writes one of KINDS: models that keep the contract ("identity",
 "brighten", "checker") and models that break it in one way each.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -110,8 +111,9 @@ KINDS = {
 
 def make_spec(input_size: int = TEST_INPUT_SIZE, **v2: int) -> RestorerSpec:
     """A test spec; `v2`: frames, target_index, output_size."""
-    return RestorerSpec(input_size=input_size, crop_scale=TEST_CROP_SCALE, training={"data": "none: a test model"},
-                        **v2)
+    return RestorerSpec(
+        input_size=input_size, crop_scale=TEST_CROP_SCALE, training={"data": "none: a test model"}, **v2
+    )
 
 
 def save_model(kind: str, path: Path, spec: RestorerSpec | str | None = None, with_spec: bool = True) -> Path:

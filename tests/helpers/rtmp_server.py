@@ -6,6 +6,7 @@ accepts one publisher, decodes its video and saves the frames (RGB, N x H x W x 
 publisher disconnects. It runs in its own process so the test's pushing thread and the server
 never share a GIL or an FFmpeg context.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -28,7 +29,10 @@ class RtmpTestServer:
         self.received = received
         self._process = subprocess.Popen(
             [sys.executable, "-m", "tests.helpers.rtmp_server", self.push_url, str(received)],
-            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         # It says "ready" once PyAV is imported, just before it binds; a probe connection would
         # use up its one accept, so the bind itself is given a moment.

@@ -18,6 +18,7 @@ standard library at module level.
 `.ci/install_system_deps.sh` installs the Debian packages. When they are missing, tests call
 `require_gstreamer()`: it fails under CI (env CI set) and skips with the reason otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -144,10 +145,22 @@ class RtspTestServer:
         self, port: int, width: int, height: int, fps: int, frames_dir: str | None, record_to: str | None
     ) -> None:
         self.port = port
-        self._args = [
-            GST_PYTHON, str(Path(__file__).resolve()), "--port", str(port),
-            "--width", str(width), "--height", str(height), "--fps", str(fps),
-        ] + (["--frames-dir", frames_dir] if frames_dir else []) + (["--record-to", record_to] if record_to else [])
+        self._args = (
+            [
+                GST_PYTHON,
+                str(Path(__file__).resolve()),
+                "--port",
+                str(port),
+                "--width",
+                str(width),
+                "--height",
+                str(height),
+                "--fps",
+                str(fps),
+            ]
+            + (["--frames-dir", frames_dir] if frames_dir else [])
+            + (["--record-to", record_to] if record_to else [])
+        )
         self._process: subprocess.Popen | None = None
         # A file, not a pipe: nobody reads the server's output while it runs, and a full pipe would block it.
         self._log = tempfile.TemporaryFile(mode="w+")

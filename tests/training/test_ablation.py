@@ -1,4 +1,5 @@
 """The degradation ablation: each variant switches off its stage, and each stage costs bicubic PSNR."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,8 +28,12 @@ def test_each_variant_switches_off_only_its_own_stage():
 def test_blur_and_the_codec_each_cost_bicubic_psnr_and_sampling_alone_costs_least():
     require_faces()
     records = evaluate.evaluation_records(12)
-    results = ablation.ablate(records, "moderate", {"bicubic": baselines.bicubic, "ours": baselines.bicubic},
-                              RestorerSpec(input_size=64, crop_scale=1.5))
+    results = ablation.ablate(
+        records,
+        "moderate",
+        {"bicubic": baselines.bicubic, "ours": baselines.bicubic},
+        RestorerSpec(input_size=64, crop_scale=1.5),
+    )
     bicubic = {variant: row["bicubic"] for variant, row in results.items()}
     assert bicubic["no optical blur"] > bicubic["as is"] + 0.5
     assert bicubic["lossless codec"] > bicubic["as is"] + 0.5

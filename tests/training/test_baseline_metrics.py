@@ -6,6 +6,7 @@ degradations, the same metrics. The slow check repeats the full table's `moderat
 A model that scores worse fails; a better one is committed with `python -m training.evaluate
 --update-baseline`.
 """
+
 from __future__ import annotations
 
 import json

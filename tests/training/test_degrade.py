@@ -1,4 +1,5 @@
 """The CCTV degradation model: seeded, and each stage does what it claims."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,9 +29,19 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def params_with(**changes) -> degrade.DegradeParams:
     """A neutral parameter set (nothing happens but sampling) with some stages switched on."""
     neutral = degrade.DegradeParams(
-        face_px=24, downscale="area", blur_sigma=0.0, motion_px=0.0, motion_angle_deg=0.0, exposure=1.0,
-        auto_gain=1.0, gains_rgb=(1.0, 1.0, 1.0), shot_noise=0.0, read_noise=0.0, luma_noise_share=0.5,
-        crf=20, jpeg_quality=None,
+        face_px=24,
+        downscale="area",
+        blur_sigma=0.0,
+        motion_px=0.0,
+        motion_angle_deg=0.0,
+        exposure=1.0,
+        auto_gain=1.0,
+        gains_rgb=(1.0, 1.0, 1.0),
+        shot_noise=0.0,
+        read_noise=0.0,
+        luma_noise_share=0.5,
+        crf=20,
+        jpeg_quality=None,
     )
     return degrade.DegradeParams(**{**neutral.__dict__, **changes})
 

@@ -1,4 +1,5 @@
 """The evaluation's metrics, baselines and report: each measures what it claims."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -159,8 +160,13 @@ def test_evaluation_is_deterministic_under_its_seed(model_files):
 def test_ours_pasted_keeps_a_daylight_faces_brightness_and_lets_night_faces_be_relit(tmp_path):
     require_faces()
     brighten = save_model("brighten", tmp_path / "brighten.ts")
-    settings = evaluate.EvalSettings(presets=("moderate", "night"), methods=("bicubic", "ours", "ours_pasted"),
-                                     subset=4, identity=False, model=brighten)
+    settings = evaluate.EvalSettings(
+        presets=("moderate", "night"),
+        methods=("bicubic", "ours", "ours_pasted"),
+        subset=4,
+        identity=False,
+        model=brighten,
+    )
     _, runs = evaluate.evaluate(settings)
     regions = evaluate.face_regions(evaluate.evaluation_records(4), make_spec())
 
@@ -191,8 +197,20 @@ def test_main_writes_report_and_grid(model_files, tmp_path, capsys):
     require_faces()
     ours, seed = model_files
     out = tmp_path / "out"
-    argv = ["--subset", "3", "--presets", "mild", "night", "--no-identity", "--model", str(ours),
-            "--seed-model", str(seed), "--out", str(out)]
+    argv = [
+        "--subset",
+        "3",
+        "--presets",
+        "mild",
+        "night",
+        "--no-identity",
+        "--model",
+        str(ours),
+        "--seed-model",
+        str(seed),
+        "--out",
+        str(out),
+    ]
     assert evaluate.main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     assert set(report["results"]) == {"mild", "night"}
@@ -249,8 +267,9 @@ def test_cctv_degradation_downscales_blurs_and_adds_noise():
 @pytest.mark.slow
 def test_video_check_restores_tracked_faces_of_the_crowd_video(tmp_path):
     require_shared_data("videos", video_check.DEFAULT_VIDEO.name)
-    report = video_check.run(video_check.DEFAULT_VIDEO, video_check.CctvSettings(), video_check.DEFAULT_CONFIG,
-                             None, tmp_path)
+    report = video_check.run(
+        video_check.DEFAULT_VIDEO, video_check.CctvSettings(), video_check.DEFAULT_CONFIG, None, tmp_path
+    )
     assert report["tracks"] >= 3
     # What the pipeline pastes beats bicubic in both; the model alone loses PSNR here, because it
     # brightens dark daylight faces, which the compositor's keep_brightness undoes.

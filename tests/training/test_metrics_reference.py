@@ -1,5 +1,6 @@
 """Training's SSIM against scikit-image's reference implementation, on real pictures; the shipped model
 against the hash its recorded scores belong to."""
+
 from __future__ import annotations
 
 import hashlib
@@ -49,8 +50,13 @@ def test_ssim_matches_scikit_image(picture, how, region):
     _, ours = metrics.face_scores(other, picture, region)
     x0, y0, x1, y1 = region
     reference = structural_similarity(
-        picture[y0:y1, x0:x1], other[y0:y1, x0:x1], channel_axis=2, data_range=255,
-        gaussian_weights=True, sigma=1.5, use_sample_covariance=False,  # Wang et al. 2004, as training's
+        picture[y0:y1, x0:x1],
+        other[y0:y1, x0:x1],
+        channel_axis=2,
+        data_range=255,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,  # Wang et al. 2004, as training's
     )
     assert ours == pytest.approx(reference, abs=1e-6)  # the same formula: equal to float precision
     assert ours < 0.999  # the damage is visible to both
@@ -59,4 +65,5 @@ def test_ssim_matches_scikit_image(picture, how, region):
 def test_the_shipped_model_is_the_one_its_recorded_scores_belong_to():
     recorded = json.loads(BASELINE_FILE.read_text())["model_sha256"]
     assert hashlib.sha256(DEFAULT_MODEL.read_bytes()).hexdigest() == recorded, (
-        f"{DEFAULT_MODEL} changed without re-measuring {BASELINE_FILE} (python -m training.evaluate --update-baseline)")
+        f"{DEFAULT_MODEL} changed without re-measuring {BASELINE_FILE} (python -m training.evaluate --update-baseline)"
+    )

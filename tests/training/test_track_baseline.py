@@ -6,6 +6,7 @@ shipped model must score no worse than committed, and clearly above bicubic and 
 of the track's bicubic frames. A better model is committed with
 `python -m training.evaluate_tracks --update-baseline`.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,7 +37,8 @@ def test_the_benchmark_tracks_are_the_committed_ones(measured_and_committed):
     measured, committed = measured_and_committed
     for key in ("psnr", "ssim"):
         assert measured["bicubic"][key] == pytest.approx(committed["bicubic"][key], abs=1e-3), (
-            "bicubic moved: the track generator or the presets changed; re-measure the baseline")
+            "bicubic moved: the track generator or the presets changed; re-measure the baseline"
+        )
 
 
 def test_the_shipped_model_is_no_worse_than_committed(measured_and_committed):

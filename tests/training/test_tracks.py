@@ -1,4 +1,5 @@
 """Synthetic face tracks from stills (training/tracks.py): deterministic, really temporal H.264."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,11 +22,17 @@ def faces():
 TRAINING_AUGMENT = Augment()
 
 
-def make(faces, seed, presets=("moderate", "sharp", "wide", "night", "severe", "mild"), spec=tracks.TRAINING_SPEC,
-         augment=TRAINING_AUGMENT):
+def make(
+    faces,
+    seed,
+    presets=("moderate", "sharp", "wide", "night", "severe", "mild"),
+    spec=tracks.TRAINING_SPEC,
+    augment=TRAINING_AUGMENT,
+):
     photos, boxes = faces
-    return tracks.make_tracks(photos, boxes, list(presets), np.random.default_rng(seed), SIZE, CROP_SCALE, spec,
-                              augment)
+    return tracks.make_tracks(
+        photos, boxes, list(presets), np.random.default_rng(seed), SIZE, CROP_SCALE, spec, augment
+    )
 
 
 def test_tracks_are_deterministic_under_a_seed_and_differ_between_seeds(faces):

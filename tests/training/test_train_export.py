@@ -1,4 +1,5 @@
 """`--quick` training learns, and its export is a model the pipeline can load."""
+
 from __future__ import annotations
 
 import json
@@ -68,8 +69,9 @@ def test_verify_rejects_a_model_that_breaks_the_contract(tmp_path):
             return x[:, :, ::2, ::2]
 
     path = tmp_path / "bad.ts"
-    torch.jit.save(torch.jit.script(Shrinks()), str(path),
-                   _extra_files={SPEC_FILE_NAME: RestorerSpec(64, 1.5).to_json()})
+    torch.jit.save(
+        torch.jit.script(Shrinks()), str(path), _extra_files={SPEC_FILE_NAME: RestorerSpec(64, 1.5).to_json()}
+    )
     with pytest.raises(ContractError, match="output"):
         verify_export(path)
 
@@ -98,16 +100,28 @@ def test_a_multi_frame_model_grown_from_a_single_frame_one_starts_as_it():
 @pytest.fixture(scope="module")
 def quick_multi_frame_run(tmp_path_factory) -> tuple[Path, train.RunState]:
     root = tmp_path_factory.mktemp("quick_k3")
-    config = train.load_config(None, {**train.QUICK, "pairs": "tracks", "frames": 3, "track_frames": 3,
-                                      "young_share": 0.2, "train_limit": 96, "val_limit": 24,
-                                      "out": str(root / "run"), "cache_dir": str(root / "cache")})
+    config = train.load_config(
+        None,
+        {
+            **train.QUICK,
+            "pairs": "tracks",
+            "frames": 3,
+            "track_frames": 3,
+            "young_share": 0.2,
+            "train_limit": 96,
+            "val_limit": 24,
+            "out": str(root / "run"),
+            "cache_dir": str(root / "cache"),
+        },
+    )
     return Path(config.out), train.train(config)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_quick_multi_frame_training_lowers_the_validation_loss_and_exports_a_k_frame_model(quick_multi_frame_run,
-                                                                                            tmp_path):
+def test_quick_multi_frame_training_lowers_the_validation_loss_and_exports_a_k_frame_model(
+    quick_multi_frame_run, tmp_path
+):
     run_dir, state = quick_multi_frame_run
     first, last = state.val_history[0], state.val_history[-1]
     assert last["loss"] < first["loss"]
@@ -118,12 +132,15 @@ def test_quick_multi_frame_training_lowers_the_validation_loss_and_exports_a_k_f
     assert verify_export(path, reference=model).frames == 3
 
 
-@pytest.mark.parametrize("text, overrides, expected", [
-    ("lr: 0.001\nlearning_rate: 0.01\n", {}, "settings.yaml:2: learning_rate: unknown key"),
-    ("batch_size: many\n", {}, "settings.yaml:1: batch_size: Input should be a valid integer"),
-    ("pairs: videos\n", {}, "settings.yaml:1: pairs: Input should be 'stills' or 'tracks'"),
-    ("", {"minutes": -1.0}, "--minutes: minutes: Input should be greater than 0"),
-])
+@pytest.mark.parametrize(
+    "text, overrides, expected",
+    [
+        ("lr: 0.001\nlearning_rate: 0.01\n", {}, "settings.yaml:2: learning_rate: unknown key"),
+        ("batch_size: many\n", {}, "settings.yaml:1: batch_size: Input should be a valid integer"),
+        ("pairs: videos\n", {}, "settings.yaml:1: pairs: Input should be 'stills' or 'tracks'"),
+        ("", {"minutes": -1.0}, "--minutes: minutes: Input should be greater than 0"),
+    ],
+)
 def test_training_settings_are_validated_like_the_pipeline_config(tmp_path, text, overrides, expected):
     path = tmp_path / "settings.yaml"
     path.write_text(text)
