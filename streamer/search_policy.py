@@ -35,7 +35,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -117,7 +117,24 @@ class SearchCounters:
     seconds: float = 0.0  # detector time
 
 
-class EveryNthFrame:
+class _OwnsDetector:
+    """A search owns its detector: closing the search (or leaving its `with`) closes it."""
+
+    detector: Any  # the detector the search drives (a RegionDetector, or a plain detector for EveryNthFrame)
+
+    def close(self) -> None:
+        close = getattr(self.detector, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class EveryNthFrame(_OwnsDetector):
     """The reference behaviour: the whole detector (every tile, when tiling is on) every
     `every_n` frames."""
 
@@ -136,19 +153,8 @@ class EveryNthFrame:
         self.counters.rounds += 1
         return faces
 
-    def close(self) -> None:
-        close = getattr(self.detector, "close", None)
-        if close is not None:
-            close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-class AdaptiveSearch:
+class AdaptiveSearch(_OwnsDetector):
     """Track-guided regions plus motion-gated rotating tiles within a per-frame budget (module
     docstring). One per source: it remembers what each tile looked like when last searched."""
 
@@ -280,17 +286,6 @@ class AdaptiveSearch:
         self._last_seconds = [-math.inf] * len(self._tiles)
         self._snapshots = [None] * len(self._tiles)
         self._min_changed = [MOTION_MIN_PIXELS] * len(self._tiles)
-
-    def close(self) -> None:
-        close = getattr(self.detector, "close", None)
-        if close is not None:
-            close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def first_detection_rounds(tiles: int, calls_per_round: int, tracks: int = 0) -> int:
