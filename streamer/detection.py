@@ -151,17 +151,6 @@ class MediaPipeFaceDetector:
         height, width = image.shape[:2]
         return self._detect_regions(image, search_regions(width, height, tiling), tiling.nms_threshold)
 
-    def detect_regions(self, image: np.ndarray, regions: Sequence[Tile], nms_threshold: float = 0.4) -> list[Face]:
-        """Faces in some regions of the frame only (frame coordinates), duplicates merged."""
-        found = self.detect_each(image, regions)
-        faces = [face for faces in found for face in faces]
-        cut = [
-            touches_inner_edge(face.box, region, image.shape[1], image.shape[0])
-            for region, faces in zip(regions, found)
-            for face in faces
-        ]
-        return suppress_duplicates(faces, cut, nms_threshold)
-
     def detect_each(self, image: np.ndarray, regions: Sequence[Tile]) -> list[list[Face]]:
         """Each region's faces (frame coordinates), duplicates not merged: a search policy
         (search_policy.py) learns which region found which face.
