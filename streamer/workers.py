@@ -346,18 +346,21 @@ class WriteWorker:
         with self.stats.clocks["compose"].timing():
             image = self.compose(packet.frame.image, packet.faces)
         with self.stats.clocks["write"].timing():
-            self.sink.write(dataclasses.replace(packet.frame, image=image, planes=_with_changes(packet.frame, image)))
+            self.sink.write(dataclasses.replace(packet.frame, image=image, planes=_with_changes(packet, image)))
         self.stats.frames_out += 1
         if packet.frame.captured is not None:
             self.stats.latency.observe(time.monotonic() - packet.frame.captured)
 
 
-def _with_changes(frame: Frame, composed: np.ndarray) -> SourcePlanes | None:
+def _with_changes(packet: FramePacket, composed: np.ndarray) -> SourcePlanes | None:
     """The frame's decoded planes, marked with the pixels the compositor changed, so the sink
     writes every other pixel back exactly as decoded; None when the output has another size
     (side-by-side) or the source kept no planes."""
+    frame = packet.frame
     if frame.planes is None or composed.shape != frame.image.shape:
         return None
+    if not packet.faces:  # nothing was composited: skip comparing the whole frame (~2 ms at 1080p)
+        return dataclasses.replace(frame.planes, changed=np.zeros(composed.shape[:2], bool))
     # |difference| summed over the channels (saturating): non-zero exactly where a channel changed
     difference = cv2.transform(cv2.absdiff(composed, frame.image), np.ones((1, 3), np.float32))
     return dataclasses.replace(frame.planes, changed=difference > 0)
