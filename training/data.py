@@ -15,7 +15,7 @@ import csv
 import hashlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -231,6 +231,17 @@ def _run_jobs(jobs: list, workers: int, writer: Callable[[Any], Path] = _write_s
     return [job.path for job in jobs]
 
 
+def shuffled_shards(
+    records: list[FaceRecord], variants: int, shard_size: int, seed: int, order_tag: str
+) -> Iterator[tuple[int, int, tuple[FaceRecord, ...]]]:
+    """(variant, shard, records) for every shard: each variant shuffles the records anew, seeded by
+    `order_tag`, so a shard mixes identities and CRFs."""
+    for variant in range(variants):
+        order = np.random.default_rng(_seed_for(seed, order_tag, variant)).permutation(len(records))
+        for shard in range(math.ceil(len(records) / shard_size)):
+            yield variant, shard, tuple(records[i] for i in order[shard * shard_size : (shard + 1) * shard_size])
+
+
 def training_shards(
     records: list[FaceRecord],
     variants: int,
@@ -252,22 +263,18 @@ def training_shards(
     extra = [{"training_mix": dict(mix_items)}] if mix_items else []
     tag = degrade.fingerprint(asdict(Augment()), *extra)
     directory = cache_dir / f"train_s{size}_c{crop_scale}_n{len(records)}_seed{seed}_d{tag}"
-    jobs = []
-    for variant in range(variants):
-        order = np.random.default_rng(_seed_for(seed, "order", variant)).permutation(len(records))
-        for shard in range(math.ceil(len(records) / shard_size)):
-            chunk = tuple(records[i] for i in order[shard * shard_size : (shard + 1) * shard_size])
-            jobs.append(
-                ShardJob(
-                    chunk,
-                    directory / f"v{variant:03d}_{shard:03d}.npz",
-                    _seed_for(seed, variant, shard),
-                    size,
-                    crop_scale,
-                    None,
-                    mix_items,
-                )
-            )
+    jobs = [
+        ShardJob(
+            chunk,
+            directory / f"v{variant:03d}_{shard:03d}.npz",
+            _seed_for(seed, variant, shard),
+            size,
+            crop_scale,
+            None,
+            mix_items,
+        )
+        for variant, shard, chunk in shuffled_shards(records, variants, shard_size, seed, "order")
+    ]
     return _run_jobs(jobs, workers)
 
 

@@ -420,23 +420,19 @@ def training_track_shards(
     mix_items = tuple(sorted((mix or degrade.TRAINING_MIX).items()))
     tag = _tag(spec, asdict(Augment()), {"training_mix": dict(mix_items)})
     directory = cache_dir / f"tracks_s{size}_c{crop_scale}_k{spec.frames}_n{len(records)}_seed{seed}_d{tag}"
-    jobs = []
-    for variant in range(variants):
-        order = np.random.default_rng(data._seed_for(seed, "track-order", variant)).permutation(len(records))
-        for shard in range(math.ceil(len(records) / shard_size)):
-            chunk = tuple(records[i] for i in order[shard * shard_size : (shard + 1) * shard_size])
-            jobs.append(
-                TrackShardJob(
-                    chunk,
-                    directory / f"v{variant:03d}_{shard:03d}.npz",
-                    data._seed_for(seed, "track", variant, shard),
-                    size,
-                    crop_scale,
-                    spec,
-                    None,
-                    mix_items,
-                )
-            )
+    jobs = [
+        TrackShardJob(
+            chunk,
+            directory / f"v{variant:03d}_{shard:03d}.npz",
+            data._seed_for(seed, "track", variant, shard),
+            size,
+            crop_scale,
+            spec,
+            None,
+            mix_items,
+        )
+        for variant, shard, chunk in data.shuffled_shards(records, variants, shard_size, seed, "track-order")
+    ]
     return data._run_jobs(jobs, workers, _write_track_shard)
 
 
