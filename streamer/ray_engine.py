@@ -49,7 +49,7 @@ from streamer.config import Config, RayConfig
 from streamer.errors import UserError
 from streamer.jobs import JobResult
 from streamer.pipeline import Job, Pipeline
-from streamer.stats import PER_SOURCE_STAGES, RunStats, SourceStats, StageClock
+from streamer.stats import PER_SOURCE_STAGES, SOURCE_COUNTERS, RunStats, SourceStats, StageClock
 from streamer.urls import is_live_url, mask_credentials
 from streamer.workers import Batching, CaptureLimits, RestorerUnavailable
 
@@ -61,25 +61,6 @@ POLL_TIMEOUT_S = 10.0  # a job that does not answer for this long is asked again
 REPLICA_READY_TIMEOUT_S = 300.0
 # Actor names (in this run's own namespace): `ray.get_actor(CAMERA_ACTOR + "lobby")` finds a camera's job.
 CAMERA_ACTOR, RESTORER_ACTOR = "camera:", "restorer:"  # model load on a fresh node (may include CUDA start-up)
-# SourceStats' counters that add up over a restarted camera's incarnations.
-_COUNTERS = (
-    "decoded",
-    "corrupt_packets",
-    "disconnects",
-    "reconnects",
-    "frames_in",
-    "capture_drops",
-    "faces",
-    "too_large",
-    "unverified",
-    "restored",
-    "unrestored",
-    "late_output_drops",
-    "frames_out",
-    "restarts",
-    "output_drops",
-    "output_reconnects",
-)
 
 
 class RayUnavailable(UserError):
@@ -591,7 +572,7 @@ def _sum_stats(a: SourceStats | None, b: SourceStats | None) -> SourceStats:
             for name in PER_SOURCE_STAGES
         },
     )
-    for name in _COUNTERS:
+    for name in SOURCE_COUNTERS:
         setattr(total, name, getattr(a, name) + getattr(b, name))
     return total
 

@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 # Stages that run once per source; the restorer is one thread shared by all sources.
@@ -116,6 +116,11 @@ class SourceStats:
     def drops(self) -> int:
         """Live frames dropped anywhere because the pipeline was late."""
         return self.capture_drops + self.late_output_drops
+
+
+# SourceStats' counters: its int fields (annotations are strings here), the ones that add up over a
+# restarted camera's incarnations. Derived, so a counter added to SourceStats is summed too.
+SOURCE_COUNTERS = tuple(f.name for f in fields(SourceStats) if f.type == "int")
 
 
 @dataclass
