@@ -185,9 +185,9 @@ class CameraJob:
         elif self.stats.state == "up":
             self.stats.set_state("reconnecting")
             self.stats.state_since = time.time() - silent
-        counters = getattr(self._sink, "dropped", None)
-        if counters is not None:
-            self.stats.output_drops = self._sink.dropped
+        dropped = getattr(self._sink, "dropped", None)  # a push output's counters
+        if dropped is not None:
+            self.stats.output_drops = dropped
             self.stats.output_reconnects = self._sink.reconnects
 
     def _silent_for(self) -> float:
@@ -332,12 +332,12 @@ class _Generation:
 
 
 def _close(source: Any) -> None:
-    close = getattr(source, "close", None) or getattr(source, "__exit__", None)
+    """Close a source: its close(), else its context exit (tests' fakes may have either)."""
     try:
         if hasattr(source, "close"):
             source.close()
-        elif close is not None:
-            close(None, None, None)
+        elif hasattr(source, "__exit__"):
+            source.__exit__(None, None, None)
     except Exception as error:  # noqa: BLE001
         logger.debug("closing a source: %s", error)
 
