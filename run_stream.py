@@ -288,11 +288,7 @@ def _process(jobs: list[Job], config: Config, args: argparse.Namespace, cameras:
     if report is not None:
         report.close_after(results, interrupted=runner.control.stopping.is_set())
     _report(results, args)
-    if any(result.camera_lost for result in results):
-        return EXIT_CAMERA_LOST
-    if runner.control.stopping.is_set():
-        return EXIT_INTERRUPTED
-    return EXIT_SOME_FAILED if hash_errors or any(result.error for result in results) else EXIT_OK
+    return _exit_code(results, runner.control.stopping.is_set(), failed_beside=bool(hash_errors))
 
 
 def _check_the_only_file_opens(jobs: list[Job], config: Config) -> None:
@@ -385,11 +381,17 @@ def _process_on_ray(
     with _signals_handled_by(control):
         results = run_on_ray(jobs, configs, config, limits, control, verbose=args.verbose)
     _report(results, args)
+    return _exit_code(results, control.stopping.is_set())
+
+
+def _exit_code(results: list[JobResult], interrupted: bool, failed_beside: bool = False) -> int:
+    """The run's exit status (see --help), either engine: a lost camera first, then an interruption,
+    then any failed job (or `failed_beside`: something done beside the jobs, e.g. the frame hashes)."""
     if any(result.camera_lost for result in results):
         return EXIT_CAMERA_LOST
-    if control.stopping.is_set():
+    if interrupted:
         return EXIT_INTERRUPTED
-    return EXIT_SOME_FAILED if any(result.error for result in results) else EXIT_OK
+    return EXIT_SOME_FAILED if failed_beside or any(result.error for result in results) else EXIT_OK
 
 
 def _plan(args: argparse.Namespace, config: Config) -> list[Job]:
