@@ -2,7 +2,7 @@
 
     python bench/pipeline_bench.py [--max-frames N] [--model PATH] [--threads N] [--videos NAME ...]
     python bench/pipeline_bench.py --search [--videos NAME ...]   # where the detector looks
-    python bench/pipeline_bench.py --latency [--seconds S]        # a live 720p25 RTSP camera
+    python bench/pipeline_bench.py --latency [--seconds S] [--set KEY=VALUE ...]  # a live 720p25 RTSP camera
     python bench/pipeline_bench.py --presets                      # x264 presets at 1080p
     python bench/pipeline_bench.py --profile                      # ms/frame of the steps at 1080p
 
@@ -486,7 +486,7 @@ def bench_latency(args: argparse.Namespace, out_dir: Path) -> dict:
         raise SystemExit(f"error: --latency needs the RTSP test server: {problem}")
     walkers = crowd_walkers(1280, 720, 8, 50, seed=3)
     frames_dir = write_frames_dir(out_dir / "camera", (image for image, _ in walking_scene(1280, 720, walkers, 50)))
-    flags = {"source.inputs": ([], "-"), "restoration.max_face_px": (0, "-")}
+    flags = {"source.inputs": ([], "-"), "restoration.max_face_px": (0, "-"), **setting_overrides(args.set)}
     config = load_config(REPO_ROOT / "configs" / "live_rtsp.yaml", flags)
     components = build_components(config)
     stamps: dict[int, float] = {}
@@ -518,7 +518,22 @@ def bench_latency(args: argparse.Namespace, out_dir: Path) -> dict:
         "max": float(steady.max()),
         "seconds": args.seconds,
         "fps": stats.fps("camera"),
+        "stage_ms": stats.stage_ms_per_frame(),
+        "settings": args.set,
     }
+
+
+def setting_overrides(settings: list[str]) -> dict[str, tuple[object, str]]:
+    """--set KEY=VALUE (a dotted config key, a YAML value) as load_config's overrides."""
+    import yaml
+
+    overrides = {}
+    for setting in settings:
+        key, separator, value = setting.partition("=")
+        if not separator:
+            raise SystemExit(f"error: --set {setting}: expected KEY=VALUE, e.g. detection.every_n_frames=1")
+        overrides[key] = (yaml.safe_load(value), f"--set {key}")
+    return overrides
 
 
 def print_latency(result: dict) -> None:
@@ -532,6 +547,8 @@ def print_latency(result: dict) -> None:
         f"latency decoded -> written (after the first second): p50 {result['p50']:.0f} ms, "
         f"p95 {result['p95']:.0f} ms, max {result['max']:.0f} ms"
     )
+    stages = "  ".join(f"{stage} {ms:.1f}" for stage, ms in result["stage_ms"].items())
+    print(f"busy ms/frame: {stages}" + (f"; settings: {' '.join(result['settings'])}" if result["settings"] else ""))
 
 
 def bench_presets(args: argparse.Namespace, out_dir: Path) -> None:
@@ -629,6 +646,13 @@ def main() -> None:
     )
     parser.add_argument("--latency", action="store_true", help="a live 720p25 RTSP camera: latency, drops")
     parser.add_argument("--seconds", type=float, default=30.0, help="--latency: how long the live run lasts")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="--latency: a config setting over configs/live_rtsp.yaml's, e.g. detection.every_n_frames=1 (repeatable)",
+    )
     parser.add_argument("--presets", action="store_true", help="x264 presets at 1080p: speed and size")
     parser.add_argument("--profile", action="store_true", help="ms per 1080p frame of decode, colour, compose, encode")
     args = parser.parse_args()
