@@ -14,7 +14,7 @@ import signal
 import sys
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 # Light imports only: `--help` and a bad command line answer at once. The config (pydantic), the jobs
 # (PyAV) and, when a run starts, the models (torch, mediapipe) are imported where they are first needed.
@@ -23,8 +23,10 @@ from streamer.errors import UserError, one_line
 
 if TYPE_CHECKING:
     from streamer.cameras import Camera
+    from streamer.components import SpecRestorer
     from streamer.config import Config
     from streamer.jobs import JobResult, RunControl
+    from streamer.metrics import MetricsServer
     from streamer.pipeline import Job
     from streamer.workers import CaptureLimits
 
@@ -263,13 +265,13 @@ def _process(jobs: list[Job], config: Config, args: argparse.Namespace, cameras:
     if args.engine == "ray":
         return _process_on_ray(jobs, config, args, cameras, limits)
     components = build_components(config)
+    # build_components loaded a TorchScriptRestorer (or none): one with the spec the stages need.
+    restorer = cast("SpecRestorer | None", components.restorer)
     report = _open_report(config, jobs, components, args) if config.report.enabled else None
     if report is not None:
-        components = assemble_components(config, components.restorer, report)
+        components = assemble_components(config, restorer, report)
     if cameras is not None:
-        jobs = with_own_stages(
-            jobs, {camera.name: camera.config for camera in cameras}, components.restorer, limits, report
-        )
+        jobs = with_own_stages(jobs, {camera.name: camera.config for camera in cameras}, restorer, limits, report)
     runner = JobRunner(
         components=components,
         settings=pipeline_settings(config, limits),
@@ -338,7 +340,8 @@ class _metrics_served:
     """Within the block, /metrics and /healthz are served when health.metrics_port is set."""
 
     def __init__(self, config: Config, control: RunControl) -> None:
-        self.config, self.control, self.server = config, control, None
+        self.config, self.control = config, control
+        self.server: MetricsServer | None = None
 
     def __enter__(self) -> None:
         health = self.config.health

@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
             args.video, settings, args.config, args.model, args.out, {name: Path(path) for name, path in also.items()}
         )
     except (SourceError, ConfigError, ModelLoadError, ContractError) as exc:
-        print(f"video_check: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_tables(report))
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
