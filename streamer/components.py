@@ -246,7 +246,7 @@ def _compositor(config: Config):
     options = compositing.CompositeOptions(
         feather=settings.feather, inset_scale=settings.inset_scale, keep_brightness=settings.keep_brightness
     )
-    return functools.partial(compositing.compose, mode=settings.mode, options=options)
+    return functools.partial(compositing.compose_touching, mode=settings.mode, options=options)
 
 
 def with_own_stages(

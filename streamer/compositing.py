@@ -16,7 +16,8 @@ In paste and side-by-side, a face in a well-lit frame first gets back its own br
 (`brightness`: the model cannot tell a dark face from a dark picture; the frame can). An overlay
 inset is the model's output as it is, shown apart from the frame and labelled.
 
-`compose` never changes the input array; it returns a new image.
+`compose` never changes the input array; it returns a new image. `compose_touching` also says
+where it drew (`Composite.touched`), so the write stage looks for changed pixels only there.
 """
 
 from __future__ import annotations
@@ -47,6 +48,21 @@ LABEL_FONT_SCALE = 0.4
 
 
 _DEFAULTS = CompositingConfig()  # the schema's defaults (config.py holds them all)
+# cv2's anti-aliased text and lines may spill a pixel past the box cv2.getTextSize gives: the
+# rectangle said to hold a drawing is this much larger (a wider footprint costs little; a
+# narrower one would let a changed pixel go unwritten).
+DRAWING_MARGIN_PX = 2
+
+Rect = tuple[int, int, int, int]  # (x0, y0, x1, y1): columns x0..x1-1, rows y0..y1-1 of a frame
+
+
+@dataclass(frozen=True)
+class Composite:
+    """A composited frame and the rectangles holding every pixel the compositor may have changed:
+    outside them, the image is the input bit for bit. None: anywhere (side-by-side, another size)."""
+
+    image: np.ndarray
+    touched: tuple[Rect, ...] | None
 
 
 @dataclass(frozen=True)
@@ -66,19 +82,37 @@ def compose(
 ) -> np.ndarray:
     """A new image with the faces' `restored` crops composited in; faces without one are skipped.
     paste and overlay keep the size; side-by-side returns H x 2W."""
+    return compose_touching(image, faces, mode, options).image
+
+
+def compose_touching(
+    image: np.ndarray, faces: Sequence[Face], mode: str = "paste", options: CompositeOptions = CompositeOptions()
+) -> Composite:
+    """`compose`, with the rectangles it drew in (the crop boxes it pasted; the insets, labels and
+    boxes it drew): a frame's faces are a small part of it, so the write stage compares only these
+    to find the pixels that changed."""
     check_rgb_image(image, "compose input")
     if mode == "overlay":  # the model's own output, beside the faces: nothing pasted, nothing relit
-        output = overlay_faces(image, [face for face in faces if face.verified is not False], options)
-        mark_unverified(output, [face for face in faces if face.verified is False])
-        return output
+        output = image.copy()
+        touched = overlay_into(output, [face for face in faces if face.verified is not False], options)
+        touched += mark_unverified(output, [face for face in faces if face.verified is False])
+        return Composite(output, _inside(touched, output.shape))
     restored = [face for face in faces if face.restored is not None and face.crop_box is not None]
     if options.keep_brightness and restored:
         restored = _with_kept_brightness(image, restored)
     if mode == "paste":
-        return paste_faces(image, restored, options.feather)
+        output = image.copy()
+        return Composite(output, _inside(paste_into(output, restored, options.feather), output.shape))
     if mode == "side-by-side":
-        return np.hstack((image, paste_faces(image, restored, options.feather)))
+        return Composite(np.hstack((image, paste_faces(image, restored, options.feather))), None)
     raise ValueError(f"unknown compositing mode {mode!r}; expected one of {', '.join(MODES)}")
+
+
+def _inside(rects: Sequence[Rect | None], shape: tuple[int, ...]) -> tuple[Rect, ...]:
+    """The rectangles clipped to a frame of `shape`; those wholly outside it left out."""
+    height, width = shape[:2]
+    clipped = ((max(0, x0), max(0, y0), min(width, x1), min(height, y1)) for x0, y0, x1, y1 in filter(None, rects))
+    return tuple(rect for rect in clipped if rect[0] < rect[2] and rect[1] < rect[3])
 
 
 def _with_kept_brightness(image: np.ndarray, faces: Sequence[Face]) -> list[Face]:
@@ -131,48 +165,57 @@ def paste_faces(image: np.ndarray, faces: Sequence[Face], feather: float) -> np.
     """A copy of `image` with each face's restored crop blended over its face (face_mask): the
     rest of the crop square keeps its input pixels."""
     output = image.copy()
+    paste_into(output, faces, feather)
+    return output
+
+
+def paste_into(output: np.ndarray, faces: Sequence[Face], feather: float) -> list[Rect | None]:
+    """paste_faces in place; the rectangle each face's blend covered (None: outside the frame)."""
+    touched = []
     for face in faces:
         side = int(face.crop_box.w)
         patch = resize_square(face.restored, side)
         left, top = int(face.crop_box.x), int(face.crop_box.y)
         in_square = Box(face.box.x - left, face.box.y - top, face.box.w, face.box.h)
-        blend_into(output, patch, face_mask(side, in_square, feather), left, top)
-    return output
+        touched.append(blend_into(output, patch, face_mask(side, in_square, feather), left, top))
+    return touched
 
 
-def blend_into(target: np.ndarray, patch: np.ndarray, weights: np.ndarray, left: int, top: int) -> None:
+def blend_into(target: np.ndarray, patch: np.ndarray, weights: np.ndarray, left: int, top: int) -> Rect | None:
     """target = target + weights * (patch - target) where the patch overlaps target; a weight of 0
-    leaves the pixel exactly as it was."""
+    leaves the pixel exactly as it was. The rectangle of target it covered (None: none)."""
     height, width = target.shape[:2]
     x0, y0 = max(0, left), max(0, top)
     x1, y1 = min(width, left + patch.shape[1]), min(height, top + patch.shape[0])
     if x1 <= x0 or y1 <= y0:
-        return
+        return None
     inside = (slice(y0 - top, y1 - top), slice(x0 - left, x1 - left))
     under = target[y0:y1, x0:x1].astype(np.float32)
     mixed = under + weights[inside] * (patch[inside].astype(np.float32) - under)
     target[y0:y1, x0:x1] = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+    return x0, y0, x1, y1
 
 
-def overlay_faces(image: np.ndarray, faces: Sequence[Face], options: CompositeOptions) -> np.ndarray:
-    """A copy of `image` with each restored face's inset beside its box: the model's output at its
-    own size (times an integer inset_scale, nearest neighbour), under a label strip "#ID enhanced".
+def overlay_into(output: np.ndarray, faces: Sequence[Face], options: CompositeOptions) -> list[Rect]:
+    """Draw (in place) each restored face's inset beside its box: the model's output at its own
+    size (times an integer inset_scale, nearest neighbour), under a label strip "#ID enhanced".
+    The rectangles drawn in.
 
     An inset and its label never cover a face (restored or not), another inset or another label:
     `place_insets` finds each a free place near its face, or leaves it out."""
-    output = image.copy()
-    height, width = image.shape[:2]
+    height, width = output.shape[:2]
     shown = sorted((face for face in faces if face.restored is not None), key=lambda face: face.track_id)
     views = [face.restored for face in shown if face.restored is not None]
     labels = [_label_text(face, options) for face in shown]
     sizes = [_inset_size(view, label, options) for view, label in zip(views, labels)]
     places = place_insets([face.box for face in shown], sizes, width, height, [face.box for face in faces])
+    touched = []
     for view, label, place in zip(views, labels, places):
         if place is not None:
-            _draw_inset(output, view, label, place, options)
+            touched += _draw_inset(output, view, label, place, options)
     for face in shown:
-        _draw_box(output, face.box)
-    return output
+        touched.append(_draw_box(output, face.box))
+    return touched
 
 
 def _label_text(face: Face, options: CompositeOptions) -> str:
@@ -186,23 +229,24 @@ def _inset_size(view: np.ndarray, label: str, options: CompositeOptions) -> tupl
     return max(side, text_w + 4), side + LABEL_STRIP_PX, side
 
 
-def _draw_inset(output: np.ndarray, view: np.ndarray, label: str, place: Box, options: CompositeOptions) -> None:
+def _draw_inset(output: np.ndarray, view: np.ndarray, label: str, place: Box, options: CompositeOptions) -> list[Rect]:
+    """Draw one inset and its label strip at `place`; the rectangles drawn in."""
     left, top, side = int(place.x), int(place.y), view.shape[0] * max(1, int(options.inset_scale))
     output[top : top + int(place.h), left : left + int(place.w)] = LABEL_BACKGROUND_RGB
-    cv2.putText(
-        output,
-        label,
-        (left + 2, top + LABEL_STRIP_PX - 3),
-        cv2.FONT_HERSHEY_SIMPLEX,
-        LABEL_FONT_SCALE,
-        BORDER_RGB,
-        1,
-        cv2.LINE_AA,
-    )
+    label_rect = _draw_text(output, label, (left + 2, top + LABEL_STRIP_PX - 3), BORDER_RGB)
     scale = side // view.shape[0]
     pixels = view if scale == 1 else np.repeat(np.repeat(view, scale, 0), scale, 1)
     inset_top = top + LABEL_STRIP_PX
     output[inset_top : inset_top + side, left : left + side] = pixels
+    return [(left, top, left + int(place.w), top + int(place.h)), label_rect]
+
+
+def _draw_text(image: np.ndarray, text: str, origin: tuple[int, int], colour: tuple[int, int, int]) -> Rect:
+    """Write `text` (in place) with its baseline starting at `origin`; the rectangle it may cover."""
+    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, LABEL_FONT_SCALE, colour, 1, cv2.LINE_AA)
+    (text_w, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, LABEL_FONT_SCALE, 1)
+    x, y, m = origin[0], origin[1], DRAWING_MARGIN_PX
+    return x - m, y - text_h - m, x + text_w + m, y + baseline + m
 
 
 def place_insets(
@@ -267,18 +311,26 @@ def _overlap(a: Box, b: Box) -> bool:
     return a.x < b.x + b.w and b.x < a.x + a.w and a.y < b.y + b.h and b.y < a.y + a.h
 
 
-def mark_unverified(image: np.ndarray, faces: Sequence[Face]) -> None:
+def mark_unverified(image: np.ndarray, faces: Sequence[Face]) -> list[Rect]:
     """Draw (in place) a grey box labelled "unverified" around each face the restore gate kept as
-    it was: the operator sees what was found, and that it was not restored."""
+    it was: the operator sees what was found, and that it was not restored. The rectangles drawn in."""
+    touched = []
     for face in faces:
-        _draw_box(image, face.box, UNVERIFIED_RGB)
+        touched.append(_draw_box(image, face.box, UNVERIFIED_RGB))
         corner = (int(round(face.box.x)), max(10, int(round(face.box.y)) - 3))
-        cv2.putText(
-            image, "unverified", corner, cv2.FONT_HERSHEY_SIMPLEX, LABEL_FONT_SCALE, UNVERIFIED_RGB, 1, cv2.LINE_AA
-        )
+        touched.append(_draw_text(image, "unverified", corner, UNVERIFIED_RGB))
+    return touched
 
 
-def _draw_box(image: np.ndarray, box: Box, colour: tuple[int, int, int] = BORDER_RGB) -> None:
+def _draw_box(image: np.ndarray, box: Box, colour: tuple[int, int, int] = BORDER_RGB) -> Rect:
+    """Draw (in place) a 1-px frame around `box`; the rectangle it may cover."""
     corner = (int(round(box.x)), int(round(box.y)))
     opposite = (int(round(box.x + box.w)) - 1, int(round(box.y + box.h)) - 1)
     cv2.rectangle(image, corner, opposite, colour, 1)
+    m = DRAWING_MARGIN_PX
+    return (
+        min(corner[0], opposite[0]) - m,
+        min(corner[1], opposite[1]) - m,
+        max(corner[0], opposite[0]) + 1 + m,
+        max(corner[1], opposite[1]) + 1 + m,
+    )

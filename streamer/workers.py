@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from streamer.compositing import Composite, Rect
 from streamer.detect_stage import DetectStage
 from streamer.stats import RestorerStats, SourceStats, StageClock
 from streamer.values import Face, Frame, FramePacket, SourcePlanes, StreamInfo
@@ -75,7 +76,9 @@ class RestorerUnavailable(RuntimeError):
     goes on. Any other restorer exception stops the pipeline (it is a bug, not an outage)."""
 
 
-Compose = Callable[[np.ndarray, Sequence[Face]], np.ndarray]
+# A compositor returns the new image, or a Composite that also says where it drew (the write
+# stage then compares only there to find the changed pixels; see _with_changes).
+Compose = Callable[[np.ndarray, Sequence[Face]], np.ndarray | Composite]
 
 
 def start_worker(name: str, work: Callable[[], None], on_error: Callable[[BaseException], None]) -> threading.Thread:
@@ -344,26 +347,44 @@ class WriteWorker:
             with self.stats.clocks["compose"].timing():
                 packet = self.observer.observe(packet)
         with self.stats.clocks["compose"].timing():
-            image = self.compose(packet.frame.image, packet.faces)
+            composite = as_composite(self.compose(packet.frame.image, packet.faces))
         with self.stats.clocks["write"].timing():
-            self.sink.write(dataclasses.replace(packet.frame, image=image, planes=_with_changes(packet, image)))
+            planes = _with_changes(packet, composite.image, composite.touched)
+            self.sink.write(dataclasses.replace(packet.frame, image=composite.image, planes=planes))
         self.stats.frames_out += 1
         if packet.frame.captured is not None:
             self.stats.latency.observe(time.monotonic() - packet.frame.captured)
 
 
-def _with_changes(packet: FramePacket, composed: np.ndarray) -> SourcePlanes | None:
+def as_composite(composed: np.ndarray | Composite) -> Composite:
+    """What a Compose returned, as a Composite (an image alone: it may have drawn anywhere)."""
+    return composed if isinstance(composed, Composite) else Composite(composed, None)
+
+
+def _with_changes(
+    packet: FramePacket, composed: np.ndarray, touched: Sequence[Rect] | None = None
+) -> SourcePlanes | None:
     """The frame's decoded planes, marked with the pixels the compositor changed, so the sink
     writes every other pixel back exactly as decoded; None when the output has another size
-    (side-by-side) or the source kept no planes."""
+    (side-by-side) or the source kept no planes. Pixels are compared only inside `touched`, the
+    rectangles the compositor said hold all it drew (None: the whole frame)."""
     frame = packet.frame
     if frame.planes is None or composed.shape != frame.image.shape:
         return None
+    changed = np.zeros(composed.shape[:2], bool)
     if not packet.faces:  # nothing was composited: skip comparing the whole frame (~2 ms at 1080p)
-        return dataclasses.replace(frame.planes, changed=np.zeros(composed.shape[:2], bool))
+        return dataclasses.replace(frame.planes, changed=changed)
+    whole_frame: Sequence[Rect] = [(0, 0, composed.shape[1], composed.shape[0])]
+    for x0, y0, x1, y1 in whole_frame if touched is None else touched:
+        window = np.s_[y0:y1, x0:x1]
+        changed[window] |= _differs(composed[window], frame.image[window])
+    return dataclasses.replace(frame.planes, changed=changed)
+
+
+def _differs(after: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """H x W bool: True exactly where any channel of two RGB images differs."""
     # |difference| summed over the channels (saturating): non-zero exactly where a channel changed
-    difference = cv2.transform(cv2.absdiff(composed, frame.image), np.ones((1, 3), np.float32))
-    return dataclasses.replace(frame.planes, changed=difference > 0)
+    return cv2.transform(cv2.absdiff(after, before), np.ones((1, 3), np.float32)) > 0
 
 
 def _timed(frames: Iterable[Frame], clock: StageClock) -> Iterator[Frame]:

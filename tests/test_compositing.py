@@ -192,3 +192,60 @@ def test_a_super_resolving_models_larger_output_is_pasted_onto_its_crop_box():
     assert (output[cy - 5 : cy + 5, cx - 5 : cx + 5] == 230).all()
     outside = ~inside_any([face])
     np.testing.assert_array_equal(output[outside], image[outside])
+
+
+def scattered_faces(seed: int, count: int) -> list[Face]:
+    """`count` faces of 10-40 px anywhere (some sticking out of the frame), restored or not,
+    verified, unverified or not asked: crowded enough that some insets land far from their face."""
+    rng = np.random.default_rng(seed)
+    faces = []
+    for k in range(count):
+        side = float(rng.integers(10, 41))
+        box = Box(float(rng.integers(-8, WIDTH - 4)), float(rng.integers(-8, HEIGHT - 4)), side, side)
+        face = textured_face(box, track_id=int(rng.integers(1, 200)), seed=seed * 100 + k)
+        if rng.random() < 0.25:
+            face = dataclasses.replace(face, restored=None)
+        faces.append(dataclasses.replace(face, verified=[None, True, False][int(rng.integers(0, 3))]))
+    return faces
+
+
+def outside_rects(shape: tuple[int, ...], rects) -> np.ndarray:
+    outside = np.ones(shape[:2], bool)
+    for x0, y0, x1, y1 in rects:
+        outside[y0:y1, x0:x1] = False
+    return outside
+
+
+@pytest.mark.parametrize("mode", ["paste", "overlay"])
+@pytest.mark.parametrize("inset_scale", [1, 2])
+def test_every_pixel_compose_changes_lies_inside_the_rectangles_it_says_it_drew_in(mode, inset_scale):
+    """The write stage compares only inside Composite.touched: a changed pixel outside it would be
+    written as the decoded one (an inset, a label or a box lost from the output)."""
+    from streamer.compositing import compose_touching
+
+    far_from_faces = 0
+    for seed in range(40):
+        image = frame(seed)
+        faces = scattered_faces(seed, count=1 + seed % 9)
+        composite = compose_touching(image, faces, mode, CompositeOptions(inset_scale=inset_scale))
+        changed = (composite.image != image).any(axis=2)
+        assert not (changed & outside_rects(image.shape, composite.touched)).any(), f"seed {seed}"
+        assert all(0 <= x0 < x1 <= WIDTH and 0 <= y0 < y1 <= HEIGHT for x0, y0, x1, y1 in composite.touched)
+        far_from_faces += int((changed & inside_any_box(faces, grown_by=S)).sum() < changed.sum())
+    assert far_from_faces > 0 or mode == "paste"  # the layouts did put insets beyond their faces' reach
+
+
+def inside_any_box(faces: list[Face], grown_by: int) -> np.ndarray:
+    covered = np.zeros((HEIGHT, WIDTH), bool)
+    for face in faces:
+        x, y = int(face.box.x) - grown_by, int(face.box.y) - grown_by
+        covered[
+            max(0, y) : int(face.box.y + face.box.h) + grown_by, max(0, x) : int(face.box.x + face.box.w) + grown_by
+        ] = True
+    return covered
+
+
+def test_side_by_side_says_nothing_of_where_it_drew():
+    from streamer.compositing import compose_touching
+
+    assert compose_touching(frame(), FACES, "side-by-side").touched is None

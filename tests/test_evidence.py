@@ -7,6 +7,7 @@ import av
 import cv2
 import numpy as np
 
+from streamer import colour
 from streamer.components import build_components, pipeline_settings
 from streamer.config import load_config
 from streamer.model_contract import square_crop_box
@@ -95,9 +96,10 @@ def yuv_planes(path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         ]
 
 
-def test_every_sample_outside_the_restored_faces_is_the_decoded_one(tmp_path, checker_model):
-    """A lossless 4:2:0 input through a lossless 4:2:0 output: the sink writes the decoded Y, U, V
-    samples back wherever the compositor changed nothing (no RGB round trip, not even one code value)."""
+def run_lossless_4_2_0(tmp_path, checker_model, mode: str):
+    """A lossless 4:2:0 clip of a moving face through the pipeline (every face found, every one
+    restored) into a lossless 4:2:0 output. (clip, output, the true boxes, each frame's decoded and
+    composited RGB)."""
     frames, boxes = make_face_frames(FRAMES, (320, 240), face_px=36, faces=1, seed=7)
     clip = write_clip(tmp_path / "cam.mp4", frames, codec="libx264", codec_options={"qp": "0"})
     config = load_config(
@@ -106,13 +108,30 @@ def test_every_sample_outside_the_restored_faces_is_the_decoded_one(tmp_path, ch
             "restoration.model": (str(checker_model), "test"),
             "output.crf": (0, "test"),
             "detection.every_n_frames": (1, "test"),
+            "compositing.mode": (mode, "test"),
         },
     )
     components = build_components(config)
     components.make_detector = lambda: TruthDetector(boxes)
     components.make_gate = None
+    composited: list[tuple[np.ndarray, np.ndarray]] = []
+    compose = components.compose
+
+    def recording_compose(image, faces):
+        result = compose(image, faces)
+        composited.append((image, result.image))
+        return result
+
+    components.compose = recording_compose
     output = tmp_path / "out.mp4"
     Pipeline([Job("cam", str(clip), str(output), "clip")], components, pipeline_settings(config, CaptureLimits())).run()
+    return clip, output, boxes, composited
+
+
+def test_every_sample_outside_the_restored_faces_is_the_decoded_one(tmp_path, checker_model):
+    """A lossless 4:2:0 input through a lossless 4:2:0 output: the sink writes the decoded Y, U, V
+    samples back wherever the compositor changed nothing (no RGB round trip, not even one code value)."""
+    clip, output, boxes, _ = run_lossless_4_2_0(tmp_path, checker_model, "paste")
 
     inputs, outputs = yuv_planes(clip), yuv_planes(output)
     assert len(outputs) == FRAMES
@@ -127,3 +146,24 @@ def test_every_sample_outside_the_restored_faces_is_the_decoded_one(tmp_path, ch
         np.testing.assert_array_equal(u_out[~chroma_inside], u_in[~chroma_inside])
         np.testing.assert_array_equal(v_out[~chroma_inside], v_in[~chroma_inside])
         assert (y_out[inside] != y_in[inside]).mean() > 0.05  # the face itself was restored
+
+
+def test_every_inset_label_and_box_the_overlay_draws_reaches_the_output(tmp_path, checker_model):
+    """Overlay mode draws far from the faces (insets beside them, labels, boxes); the write stage
+    looks for changed pixels only where the compositor says it drew, and must find them all: every
+    changed pixel is written from the composited frame, every other one is the decoded sample."""
+    clip, output, boxes, composited = run_lossless_4_2_0(tmp_path, checker_model, "overlay")
+
+    inputs, outputs = yuv_planes(clip), yuv_planes(output)
+    assert len(outputs) == len(composited) == FRAMES
+    drawn_far = 0
+    for (before, after), (y_in, _, _), (y_out, _, _), (box,) in zip(composited, inputs, outputs, boxes):
+        changed = (after != before).any(axis=2)
+        expected_luma = colour.rgb_to_yuv420(after, colour.BT601_LIMITED)[0]  # the clip is untagged
+        np.testing.assert_array_equal(y_out[~changed], y_in[~changed])
+        assert np.abs(y_out[changed].astype(int) - expected_luma[changed]).max() <= 1
+        square = square_crop_box(box, 1.5)
+        far = np.ones_like(changed)
+        far[max(0, int(square.y)) : int(square.y + square.h), max(0, int(square.x)) : int(square.x + square.w)] = False
+        drawn_far += int((changed & far).sum())
+    assert drawn_far > FRAMES * 100  # the insets and labels lie beside the faces' squares
