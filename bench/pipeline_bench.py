@@ -540,7 +540,8 @@ def setting_overrides(settings: list[str]) -> dict[str, tuple[object, str]]:
 def print_latency(result: dict) -> None:
     print(f"cpus={os.cpu_count()} load(1 min)={os.getloadavg()[0]:.2f}")
     print(
-        f"live 720p25 (configs/live_rtsp.yaml, tiling + adaptive search, every face restored), {result['seconds']} s:"
+        f"live 720p25 (configs/live_rtsp.yaml: tiling + adaptive search, overlay: a face is restored when it beats "
+        f"its track's best view), {result['seconds']} s:"
         f" {result['frames_in']} frames in, {result['frames_out']} out, {result['drops']} dropped,"
         f" {result['restored']} faces restored, {result['fps']:.1f} fps"
     )

@@ -27,7 +27,7 @@ import dataclasses
 import heapq
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -42,6 +42,7 @@ NO_KEYPOINTS_FRONTAL = 0.5  # frontalness when the detector gave no keypoints: u
 WEIGHTS = {"size": 0.35, "detector": 0.15, "sharpness": 0.25, "frontal": 0.25}
 DEFAULT_TOP_N = 3
 MIN_GAP_S = 0.5  # a track's kept shots are at least this far apart in time: three views, not one view thrice
+REFRESH_FRAMES = 25  # overlay: a track's face is restored at least this often, best view or not (RestoreWhenBetter)
 
 
 @dataclass(frozen=True)
@@ -306,14 +307,22 @@ class BestShots:
 
 class BestShotInsets:
     """Overlay mode's observer: every face is shown with its track's best restored view so far
-    (its best shot), so the operator's inset holds the clearest face seen, not the latest."""
+    (its best shot), so the operator's inset holds the clearest face seen, not the latest. A
+    best shot without a restored view (its face was not restored: RestoreWhenBetter, or a frame
+    dropped on the way) gives way to the track's latest restored view."""
 
     def __init__(self, shots: BestShots) -> None:
         self.shots = shots
+        self._latest: dict[int, np.ndarray] = {}  # live track -> its latest restored view
 
     def observe(self, packet: FramePacket) -> FramePacket:
         packet = self.shots.observe(packet)
+        for face in packet.faces:
+            if face.track_id >= 0 and face.restored is not None:
+                self._latest[face.track_id] = face.restored
         faces = tuple(self._best_view(face) for face in packet.faces)
+        # Ended tracks' views go (BestShots forgets them): one small crop per live track.
+        self._latest = {track: view for track, view in self._latest.items() if self.shots.best(track) is not None}
         return dataclasses.replace(packet, faces=faces)
 
     def close(self) -> None:
@@ -321,9 +330,55 @@ class BestShotInsets:
 
     def _best_view(self, face: Face) -> Face:
         best = self.shots.best(face.track_id) if face.track_id >= 0 else None
-        if best is None or best.restored is None:
+        view = best.restored if best is not None and best.restored is not None else self._latest.get(face.track_id)
+        return face if view is None else dataclasses.replace(face, restored=view)
+
+
+class RestoreWhenBetter:
+    """Overlay mode shows each face with its track's best restored view so far (BestShotInsets),
+    so restoring a face that does not beat that view is work no one sees. The detect stage's
+    filter, one per source: a face keeps its crop (is restored) when its score (`score_face`,
+    what BestShots ranks by) beats every earlier face of its track, or when its track has had no
+    face restored for `refresh_frames` frames (an inset is never older than that, whatever the
+    write stage dropped); any other face loses its crop, is not restored and keeps its pixels.
+    On a walking crowd most faces do not beat their track's best: bench/pipeline_bench.py
+    --latency prints how many were restored."""
+
+    def __init__(self, refresh_frames: int = REFRESH_FRAMES, forget_after_frames: int = 30) -> None:
+        if refresh_frames < 1 or forget_after_frames < 1:
+            raise ValueError("RestoreWhenBetter: refresh_frames and forget_after_frames must be >= 1")
+        self.refresh_frames, self.forget_after_frames = refresh_frames, forget_after_frames
+        self._best: dict[int, float] = {}  # track -> its best score so far
+        self._restored_at: dict[int, int] = {}  # track -> the frame count when a face of it was last restored
+        self._seen_at: dict[int, int] = {}
+        self._frames = 0
+        self.skipped = 0  # faces not restored: they did not beat their track's best view
+
+    def select(self, image: np.ndarray, faces: Sequence[Face]) -> list[Face]:
+        """The faces, those not worth restoring without their crop."""
+        self._frames += 1
+        selected = [self._selected(image, face) for face in faces]
+        self._forget_ended_tracks()
+        return selected
+
+    def _selected(self, image: np.ndarray, face: Face) -> Face:
+        if face.crop is None or face.crop_box is None or face.track_id < 0:
             return face
-        return dataclasses.replace(face, restored=best.restored)
+        track = face.track_id
+        self._seen_at[track] = self._frames
+        total = score_face(image, face, face.crop_box).total
+        stale = self._frames - self._restored_at.get(track, -self.refresh_frames) >= self.refresh_frames
+        if total > self._best.get(track, -1.0) or stale:
+            self._best[track] = max(total, self._best.get(track, -1.0))
+            self._restored_at[track] = self._frames
+            return face
+        self.skipped += 1
+        return dataclasses.replace(face, crop=None)
+
+    def _forget_ended_tracks(self) -> None:
+        ended = [track for track, seen in self._seen_at.items() if self._frames - seen > self.forget_after_frames]
+        for track in ended:
+            del self._seen_at[track], self._best[track], self._restored_at[track]
 
 
 def track_end_frames(max_missed: int, every_n_frames: int) -> int:

@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from streamer import compositing
-from streamer.best_shots import BestShotInsets, BestShots, discard, track_end_frames
+from streamer.best_shots import (
+    REFRESH_FRAMES,
+    BestShotInsets,
+    BestShots,
+    RestoreWhenBetter,
+    discard,
+    track_end_frames,
+)
 from streamer.camera import CameraPolicy
 from streamer.config import Config
 from streamer.detection import MediaPipeFaceDetector, TilingOptions
@@ -83,7 +90,21 @@ def assemble_components(
         compose=_compositor(config),
         make_observer=_packet_observers(config, restorer, report),
         make_gate=_gate_factory(config, restorer),
+        make_restore_filter=_restore_filter_factory(config, restorer, report),
     )
+
+
+def _restore_filter_factory(config: Config, restorer: SpecRestorer | None, report: ReportWriter | None):
+    """Overlay mode without a report shows each track's best view: a face is restored only when it
+    beats it (best_shots.RestoreWhenBetter). The report keeps several views of each track, and
+    paste mode pastes every face: both restore every face."""
+    if restorer is None or config.compositing.mode != "overlay" or report is not None:
+        return None
+    forget_after = track_end_frames(config.tracking.max_missed, config.detection.every_n_frames)
+    logger.info(
+        "overlay: a face is restored when it beats its track's best view so far, or every %d frames", REFRESH_FRAMES
+    )
+    return functools.partial(RestoreWhenBetter, REFRESH_FRAMES, forget_after)
 
 
 def _packet_observers(config: Config, restorer: SpecRestorer | None, report: ReportWriter | None):

@@ -40,6 +40,12 @@ class Gate(Protocol):
         ...
 
 
+class RestoreFilter(Protocol):
+    def select(self, image: np.ndarray, faces: Sequence[Face]) -> Sequence[Face]:
+        """The faces, those not worth restoring without their crop (best_shots.RestoreWhenBetter)."""
+        ...
+
+
 # Cuts the restorer's input crop of each face (Face.crop, Face.crop_box); a face it leaves alone keeps
 # crop None (restoration.prepare_crops: larger than restoration.max_face_px).
 CropFaces = Callable[[np.ndarray, Sequence[Face]], Sequence[Face]]
@@ -57,6 +63,7 @@ class DetectStage:
         every_n: int = 1,
         windows: TrackWindows | None = None,
         gate: Gate | None = None,
+        restore_filter: RestoreFilter | None = None,
     ) -> None:
         if every_n < 1:
             raise ValueError(f"DetectStage: every_n must be >= 1, got {every_n}")
@@ -64,6 +71,8 @@ class DetectStage:
         # A K-frame restorer's per-track windows (this source's tracks only); None: a one-frame restorer.
         self.windows = windows
         self.gate = gate  # None: every face is cropped (restored)
+        # Overlay mode: only faces that beat their track's best view are restored; None: all of them.
+        self.restore_filter = restore_filter
         self.frames_seen = 0
 
     def faces_in(self, image: np.ndarray, frame_index: int, seconds: float | None = None) -> tuple[Face, ...]:
@@ -73,7 +82,7 @@ class DetectStage:
         faces = self._in_picture(self.tracker.update(frame_index, detections), image)
         faces = self._reviewed(image, detections, faces)
         self.frames_seen += 1
-        return tuple(self._windowed(self._cropped(image, faces), frame_index))
+        return tuple(self._windowed(self._selected(image, self._cropped(image, faces)), frame_index))
 
     def _detections(self, image: np.ndarray, frame_index: int, seconds: float | None) -> list[Face] | None:
         # Counts the frames seen, not frame indices: a live source's drops leave gaps in the index.
@@ -101,6 +110,12 @@ class DetectStage:
         if self.gate is None:
             return faces
         return self.gate.review(image, detections, faces)
+
+    def _selected(self, image: np.ndarray, faces: Sequence[Face]) -> Sequence[Face]:
+        """The cropped faces, those the restore filter finds not worth restoring without their crop."""
+        if self.restore_filter is None or not faces:
+            return faces
+        return self.restore_filter.select(image, faces)
 
     def _cropped(self, image: np.ndarray, faces: list[Face]) -> Sequence[Face]:
         """Crops for the faces to restore; a face the gate rejected gets none and keeps its pixels."""

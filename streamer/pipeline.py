@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from streamer.camera import CameraJob, CameraLinks, CameraLost, CameraPolicy
 from streamer.config import LoggingConfig, PipelineConfig, RestorationConfig
-from streamer.detect_stage import CropFaces, Detector, DetectStage, Gate, Tracker
+from streamer.detect_stage import CropFaces, Detector, DetectStage, Gate, RestoreFilter, Tracker
 from streamer.stats import RunStats
 from streamer.track_window import TrackWindows
 from streamer.urls import is_live_url, mask_credentials
@@ -80,6 +80,8 @@ class Components:
     make_observer: Callable[[str, StreamInfo], PacketObserver] | None = None
     # One restore gate per source (it keeps per-track evidence); None: every face is restored.
     make_gate: Callable[[], Gate] | None = None
+    # One per source: which cropped faces are worth restoring (overlay mode); None: all of them.
+    make_restore_filter: Callable[[], RestoreFilter] | None = None
 
     def detect_stage(self, detector: Detector, every_n: int) -> DetectStage:
         """A source's detect stage around its own `detector` (crops are cut only for a restorer),
@@ -89,7 +91,9 @@ class Components:
         frames = spec.frames if spec is not None else 1
         windows = TrackWindows(frames) if crop_faces is not None and frames > 1 else None
         gate = self.make_gate() if self.make_gate is not None else None
-        return DetectStage(detector, self.make_tracker(), crop_faces, every_n, windows, gate)
+        # A K-frame restorer's windows need every frame's crop: the filter is for one-frame restorers.
+        restore_filter = self.make_restore_filter() if self.make_restore_filter and windows is None else None
+        return DetectStage(detector, self.make_tracker(), crop_faces, every_n, windows, gate, restore_filter)
 
 
 _RESTORATION, _PIPELINE, _LOGGING = RestorationConfig(), PipelineConfig(), LoggingConfig()  # the schema's defaults

@@ -182,3 +182,74 @@ def test_kept_shots_are_apart_in_time_not_three_copies_of_one_moment():
     assert kept[0] == 4  # the best of the good moment, once
     assert sorted(kept) == [4, 21, 40]
     assert all(abs(a - b) >= 10 for a in kept for b in kept if a != b)
+
+
+def cropped(face: Face) -> Face:
+    """The face as the detect stage hands it to the restore filter: cropped, to be restored."""
+    return Face(face.box, face.score, face.track_id, square_crop_box(face.box, 1.5), np.zeros((64, 64, 3), np.uint8))
+
+
+def restored_flags(selector, frames) -> list[bool]:
+    """For each frame (a list of faces), whether each face kept its crop (is restored)."""
+    image = textured(7)  # the same picture throughout: only the boxes change the scores
+    flags = []
+    for faces in frames:
+        flags += [face.crop is not None for face in selector.select(image, [cropped(face) for face in faces])]
+    return flags
+
+
+@pytest.mark.parametrize(
+    "sides, expected",
+    [
+        ([24, 40, 30, 40, 48], [True, True, False, False, True]),  # larger = better; a tie is not better
+        ([48, 40, 32, 24], [True, False, False, False]),  # a shrinking face keeps its first view
+        ([20, 24, 28, 32], [True, True, True, True]),  # every face improves on its track's best
+    ],
+)
+def test_overlay_restores_a_face_only_when_it_beats_its_tracks_best_view(sides, expected):
+    from streamer.best_shots import RestoreWhenBetter
+
+    selector = RestoreWhenBetter(refresh_frames=100)
+    assert restored_flags(selector, [[face_at(100, 80, side)] for side in sides]) == expected
+    assert selector.skipped == expected.count(False)
+
+
+def test_a_tracks_view_is_restored_again_every_refresh_frames_even_when_not_better():
+    from streamer.best_shots import RestoreWhenBetter
+
+    selector = RestoreWhenBetter(refresh_frames=3)
+    flags = restored_flags(selector, [[face_at(100, 80, 40)]] * 7)
+    assert flags == [True, False, False, True, False, False, True]
+
+
+def test_tracks_are_judged_apart_and_an_ended_track_is_forgotten():
+    from streamer.best_shots import RestoreWhenBetter
+
+    selector = RestoreWhenBetter(refresh_frames=100, forget_after_frames=2)
+    big_1, small_1, track_2 = face_at(100, 80, 48), face_at(100, 80, 24), face_at(200, 80, 30, track_id=2)
+    frames = [[big_1, track_2], [small_1, track_2], [track_2], [track_2], [track_2], [small_1]]
+    # track 1's small face does not beat its big one; after 3 frames away track 1 starts afresh
+    assert restored_flags(selector, frames) == [True, True, False, False, False, False, False, True]
+
+
+def test_faces_without_a_crop_or_a_track_pass_the_filter_unchanged():
+    from streamer.best_shots import RestoreWhenBetter
+
+    selector = RestoreWhenBetter()
+    unverified = face_at(100, 80, 40)  # the restore gate said no: no crop
+    untracked = cropped(face_at(10, 10, 30, track_id=-1))
+    assert selector.select(textured(), [unverified, untracked]) == [unverified, untracked]
+
+
+def test_overlay_shows_the_latest_restored_view_when_the_best_shot_has_none():
+    from streamer.best_shots import BestShotInsets
+
+    insets = BestShotInsets(BestShots(INFO, lambda track: None, top_n=1, end_after_frames=100))
+    big, small = face_at(100, 80, 48), face_at(100, 80, 24)
+    # the best shot (the big face) was not restored (a dropped frame, or the filter's refresh came later)
+    insets.observe(packet(0, [Face(big.box, 0.9, 1, square_crop_box(big.box, 1.5))]))
+    restored = np.full((64, 64, 3), 9, np.uint8)
+    out = insets.observe(packet(1, [Face(small.box, 0.9, 1, square_crop_box(small.box, 1.5), None, restored)]))
+    assert out.faces[0].restored is restored
+    out = insets.observe(packet(2, [Face(small.box, 0.9, 1, square_crop_box(small.box, 1.5))]))
+    assert out.faces[0].restored is restored  # shown on the next frames too

@@ -122,3 +122,45 @@ def test_the_pipeline_and_the_bench_serial_loop_both_run_the_detect_stage(monkey
     assert bench.run_serial(Job("a", "a", "a", "a"), harness.components, every_n=2, limit=None) == 6
     assert len(seen) == 12
     assert [f.image[-1, -1, 0] for f in harness.sinks["a"].frames] == [1, 0, 1, 0, 1, 0]  # a face restored each
+
+
+class SpecOnlyRestorer:
+    """What assemble_components needs of a restorer: its spec (nothing is restored here)."""
+
+    def __init__(self, frames: int = 1) -> None:
+        from streamer.model_contract import RestorerSpec
+
+        self.spec = RestorerSpec(64, 1.5, frames=frames)
+
+    def restore(self, crops):
+        return crops
+
+
+@pytest.mark.parametrize(
+    ("mode", "report", "frames", "filtered"),
+    [
+        ("overlay", False, 1, True),  # the inset shows the track's best view: restore only better ones
+        ("paste", False, 1, False),  # every face is pasted: every face is restored
+        ("side-by-side", False, 1, False),
+        ("overlay", True, 1, False),  # the report keeps several views of each track, all restored
+        ("overlay", False, 5, False),  # a K-frame restorer's windows need every frame's crop
+    ],
+)
+def test_only_overlay_without_a_report_restores_just_the_faces_that_beat_their_tracks_best(
+    mode, report, frames, filtered
+):
+    from streamer.components import assemble_components
+    from streamer.config import load_config
+
+    config = load_config(None, {"compositing.mode": (mode, "test")})
+    components = assemble_components(config, SpecOnlyRestorer(frames), object() if report else None)
+    components.make_gate = None
+    stage = components.detect_stage(ScriptedDetector(), 1)
+    assert (stage.restore_filter is not None) == filtered
+    if filtered:  # the same face on the next frame does not beat itself: it keeps its pixels
+        stage.tracker = ScriptedTracker([Box(10, 10, 24, 24)])
+        image = np.random.default_rng(0).integers(0, 256, (HEIGHT, WIDTH, 3), np.uint8)
+        assert [face.crop is not None for frame_index in (0, 1) for face in stage.faces_in(image, frame_index)] == [
+            True,
+            False,
+        ]
