@@ -84,6 +84,8 @@ class SourceStats:
     # faces the restorer was never given although it runs: larger than restoration.max_face_px (the
     # restorer's output holds a face of only input_size / crop_scale px; pasted over a larger face it blurs it)
     too_large: int = 0
+    # overlay mode: faces shown with their track's best restored view, not restored again (RestoreWhenBetter)
+    best_view_shown: int = 0
     unverified: int = 0  # faces the restore gate kept as they were (not confirmed as real faces)
     # Written by the restorer thread:
     restored: int = 0  # faces the restorer processed
@@ -259,6 +261,13 @@ class RunStats:
                 f"left alone: {too_large} of {faces} faces, larger than restoration.max_face_px "
                 "(set it to 0 to restore every face)"
             )
+        best_view_shown = sum(s.best_view_shown for s in self.sources.values())
+        if best_view_shown:
+            faces = sum(s.faces for s in self.sources.values())
+            rows.append(
+                f"overlay: {best_view_shown} of {faces} faces shown with their track's best restored view, "
+                "not restored again"
+            )
         rows.append(f"stage ms/frame: {stages}")
         rows.append(
             f"restorer: {self.restorer.faces} faces in {self.restorer.batches} batches, "
@@ -282,6 +291,7 @@ def _source_dict(source: SourceStats, fps: float) -> dict:
         "faces": source.faces,
         "restored_faces": source.restored,
         "faces_too_large": source.too_large,
+        "faces_shown_best_view": source.best_view_shown,
         "unrestored_faces": source.unrestored,
         "unverified_faces": source.unverified,
         "drops": source.drops,

@@ -213,8 +213,11 @@ class DetectWorker:
             with self.stats.clocks["detect"].timing():
                 packet = FramePacket(item, self.stage.faces_in(item.image, item.index, item.seconds))
             self.stats.faces += len(packet.faces)
-            if self.stage.crop_faces is not None:  # a restorer runs: a face without a crop was too large for it
-                self.stats.too_large += sum(face.crop is None and face.verified is not False for face in packet.faces)
+            if self.stage.crop_faces is not None:  # a restorer runs: why each face it is not given stays as it is
+                left = [face for face in packet.faces if face.crop is None and face.verified is not False]
+                # a face larger than max_face_px gets no crop square; the restore filter keeps the square
+                self.stats.too_large += sum(face.crop_box is None for face in left)
+                self.stats.best_view_shown += sum(face.crop_box is not None for face in left)
             self.stats.unverified += sum(face.verified is False for face in packet.faces)
             put(self.outbox, packet, self.halt)
 

@@ -420,3 +420,37 @@ def test_faces_of_a_lost_restorer_batch_keep_their_pixels_are_counted_and_the_fi
     assert len(written) == 40 and a.frames_out == 40
     assert a.restored > 0 and a.unrestored > 0 and a.restored + a.unrestored == 20  # a face on every other frame
     assert sum(int(f.image[-1, -1, 0]) for f in written) == a.restored  # only restored faces were composited
+
+
+class EveryOtherBestView:
+    """A restore filter that keeps every other face's crop; the others keep their square only, as
+    best_shots.RestoreWhenBetter leaves a face that does not beat its track's best view."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def select(self, image, faces):
+        chosen = []
+        for face in faces:
+            if face.crop is not None:
+                self.seen += 1
+                if self.seen % 2 == 0:
+                    face = dataclasses.replace(face, crop=None, crop_box=face.box)
+            chosen.append(face)
+        return chosen
+
+
+def test_the_summary_counts_faces_shown_with_their_best_view_apart_from_faces_too_large():
+    def crop_small_faces_only(image, faces):  # like restoration.prepare_crops with max_face_px
+        faces = crop_with_source_mark(image, faces)
+        return [dataclasses.replace(f, crop=None) if int(image[0, 0, 0]) % 4 == 2 else f for f in faces]
+
+    harness = Harness([FakeSource("a", 40)], crop_faces=crop_small_faces_only, make_restore_filter=EveryOtherBestView)
+    stats = harness.pipeline(every_n_frames=1).run()
+    source = stats.sources["a"]
+    assert (source.faces, source.too_large) == (20, 10)  # frames 2, 6, 10...: too large, no square
+    assert source.best_view_shown == 5  # of the 10 cropped, the filter took every other crop
+    assert source.restored == 5
+    summary = stats.summary_table()
+    assert "left alone: 10 of 20 faces, larger than restoration.max_face_px" in summary
+    assert "overlay: 5 of 20 faces shown with their track's best restored view" in summary
