@@ -576,34 +576,46 @@ def bench_presets(args: argparse.Namespace, out_dir: Path) -> None:
 
 
 def bench_profile(args: argparse.Namespace) -> None:
-    """Milliseconds per 1080p frame of each step around detection: decoding, the colour conversions
-    (decoded YUV -> the pipeline's RGB, RGB -> the encoder's YUV), compositing four restored faces,
-    the change map of the search policy, and x264 encoding (superfast, as configs/default.yaml)."""
+    """Milliseconds per 1080p frame of each step around detection, with the pipeline's own functions,
+    cv2 on one thread (x264 keeps its frame threads): decoding; the capture stage's colour conversion
+    (colour.frame_to_rgb) against the previous implementation (_previous_frame_to_rgb, the baseline)
+    and FFmpeg's truncating rgb24, interleaved frame by frame; the copy of the decoded planes kept for
+    the sink; compositing four restored faces; the search policy's change map; the write stage's
+    change mask and conversion back to YUV (colour.yuv420_frame with the source planes: only the
+    rectangle around the faces is converted; and without them: the whole frame); x264 encoding
+    (superfast, as configs/default.yaml). Wall and CPU (this thread) ms per frame; the inputs are 60
+    decoded frames, so a step meets its input outside the CPU cache, as in the pipeline."""
     import av
     import cv2
 
-    from streamer import compositing
+    from streamer import colour, compositing
     from streamer.search_policy import change_map_of
-    from streamer.values import Box, Face
+    from streamer.values import Box, Face, FramePacket
+    from streamer.workers import _with_changes
 
+    cv2.setNumThreads(1)
     with av.open(str(VIDEOS_DIR / "crowd_walk_1080p.mp4")) as container:
         stream = container.streams.video[0]
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         decoded = list(itertools.islice(container.decode(stream), args.max_frames or 60))
-        decode_ms = 1000 * (time.perf_counter() - started) / len(decoded)
-    steps: dict[str, float] = {"decode (PyAV, YUV)": decode_ms}
+        steps = {"decode (PyAV, YUV)": _per_frame_ms(started, cpu, len(decoded))}
+    conversions = {
+        "YUV -> RGB: colour.frame_to_rgb": colour.frame_to_rgb,
+        "YUV -> RGB: previous frame_to_rgb (baseline)": _previous_frame_to_rgb,
+        "YUV -> RGB: FFmpeg rgb24 (truncates)": lambda frame: frame.to_ndarray(format="rgb24"),
+    }
+    _interleaved(conversions, decoded, steps)
+    images = [colour.frame_to_rgb(frame) for frame in decoded]
 
-    def per_frame(name: str, work) -> list:
-        started = time.perf_counter()
-        results = [work(item) for item in inputs]
-        steps[name] = 1000 * (time.perf_counter() - started) / len(inputs)
-        return results
+    def per_frame(name: str, work, inputs: list) -> list:
+        """`work` on each input, timed with the results dropped at once (as _interleaved), then
+        again untimed for the results a later step needs."""
+        _interleaved({name: lambda item: work(*item)}, inputs, steps)
+        return [work(*item) for item in inputs]
 
-    inputs = decoded
-    images = per_frame("YUV -> RGB (to_ndarray rgb24)", lambda frame: frame.to_ndarray(format="rgb24"))
-    inputs = images
+    planes = per_frame("copy of the decoded planes (source_planes)", colour.source_planes, [(f,) for f in decoded])
     crop = np.full((64, 64, 3), 128, np.uint8)
-    faces = [
+    faces = tuple(
         Face(
             box=Box(300.0 + 300 * k, 400.0, 40.0, 48.0),
             score=0.9,
@@ -612,23 +624,67 @@ def bench_profile(args: argparse.Namespace) -> None:
             restored=crop,
         )
         for k in range(4)
+    )
+    composed = per_frame(
+        "compose: paste 4 faces", lambda image: compositing.compose(image, faces, "paste"), [(i,) for i in images]
+    )
+    per_frame("search: change map", change_map_of, [(i,) for i in images])
+    packets = [
+        FramePacket(Frame("profile", n, n, stream.time_base, image, planes=p), faces)
+        for n, (image, p) in enumerate(zip(images, planes))
     ]
-    per_frame("compose: paste 4 faces", lambda image: compositing.compose(image, faces, "paste"))
-    per_frame("search: change map", change_map_of)
-    yuv = per_frame("RGB -> YUV (cv2 I420)", lambda image: cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420))
-    inputs = yuv
-    video_frames = per_frame("to av.VideoFrame", lambda plane: av.VideoFrame.from_ndarray(plane, format="yuv420p"))
+    sources = per_frame("write: change mask (_with_changes)", _with_changes, list(zip(packets, composed)))
+    tags = colour.tags_of(decoded[0])
+    with_sources = [(c, tags, s) for c, s in zip(composed, sources)]
+    video_frames = per_frame("RGB -> YUV: yuv420_frame, source planes", colour.yuv420_frame, with_sources)
+    per_frame("RGB -> YUV: yuv420_frame, whole frame", colour.yuv420_frame, [(c, tags) for c in composed])
     with av.open(os.devnull, "w", format="mp4") as output:
         encoder = output.add_stream("libx264", rate=25)
         encoder.width, encoder.height, encoder.pix_fmt = 1920, 1080, "yuv420p"
         encoder.options = {"preset": "superfast", "crf": "20"}
-        inputs = video_frames
-        per_frame("encode x264 superfast (frame-threaded: wall)", lambda frame: encoder.encode(frame))
+        per_frame("encode x264 superfast (frame-threaded)", encoder.encode, [(f,) for f in video_frames])
         for packet in encoder.encode(None):
             del packet
     print(f"cpus={os.cpu_count()} load(1 min)={os.getloadavg()[0]:.2f}; crowd_walk_1080p, {len(decoded)} frames")
-    for name, ms in steps.items():
-        print(f"{name:45} {ms:6.1f} ms/frame")
+    print(f"{'step':48} {'wall':>6} {'cpu':>6}  ms/frame")
+    for name, (wall, cpu) in steps.items():
+        print(f"{name:48} {wall:6.2f} {cpu:6.2f}")
+    new, old = steps["YUV -> RGB: colour.frame_to_rgb"], steps["YUV -> RGB: previous frame_to_rgb (baseline)"]
+    print(f"frame_to_rgb, previous / now: {old[0] / new[0]:.2f}x wall, {old[1] / new[1]:.2f}x cpu")
+
+
+def _per_frame_ms(started: float, cpu: float, frames: int) -> tuple[float, float]:
+    """(wall, CPU) ms per frame since perf_counter() == started and thread_time() == cpu."""
+    return 1000 * (time.perf_counter() - started) / frames, 1000 * (time.thread_time() - cpu) / frames
+
+
+def _interleaved(functions: dict, inputs: list, steps: dict) -> None:
+    """Each function on each input, taking turns input by input (so load changes on a shared
+    machine fall on all of them alike); adds each one's (wall, CPU) ms per input to `steps`.
+    The results are dropped at once, so each function can reuse the memory of its last one."""
+    totals = {name: [0.0, 0.0] for name in functions}
+    for item in inputs:
+        for name, function in functions.items():
+            started, cpu = time.perf_counter(), time.thread_time()
+            function(item)
+            totals[name][0] += time.perf_counter() - started
+            totals[name][1] += time.thread_time() - cpu
+    for name, (wall, cpu) in totals.items():
+        steps[name] = (1000 * wall / len(inputs), 1000 * cpu / len(inputs))
+
+
+def _previous_frame_to_rgb(frame) -> np.ndarray:
+    """colour.frame_to_rgb as it was before the banded conversion (8-bit 4:2:0 only): each chroma
+    plane resized to full size with cv2.resize (bilinear), merged with the luma, and the whole
+    frame through one cv2.transform. The baseline of --profile."""
+    import cv2
+
+    from streamer import colour
+
+    width, height = frame.width, frame.height
+    planes = [np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width] for p in frame.planes]
+    chroma = [cv2.resize(plane, (width, height), interpolation=cv2.INTER_LINEAR) for plane in planes[1:]]
+    return cv2.transform(cv2.merge([planes[0], *chroma]), colour._yuv_to_rgb_matrix(colour.tags_of(frame)))
 
 
 def main() -> None:

@@ -13,6 +13,8 @@ and stays untagged, so its YUV values survive whatever a player assumes for it.
 
 from __future__ import annotations
 
+import functools
+
 import av
 import cv2
 import numpy as np
@@ -80,13 +82,34 @@ def _rgb_to_yuv_matrix(tags: ColourTags) -> np.ndarray:
     return np.array(rows, dtype=np.float64)
 
 
+@functools.lru_cache(maxsize=32)
 def _yuv_to_rgb_matrix(tags: ColourTags, bits: int = 8) -> np.ndarray:
-    """3x4 affine matrix: [R, G, B] (8-bit) = M @ [Y, U, V, 1] (YUV in `bits`-bit code values)."""
+    """3x4 affine matrix: [R, G, B] (8-bit) = M @ [Y, U, V, 1] (YUV in `bits`-bit code values),
+    for cv2.transform; cached (a stream's frames share their tags), so read-only."""
     forward = _rgb_to_yuv_matrix(tags)
     inverse = np.linalg.inv(forward[:, :3])
     unit = float(1 << (bits - 8))
-    scale = inverse / unit
-    return np.hstack([scale, -(inverse @ forward[:, 3])[:, None]]).astype(np.float32)
+    matrix = np.hstack([inverse / unit, -(inverse @ forward[:, 3])[:, None]])
+    if bits == 8:
+        matrix = _for_fixed_point(matrix)
+    matrix = matrix.astype(np.float32)
+    matrix.flags.writeable = False
+    return matrix
+
+
+# cv2.transform's 8-bit path multiplies in fixed point, each coefficient and offset rounded to
+# 1/1024. Rounding the coefficients here instead, and letting the offsets take up what that moves
+# at mid-grey, keeps the error a fraction of a code value with no mean shift (cv2's own rounding
+# shifted the mean by up to 0.09 code values, e.g. R darker by 0.08 with BT.601 limited range).
+_FIXED_POINT = 1024.0
+_MID_GREY = np.array([128.0, 128.0, 128.0])
+
+
+def _for_fixed_point(matrix: np.ndarray) -> np.ndarray:
+    coefficients = np.round(matrix[:, :3] * _FIXED_POINT) / _FIXED_POINT
+    offsets = matrix[:, 3] + (matrix[:, :3] - coefficients) @ _MID_GREY
+    offsets = np.round(offsets * _FIXED_POINT) / _FIXED_POINT
+    return np.hstack([coefficients, offsets[:, None]])
 
 
 def _plane(frame: av.VideoFrame, index: int, width: int, height: int, dtype: type) -> np.ndarray:
@@ -96,6 +119,17 @@ def _plane(frame: av.VideoFrame, index: int, width: int, height: int, dtype: typ
     return rows[:height, :width]
 
 
+# The frame is converted a band of rows at a time: a band's planes (about 3 MB at 1080p) stay in the
+# CPU cache, a whole 1080p frame's (about 25 MB with the upsampled chroma) do not, and the cache
+# misses cost more than the arithmetic (bench/pipeline_bench.py --profile).
+_BAND_PIXELS = 1 << 18
+# Nearest-neighbour doubling followed by [1 2 1] / 4 is 2x bilinear with centred samples (each
+# pixel 3/4 of its own sample and 1/4 of the next one over, as cv2.resize INTER_LINEAR) at a
+# third of cv2.resize's cost; the float kernel rounds ties to even, so no mean shift either.
+_BILINEAR_2X = np.array([0.25, 0.5, 0.25], np.float32)
+_AS_IS = np.array([1.0], np.float32)
+
+
 def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
     """HxWx3 uint8 RGB of a decoded frame, converted with its own matrix and range (rounded)."""
     layout = _PLANAR_YUV.get(frame.format.name)
@@ -103,23 +137,46 @@ def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
         return np.ascontiguousarray(frame.to_ndarray(format="rgb24"))  # RGB, grey, nv12, ...: FFmpeg's conversion
     sub_x, sub_y, bits = layout
     width, height = frame.width, frame.height
-    chroma_w, chroma_h = -(-width // sub_x), -(-height // sub_y)
     dtype = np.uint8 if bits == 8 else np.uint16
     luma = _plane(frame, 0, width, height, dtype)
-    chroma = [_plane(frame, i, chroma_w, chroma_h, dtype) for i in (1, 2)]
-    if sub_x > 1 or sub_y > 1:
-        chroma = [_upsample(c, width, height, sub_x, sub_y) for c in chroma]
-    yuv = cv2.merge([luma, *chroma])
+    chroma = _chroma_side_by_side(frame, sub_x, sub_y, dtype)
     matrix = _yuv_to_rgb_matrix(tags_of(frame), bits)
-    if bits == 8:
-        return cv2.transform(yuv, matrix)  # float maths, rounded and clipped to uint8
-    return np.clip(np.rint(cv2.transform(yuv.astype(np.float32), matrix)), 0, 255).astype(np.uint8)
+    rgb = np.empty((height, width, 3), np.uint8)
+    band = max(2, _BAND_PIXELS // width // 2 * 2)  # even: each band starts on a chroma row
+    for top in range(0, height, band):
+        bottom = min(top + band, height)
+        yuv = cv2.merge([luma[top:bottom], *_full_size_chroma(chroma, top, bottom, width, sub_x, sub_y)])
+        if bits == 8:
+            cv2.transform(yuv, matrix, dst=rgb[top:bottom])  # rounded and clipped to uint8
+        else:
+            cv2.convertScaleAbs(cv2.transform(yuv, matrix), dst=rgb[top:bottom])  # rounded, clipped
+    return rgb
 
 
-def _upsample(chroma: np.ndarray, width: int, height: int, sub_x: int, sub_y: int) -> np.ndarray:
-    """Chroma at full size: each sample spread over the sub_x x sub_y pixels it covers, smoothly."""
-    full = cv2.resize(chroma, (chroma.shape[1] * sub_x, chroma.shape[0] * sub_y), interpolation=cv2.INTER_LINEAR)
-    return full[:height, :width]
+def _chroma_side_by_side(frame: av.VideoFrame, sub_x: int, sub_y: int, dtype: type) -> np.ndarray:
+    """The U and V planes side by side, each with its edge samples repeated around it: one image
+    to upsample, in which the pixels at a plane's edge interpolate towards their own samples."""
+    width, height = -(-frame.width // sub_x), -(-frame.height // sub_y)
+    planes = [_plane(frame, i, width, height, dtype) for i in (1, 2)]
+    return np.hstack([cv2.copyMakeBorder(plane, 1, 1, 1, 1, cv2.BORDER_REPLICATE) for plane in planes])
+
+
+def _full_size_chroma(
+    chroma: np.ndarray, top: int, bottom: int, width: int, sub_x: int, sub_y: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """U and V of the frame's rows top..bottom at full size, upsampled smoothly from `chroma`
+    (_chroma_side_by_side); top is a multiple of sub_y."""
+    rows = chroma[top // sub_y : (bottom - 1) // sub_y + 3]  # with the chroma row above and below
+    if sub_x == 2:
+        rows = cv2.merge([rows, rows]).reshape(rows.shape[0], -1)
+    if sub_y == 2:
+        rows = np.repeat(rows, 2, axis=0)
+    if sub_x == 2 or sub_y == 2:
+        kernel_x, kernel_y = (_BILINEAR_2X if sub == 2 else _AS_IS for sub in (sub_x, sub_y))
+        rows = cv2.sepFilter2D(rows, -1, kernel_x, kernel_y, borderType=cv2.BORDER_REPLICATE)
+    rows = rows[sub_y : sub_y + bottom - top]  # without the context rows
+    v_left = sub_x * (chroma.shape[1] // 2 + 1)
+    return rows[:, sub_x : sub_x + width], rows[:, v_left : v_left + width]
 
 
 def rgb_to_yuv420(image: np.ndarray, tags: ColourTags) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

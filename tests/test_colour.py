@@ -77,3 +77,97 @@ def test_yuv_to_rgb_and_back_keeps_each_luma_value_within_one(tags):
     before, after = frame.to_ndarray().astype(int), again.to_ndarray().astype(int)
     assert np.abs(after[:48] - before[:48]).max() <= 1
     assert abs((after - before).mean()) < 0.05
+
+
+# BT.601/709/2020 (Kr, Kb), written out here rather than taken from streamer.colour; 2 (unspecified) is read as BT.601
+KR_KB = {1: (0.2126, 0.0722), 2: (0.299, 0.114), 6: (0.299, 0.114), 9: (0.2627, 0.0593)}
+# (pixel format, matrix, range): each matrix and range in 4:2:0, and each layout and bit depth
+CONVERSIONS = [
+    ("yuv420p", 6, 1),
+    ("yuv420p", 1, 1),
+    ("yuv420p", 9, 1),
+    ("yuvj420p", 6, 2),
+    ("yuv420p", 1, 2),
+    ("yuv420p", 9, 2),
+    ("yuv420p", 2, 0),
+    ("yuv422p", 1, 1),
+    ("yuv444p", 6, 2),
+    ("yuv420p10le", 9, 1),
+    ("yuv422p10le", 1, 2),
+    ("yuv444p12le", 6, 1),
+]
+
+
+def textured_frame(pix_fmt: str, matrix: int, colour_range: int, width: int = 175, height: int = 143) -> av.VideoFrame:
+    """A frame of smooth waves plus noise in every plane (odd sides: the chroma planes' last
+    samples cover one pixel), tagged with `matrix` and `colour_range`."""
+    frame = av.VideoFrame(width, height, pix_fmt)
+    bits = frame.format.components[0].bits
+    top = (1 << bits) - 1
+    rng = np.random.default_rng(matrix * 10 + colour_range)
+    for index, plane in enumerate(frame.planes):
+        samples = np.frombuffer(memoryview(plane), np.uint8 if bits == 8 else np.uint16).reshape(plane.height, -1)
+        ys, xs = np.mgrid[0 : samples.shape[0], 0 : samples.shape[1]]
+        waves = 0.5 + 0.4 * np.sin(xs / 7.0 + index) * np.cos(ys / 11.0)
+        samples[:] = np.clip(waves * top + rng.normal(0, 0.1 * top, samples.shape), 0, top)
+    frame.colorspace, frame.color_range = matrix, colour_range
+    return frame
+
+
+def upsampled(chroma: np.ndarray, sub_x: int, sub_y: int) -> np.ndarray:
+    """Bilinear 2x along each subsampled axis, each sample centred on the pixels it covers (3/4
+    of the nearest sample, 1/4 of the next), the edge samples repeated beyond the edge."""
+    for axis, sub in ((0, sub_y), (1, sub_x)):
+        if sub == 2:
+            samples = np.moveaxis(chroma, axis, 0)
+            padded = np.concatenate([samples[:1], samples, samples[-1:]])
+            full = np.empty((2 * len(samples),) + samples.shape[1:])
+            full[0::2] = 0.25 * padded[:-2] + 0.75 * samples
+            full[1::2] = 0.75 * samples + 0.25 * padded[2:]
+            chroma = np.moveaxis(full, 0, axis)
+    return chroma
+
+
+def reference_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """The frame in RGB computed in float64 from the textbook equations, rounded to nearest."""
+    width, height = frame.width, frame.height
+    sub_x = 2 if frame.planes[1].width < width else 1
+    sub_y = 2 if frame.planes[1].height < height else 1
+    bits = frame.format.components[0].bits
+    unit = float(1 << (bits - 8))
+    planes = [
+        np.frombuffer(memoryview(p), np.uint8 if bits == 8 else np.uint16).reshape(p.height, -1)[:, : p.width]
+        for p in frame.planes
+    ]
+    y = planes[0].astype(np.float64)
+    u, v = (upsampled(p.astype(np.float64), sub_x, sub_y)[:height, :width] for p in planes[1:])
+    if int(frame.color_range) == 2:  # full range
+        luma, blue_diff, red_diff = y / (255 * unit), (u - 128 * unit) / (255 * unit), (v - 128 * unit) / (255 * unit)
+    else:
+        luma, blue_diff, red_diff = (
+            (y - 16 * unit) / (219 * unit),
+            (u - 128 * unit) / (224 * unit),
+            (v - 128 * unit) / (224 * unit),
+        )
+    kr, kb = KR_KB[int(frame.colorspace)]
+    red = luma + 2 * (1 - kr) * red_diff
+    blue = luma + 2 * (1 - kb) * blue_diff
+    green = (luma - kr * red - kb * blue) / (1 - kr - kb)
+    return np.clip(np.floor(255 * np.stack([red, green, blue], axis=-1) + 0.5), 0, 255)
+
+
+@pytest.mark.parametrize("pix_fmt, matrix, colour_range", CONVERSIONS, ids=lambda value: str(value))
+def test_frame_to_rgb_matches_the_float64_conversion_without_mean_shift(monkeypatch, pix_fmt, matrix, colour_range):
+    monkeypatch.setattr(colour, "_BAND_PIXELS", 175 * 10)  # many bands of 10 rows, the last one 3 rows
+    frame = textured_frame(pix_fmt, matrix, colour_range)
+
+    got = colour.frame_to_rgb(frame)
+
+    difference = got.astype(np.float64) - reference_rgb(frame)
+    assert got.shape == (143, 175, 3) and got.dtype == np.uint8
+    # 8-bit chroma is upsampled in 8 bits: a chroma value halfway between two codes is off by 1/2,
+    # which the blue (red) coefficient of ~2 (~1.6) can turn into 2 code values, rarely
+    assert np.abs(difference).max() <= (2 if frame.format.components[0].bits == 8 else 1)
+    assert (np.abs(difference) > 1).mean() < 0.005
+    shift = difference.mean(axis=(0, 1))
+    assert np.abs(shift).max() < 0.03, f"mean shift per channel (R, G, B): {shift}"
