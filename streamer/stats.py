@@ -254,20 +254,18 @@ class RunStats:
         )
         rows = [header] + [_source_row(s, self.fps(s.source_id)) for s in self.sources.values()]
         stages = "  ".join(f"{name} {ms:.1f}" for name, ms in self.stage_ms_per_frame().items())
-        too_large = sum(s.too_large for s in self.sources.values())
-        if too_large:
-            faces = sum(s.faces for s in self.sources.values())
-            rows.append(
-                f"left alone: {too_large} of {faces} faces, larger than restoration.max_face_px "
-                "(set it to 0 to restore every face)"
-            )
-        best_view_shown = sum(s.best_view_shown for s in self.sources.values())
-        if best_view_shown:
-            faces = sum(s.faces for s in self.sources.values())
-            rows.append(
-                f"overlay: {best_view_shown} of {faces} faces shown with their track's best restored view, "
-                "not restored again"
-            )
+        faces = sum(s.faces for s in self.sources.values())
+        # Why faces a running restorer was not given stay as they were (lines only for counts > 0).
+        untouched = {
+            "too_large": "left alone: {count} of {faces} faces, larger than restoration.max_face_px "
+            "(set it to 0 to restore every face)",
+            "best_view_shown": "overlay: {count} of {faces} faces shown with their track's best restored view, "
+            "not restored again",
+        }
+        for counter, text in untouched.items():
+            count = sum(getattr(s, counter) for s in self.sources.values())
+            if count:
+                rows.append(text.format(count=count, faces=faces))
         rows.append(f"stage ms/frame: {stages}")
         rows.append(
             f"restorer: {self.restorer.faces} faces in {self.restorer.batches} batches, "
