@@ -1,16 +1,20 @@
-"""The write stage's change map at 1080p: comparing the whole composited frame with the decoded one
-(the old way, and still what a compositor that says nothing about where it drew gets) against
-comparing only inside the rectangles compositing.compose_touching says it drew in.
+"""The write stage at 1080p, old way against new, in one run:
+- the change map: comparing the whole composited frame with the decoded one (the old way, and
+  still what a compositor that says nothing about where it drew gets) against comparing only
+  inside the rectangles compositing.compose_touching says it drew in;
+- the sink's RGB -> YUV (colour.yuv420_frame with the change map): converting one rectangle around
+  all the changes (the old way: colour.MERGE_GAP_PX as large as the frame) against one per group of
+  changes (the default MERGE_GAP_PX).
 
     python bench/write_stage.py [--frames N] [--passes P]
 
 On the first N frames of crowd_walk_1080p (decoded once, with their YUV planes), 2 to 6 faces per
 frame (2, 3, ..., 6, 2, ...; 24-96 px, spread over the frame) are composited in paste and in overlay
 mode; then, interleaved frame by frame in one run, workers._with_changes over the whole frame and
-over the footprint, P passes. Prints ms/frame of each, their ratio, whether the two change maps are
-identical on every frame (they must be), the footprint's share of the frame, and the ms/frame of
-what follows in the sink (colour.yuv420_frame with the change map), for scale. Not a test: numbers
-depend on the machine and its load (printed).
+over the footprint, then yuv420_frame with one rectangle and with several, P passes. Prints ms/frame
+of each, their ratios, whether the old and new results are identical on every frame (they must be),
+and the footprint's share of the frame. Not a test: numbers depend on the machine and its load
+(printed).
 """
 
 from __future__ import annotations
@@ -57,39 +61,57 @@ def faces_for(frame: Frame, count: int, rng: np.random.Generator) -> list[Face]:
     return faces
 
 
-def timed(work, *args) -> tuple[float, object]:
-    started = time.perf_counter()
-    result = work(*args)
-    return time.perf_counter() - started, result
-
-
 def bench_mode(mode: str, frames: list[Frame], faces: list[list[Face]], passes: int) -> dict[str, float]:
     composites = [compositing.compose_touching(f.image, fs, mode) for f, fs in zip(frames, faces)]
     packets = [FramePacket(frame, tuple(fs)) for frame, fs in zip(frames, faces)]
-    whole_s = footprint_s = yuv_s = 0.0
+    seconds = dict.fromkeys(("whole", "footprint", "one rect", "rects"), 0.0)
     identical = True
     for run in range(passes):
         for packet, composite in zip(packets, composites):
-            whole = (packet, composite.image, None)
-            footprint = (packet, composite.image, composite.touched)
-            if run % 2:  # alternate which goes first, so neither always finds the caches warm
-                footprint_t, new = timed(_with_changes, *footprint)
-                whole_t, old = timed(_with_changes, *whole)
-            else:
-                whole_t, old = timed(_with_changes, *whole)
-                footprint_t, new = timed(_with_changes, *footprint)
-            whole_s, footprint_s = whole_s + whole_t, footprint_s + footprint_t
-            identical &= bool(np.array_equal(old.changed, new.changed))
-            yuv_s += timed(colour.yuv420_frame, composite.image, new.tags, new)[0]
+            ways = {
+                "whole": (_with_changes, packet, composite.image, None),
+                "footprint": (_with_changes, packet, composite.image, composite.touched),
+            }
+            results = timed_in_turn(ways, seconds, first=run % 2)
+            identical &= bool(np.array_equal(results["whole"].changed, results["footprint"].changed))
+            planes = results["footprint"]
+            ways = {
+                "one rect": (_one_rect_yuv420_frame, composite.image, planes.tags, planes),
+                "rects": (colour.yuv420_frame, composite.image, planes.tags, planes),
+            }
+            results = timed_in_turn(ways, seconds, first=run % 2)
+            identical &= all(
+                np.array_equal(np.frombuffer(a, np.uint8), np.frombuffer(b, np.uint8))
+                for a, b in zip(results["one rect"].planes, results["rects"].planes)
+            )
     area = sum(_area(c.touched) for c in composites) / sum(c.image.shape[0] * c.image.shape[1] for c in composites)
     count = passes * len(frames)
-    return {
-        "whole": 1000 * whole_s / count,
-        "footprint": 1000 * footprint_s / count,
+    return {name: 1000 * total / count for name, total in seconds.items()} | {
         "identical": float(identical),
         "area": area,
-        "yuv": 1000 * yuv_s / count,
     }
+
+
+def timed_in_turn(ways: dict, seconds: dict[str, float], first: int) -> dict:
+    """Run each (function, *args) of `ways` once, adding its time to `seconds`; the order is turned
+    round when `first` is 1, so neither always finds the caches warm."""
+    results = {}
+    for name in list(ways)[::-1] if first else list(ways):
+        work, *args = ways[name]
+        started = time.perf_counter()
+        results[name] = work(*args)
+        seconds[name] += time.perf_counter() - started
+    return results
+
+
+def _one_rect_yuv420_frame(*args):
+    """colour.yuv420_frame converting one rectangle around all the changes (the old way)."""
+    merge_gap = colour.MERGE_GAP_PX
+    colour.MERGE_GAP_PX = 1 << 30
+    try:
+        return colour.yuv420_frame(*args)
+    finally:
+        colour.MERGE_GAP_PX = merge_gap
 
 
 def _area(rects) -> int:
@@ -109,14 +131,17 @@ def main() -> None:
         f"cpus={os.cpu_count()} load(1 min)={os.getloadavg()[0]:.2f}; crowd_walk_1080p, {len(frames)} frames x "
         f"{args.passes} passes, {FACE_COUNTS[0]}-{FACE_COUNTS[-1]} faces/frame"
     )
+    print("ms/frame; change map: whole frame -> footprint; yuv420_frame: one rectangle -> one per group of changes")
     print(
-        f"{'mode':8} {'whole ms':>8} {'footprint ms':>12} {'ratio':>6} {'same map':>8} {'footprint':>9} {'yuv420 ms':>9}"
+        f"{'mode':8} {'footprint':>9} {'whole':>6} {'footprint':>9} {'ratio':>6} "
+        f"{'one rect':>8} {'rects':>6} {'ratio':>6} {'old == new':>10}"
     )
     for mode in ("paste", "overlay"):
         row = bench_mode(mode, frames, faces, args.passes)
         print(
-            f"{mode:8} {row['whole']:8.2f} {row['footprint']:12.2f} {row['whole'] / row['footprint']:5.1f}x "
-            f"{'yes' if row['identical'] else 'NO':>8} {100 * row['area']:8.1f}% {row['yuv']:9.2f}"
+            f"{mode:8} {100 * row['area']:8.1f}% {row['whole']:6.2f} {row['footprint']:9.2f} "
+            f"{row['whole'] / row['footprint']:5.1f}x {row['one rect']:8.2f} {row['rects']:6.2f} "
+            f"{row['one rect'] / row['rects']:5.1f}x {'yes' if row['identical'] else 'NO':>10}"
         )
     print(f"load(1 min) after: {os.getloadavg()[0]:.2f}")
 

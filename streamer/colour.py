@@ -200,24 +200,51 @@ def source_planes(frame: av.VideoFrame) -> SourcePlanes | None:
     return SourcePlanes(y, u, v, tags_of(frame))
 
 
+# Changed pixels this many rows or columns apart are converted in one rectangle: fewer, larger
+# conversions (each costs a few cv2 calls) against converting the unchanged pixels between them.
+MERGE_GAP_PX = 32
+
+
 def _keep_unchanged(image: np.ndarray, tags: ColourTags, source: SourcePlanes) -> tuple[np.ndarray, ...]:
     """The source's own samples wherever the compositor changed no pixel, and `image` converted
     where it did (a chroma sample is converted when any pixel of its 2x2 block changed). Only the
-    rectangle around the changes is converted: the faces are a small part of a CCTV frame."""
+    rectangles around the changes are converted: the faces are a small part of a CCTV frame, and
+    one rectangle around faces far apart would be most of it."""
     assert source.changed is not None
-    left, top, width, height = cv2.boundingRect(source.changed.view(np.uint8))
-    if width == 0:
+    rects = _changed_rects(source.changed)
+    if not rects:
         return source.y, source.u, source.v
-    x0, y0 = left - left % 2, top - top % 2  # whole 2x2 chroma blocks
-    x1, y1 = left + width + (left + width) % 2, top + height + (top + height) % 2
-    converted = rgb_to_yuv420(np.ascontiguousarray(image[y0:y1, x0:x1]), tags)
-    changed = source.changed[y0:y1, x0:x1]
-    blocks = changed.reshape(changed.shape[0] // 2, 2, changed.shape[1] // 2, 2).any(axis=(1, 3))
     planes = source.y.copy(), source.u.copy(), source.v.copy()
-    for plane, new, where, scale in zip(planes, converted, (changed, blocks, blocks), (1, 2, 2)):
-        window = plane[y0 // scale : y1 // scale, x0 // scale : x1 // scale]
-        np.copyto(window, new, where=where)
+    for x0, y0, x1, y1 in rects:
+        converted = rgb_to_yuv420(np.ascontiguousarray(image[y0:y1, x0:x1]), tags)
+        changed = source.changed[y0:y1, x0:x1]
+        blocks = changed.reshape(changed.shape[0] // 2, 2, changed.shape[1] // 2, 2).any(axis=(1, 3))
+        for plane, new, where, scale in zip(planes, converted, (changed, blocks, blocks), (1, 2, 2)):
+            window = plane[y0 // scale : y1 // scale, x0 // scale : x1 // scale]
+            np.copyto(window, new, where=where)
     return planes
+
+
+def _changed_rects(changed: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """(x0, y0, x1, y1) rectangles of whole 2x2 blocks holding every True of an H x W bool map
+    with even sides: the bands of rows with changes, each cut where its columns have none for
+    more than MERGE_GAP_PX."""
+    rects = []
+    for top, bottom in _runs(changed.any(axis=1)):  # numpy: ~0.3 ms at 1080p; cv2.reduce takes 20
+        for left, right in _runs(changed[top:bottom].any(axis=0)):
+            rects.append((left - left % 2, top - top % 2, right + right % 2, bottom + bottom % 2))
+    return rects
+
+
+def _runs(marks: np.ndarray | np.bool_) -> list[tuple[int, int]]:
+    """(start, stop) of the runs of non-zero marks, runs fewer than MERGE_GAP_PX apart joined."""
+    marked = np.flatnonzero(marks)
+    if marked.size == 0:
+        return []
+    cuts = np.flatnonzero(np.diff(marked) > MERGE_GAP_PX)
+    starts = [int(marked[0]), *(int(marked[cut + 1]) for cut in cuts)]
+    stops = [*(int(marked[cut]) + 1 for cut in cuts), int(marked[-1]) + 1]
+    return list(zip(starts, stops))
 
 
 def yuv420_frame(image: np.ndarray, tags: ColourTags, source: SourcePlanes | None = None) -> av.VideoFrame:

@@ -12,7 +12,7 @@ import pytest
 from streamer import colour
 from streamer.sinks import SinkOptions, open_sink
 from streamer.sources import open_source
-from streamer.values import ColourTags
+from streamer.values import ColourTags, SourcePlanes
 from tests.helpers.camera_clips import CameraClip, write_camera_clip
 from tests.helpers.media import make_frames
 
@@ -171,3 +171,36 @@ def test_frame_to_rgb_matches_the_float64_conversion_without_mean_shift(monkeypa
     assert (np.abs(difference) > 1).mean() < 0.005
     shift = difference.mean(axis=(0, 1))
     assert np.abs(shift).max() < 0.03, f"mean shift per channel (R, G, B): {shift}"
+
+
+def planes_of(frame: av.VideoFrame) -> list[np.ndarray]:
+    return [
+        np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width].copy()
+        for plane in frame.planes
+    ]
+
+
+def test_changed_pixels_anywhere_are_converted_and_every_other_sample_is_the_sources():
+    """The sink converts only rectangles around the changes (faces far apart, labels, single
+    pixels at odd places and at the edges): each changed pixel, and each chroma sample of a 2x2
+    block with one, is the RGB converted; every other sample is the decoded one."""
+    tags = ColourTags(1, 1, 1, 1)
+    rng = np.random.default_rng(3)
+    height, width = 240, 400
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    source_y, source_u, source_v = colour.rgb_to_yuv420(rng.integers(0, 256, (height, width, 3), np.uint8), tags)
+    changed = np.zeros((height, width), bool)
+    changed[10:50, 300:341] = True  # a face far right
+    changed[11:30, 20:60] = True  # one in the same rows, far left
+    changed[31:33, 70:75] = True  # a label close below it
+    changed[200, 5] = changed[201, 380] = changed[239, 399] = changed[0, 0] = True  # odd, far, edges
+    changed[120:180:7, 150:250:9] = True  # a sparse grid: runs just over and under the merge gap
+    source = SourcePlanes(source_y.copy(), source_u.copy(), source_v.copy(), tags, changed)
+
+    y, u, v = planes_of(colour.yuv420_frame(image, tags, source))
+
+    full_y, full_u, full_v = colour.rgb_to_yuv420(image, tags)
+    blocks = changed.reshape(height // 2, 2, width // 2, 2).any(axis=(1, 3))
+    np.testing.assert_array_equal(y, np.where(changed, full_y, source_y))
+    np.testing.assert_array_equal(u, np.where(blocks, full_u, source_u))
+    np.testing.assert_array_equal(v, np.where(blocks, full_v, source_v))
