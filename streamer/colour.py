@@ -181,12 +181,26 @@ def _full_size_chroma(
 
 def rgb_to_yuv420(image: np.ndarray, tags: ColourTags) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The Y, U and V planes of an RGB image with even sides, converted with `tags`' matrix and
-    range (rounded; each chroma sample is the mean of its 2x2 block)."""
+    range (rounded; each chroma sample is the mean of its 2x2 block). A band of rows at a time,
+    as frame_to_rgb: a whole 1080p frame's temporaries cost more in cache misses and page faults
+    than the arithmetic."""
     height, width = image.shape[:2]
-    yuv = cv2.transform(image, _rgb_to_yuv_matrix(tags).astype(np.float32))
-    luma, u, v = cv2.split(yuv)
-    half = (width // 2, height // 2)
-    return luma, cv2.resize(u, half, interpolation=cv2.INTER_AREA), cv2.resize(v, half, interpolation=cv2.INTER_AREA)
+    matrix = _for_fixed_point(_rgb_to_yuv_matrix(tags)).astype(np.float32)
+    luma = np.empty((height, width), np.uint8)
+    u, v = np.empty((height // 2, width // 2), np.uint8), np.empty((height // 2, width // 2), np.uint8)
+    band = max(2, _BAND_PIXELS // width // 2 * 2)  # even: whole 2x2 chroma blocks
+    for top in range(0, height, band):
+        bottom = min(top + band, height)
+        rows = image[top:bottom]
+        cv2.extractChannel(cv2.transform(rows, matrix), 0, dst=luma[top:bottom])
+        # U and V of the 2x2 blocks' mean RGB: one rounding (the mean of four rounded U values
+        # rounds its 1 in 4 halves up, +0.125 on average); the mean RGB's own rounding is the same
+        # in R, G and B, which U and V (their coefficients summing to 0) do not see
+        means = cv2.resize(rows, (width // 2, (bottom - top) // 2), interpolation=cv2.INTER_AREA)
+        chroma = cv2.transform(means, matrix)
+        cv2.extractChannel(chroma, 1, dst=u[top // 2 : bottom // 2])
+        cv2.extractChannel(chroma, 2, dst=v[top // 2 : bottom // 2])
+    return luma, u, v
 
 
 def source_planes(frame: av.VideoFrame) -> SourcePlanes | None:

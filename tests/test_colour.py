@@ -204,3 +204,32 @@ def test_changed_pixels_anywhere_are_converted_and_every_other_sample_is_the_sou
     np.testing.assert_array_equal(y, np.where(changed, full_y, source_y))
     np.testing.assert_array_equal(u, np.where(blocks, full_u, source_u))
     np.testing.assert_array_equal(v, np.where(blocks, full_v, source_v))
+
+
+def reference_yuv420(image: np.ndarray, matrix: int, full_range: bool) -> list[np.ndarray]:
+    """Y, U, V of an RGB image in float64 from the textbook equations (chroma: the mean of each
+    2x2 block), rounded to nearest."""
+    kr, kb = KR_KB[matrix]
+    red, green, blue = np.moveaxis(image.astype(np.float64) / 255, -1, 0)
+    luma = kr * red + (1 - kr - kb) * green + kb * blue
+    blue_diff, red_diff = (blue - luma) / (2 * (1 - kb)), (red - luma) / (2 * (1 - kr))
+    luma_span, chroma_span, offset = (255, 255, 0) if full_range else (219, 224, 16)
+    planes = [offset + luma_span * luma, 128 + chroma_span * blue_diff, 128 + chroma_span * red_diff]
+    height, width = luma.shape
+    planes[1:] = [p.reshape(height // 2, 2, width // 2, 2).mean(axis=(1, 3)) for p in planes[1:]]
+    return [np.clip(np.floor(p + 0.5), 0, 255) for p in planes]
+
+
+@pytest.mark.parametrize("matrix, colour_range", [(6, 1), (1, 1), (9, 1), (1, 2), (2, 0)])
+def test_rgb_to_yuv420_matches_the_float64_conversion_without_mean_shift(monkeypatch, matrix, colour_range):
+    monkeypatch.setattr(colour, "_BAND_PIXELS", 176 * 10)  # many bands of 10 rows, the last one 2 rows
+    image = make_frames(1, 176, 142, seed=matrix, noise=60)[0]
+
+    planes = colour.rgb_to_yuv420(image, ColourTags(matrix, matrix, matrix, colour_range))
+
+    want = reference_yuv420(image, matrix, colour_range == 2)
+    for name, got, expected in zip("YUV", planes, want):
+        difference = got.astype(np.float64) - expected
+        assert got.shape == expected.shape and got.dtype == np.uint8
+        assert np.abs(difference).max() <= 1, name
+        assert abs(difference.mean()) < 0.05, f"{name}: mean shift {difference.mean():.3f}"
