@@ -326,7 +326,8 @@ def search_quality(frames, truths_of, config: Config, components: dict[str, Comp
         detection.finish()
     detect_ms = {name: 1000 * search.counters.seconds / max(1, count) for name, search in searches.items()}
     detect_ms["reference"] = 1000 * reference.counters.seconds / max(1, count)
-    calls = {name: getattr(search.counters, "calls", 0) / max(1, count) for name, search in searches.items()}
+    calls = {name: search.counters.calls / max(1, count) for name, search in searches.items()}
+    calls["reference"] = reference.counters.calls / max(1, count)
     return {
         "frames": count,
         "recall": recall,
@@ -417,7 +418,8 @@ def print_search(rows: list[dict]) -> None:
         labels = quality["recall"]["adaptive"].labels()
         print(
             f"{row['video']} ({quality['frames']} frames); reference detector "
-            f"{quality['detect_ms']['reference']:.1f} ms/frame; reference boxes by size "
+            f"{quality['detect_ms']['reference']:.1f} ms/frame, {quality['calls']['reference']:.1f} calls/frame; "
+            "reference boxes by size "
             + ", ".join(f"{label}: {total}" for label, total in zip(labels, quality["recall"]["adaptive"].total))
         )
         for policy in POLICIES:

@@ -61,12 +61,15 @@ def _blob_frame(background: np.ndarray, box: Box | None) -> np.ndarray:
     return frame
 
 
-def _run(truth_of_frame, frames: int, every_n: int = 1):
-    """Run the policy with the perfect detector over generated frames; per frame, the tracked faces."""
+def _run(truth_of_frame, frames: int, every_n: int = 1, image_of=None):
+    """Run the policy with the perfect detector over generated frames (default: a blob on the first
+    true box); per frame, the tracked faces."""
     background = cctv_background(WIDTH, HEIGHT, seed=5)
     detector = PerfectDetector(truth_of_frame)
     stage = DetectStage(AdaptiveSearch(detector, TILING, BUDGET, every_n), FaceTracker(), None)
-    images = (_blob_frame(background, (truth_of_frame(i) or [None])[0]) for i in range(frames))
+    if image_of is None:
+        image_of = lambda i: _blob_frame(background, (truth_of_frame(i) or [None])[0])  # noqa: E731
+    images = (image_of(i) for i in range(frames))
     tracked = []
     for frame in frames_of(images):
         detector.frame = frame.index
@@ -110,6 +113,70 @@ def test_track_guided_region_follows_a_moving_face():
             1, len(search_regions(WIDTH, HEIGHT, TILING))
         )  # a region for the track, not a full scan
     assert all(any(face.box.iou(walker(i)[0]) > 0.5 for face in faces) for i, faces in enumerate(tracked))
+
+
+def test_where_faces_were_found_is_searched_first_when_every_tile_changed():
+    # The light flickers: every tile changes every frame, all were searched in the first round.
+    # The budget (4 calls) cannot search them all; the track's tile goes first, then the other
+    # regions whose last search found the face (a crowd's new faces come where faces are).
+    face = Box(950.0, 420.0, 30.0, 36.0)  # in the overlap of four tiles
+    background = cctv_background(WIDTH, HEIGHT, seed=5)
+
+    def flickering(i: int) -> np.ndarray:
+        return cv2.add(_blob_frame(background, face), np.full_like(background, 40 * (i % 2)))
+
+    _, searched = _run(lambda i: [face], 2, image_of=flickering)
+    assert len(searched[0][1]) == len(search_regions(WIDTH, HEIGHT, TILING))  # the first round: all
+    regions = searched[1][1]
+    assert len(regions) == BUDGET.calls_per_round(1, len(search_regions(WIDTH, HEIGHT, TILING)))
+    assert all(_holds(region, face) for region in regions), regions
+
+
+def test_a_tracked_person_walking_in_a_still_scene_costs_little_more_than_its_track_region():
+    # A face with a body under it walks along the top row of tiles; the body moves through the
+    # tiles below, which do not hold the face: that change is the tracked person, not a new face.
+    # (Those tiles are searched again once the body has left the place it had at their last
+    # search: the mask covers the person where it is now.)
+    def walker(i: int) -> list[Box]:
+        return [Box(100.0 + 6 * i, 130.0, 30.0, 36.0)]
+
+    background = cctv_background(WIDTH, HEIGHT, seed=5)
+
+    def person(i: int) -> np.ndarray:
+        box = walker(i)[0]
+        frame = _blob_frame(background, box)
+        x0, y0 = int(box.x), int(box.y + box.h)
+        cv2.rectangle(frame, (x0, y0), (x0 + int(box.w), y0 + int(1.5 * box.h)), (40, 60, 160), -1)
+        return frame
+
+    frames = 40  # under still_rescan_s: no still tile is due again
+    tracked, searched = _run(walker, frames, image_of=person)
+    assert all(any(face.box.iou(walker(i)[0]) > 0.5 for face in faces) for i, faces in enumerate(tracked))
+    for frame, regions in searched[1:]:
+        assert any(_holds(region, walker(frame)[0]) for region in regions), f"frame {frame}: the face was not searched"
+    rounds = len(searched) - 1
+    calls = sum(len(regions) for _, regions in searched[1:])
+    assert calls < 2 * rounds  # without the body: the whole budget every round (3-4 calls)
+
+
+class TiledDetector:
+    """A plain detector (EveryNthFrame's): `detect` searches every region of its tiling."""
+
+    def __init__(self, tiling: TilingOptions | None) -> None:
+        self.tiling = tiling
+
+    def detect(self, image) -> list[Face]:
+        return []
+
+
+@pytest.mark.parametrize(("tiling", "calls_per_round"), [(TILING, 16), (None, 1)])
+def test_every_nth_frame_counts_its_detector_calls(tiling, calls_per_round):
+    search = EveryNthFrame(TiledDetector(tiling), every_n=3)
+    image = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    for tick in range(6):
+        search.find(image, tick, None, ())
+    assert search.counters.rounds == 2
+    assert search.counters.calls == 2 * calls_per_round
 
 
 def test_recall_on_a_generated_crowd_is_within_5_percent_of_every_tile_every_frame():
