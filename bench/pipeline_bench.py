@@ -30,7 +30,9 @@ the detector's own ms/frame.
 --latency: a generated 720p25 scene served by the RTSP test server (tests/helpers/rtsp_server.py)
 through the pipeline with configs/live_rtsp.yaml: latency from a frame decoded to the frame
 written (p50/p95), and drops.
---presets: the x264 presets on the crowd clip: encode fps and bytes per frame.
+--presets: x264 alone on the crowd clip's decoded frames: each preset's CPU ms and bytes per 1080p frame
+at the configs' crf values, x264's threading (sliced, frame, one thread), and a live 720p25 camera's
+time inside the encoder (frame sent -> packet out) as a recording and as a push (tune=zerolatency).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +58,7 @@ from streamer import REPO_ROOT, SHARED_DATA  # noqa: E402  (first: sets the Open
 # isort: split
 from bench.search_quality import FirstDetection, Recall, boxes, frames_of, search_and_track  # noqa: E402
 from streamer.components import build_components, pipeline_settings  # noqa: E402
-from streamer.config import Config, load_config  # noqa: E402
+from streamer.config import Config, OutputConfig, load_config  # noqa: E402
 from streamer.detect_stage import DetectStage  # noqa: E402
 from streamer.pipeline import Components, Job, Pipeline  # noqa: E402
 from streamer.search_policy import EveryNthFrame  # noqa: E402
@@ -246,7 +250,6 @@ def print_table(rows: list[Row]) -> None:
 TILED = {**EVERY_FACE, "detection.tiling.enabled": True}
 SEARCH_LOOPS = {"crowd_walk_1080p.mp4": 4, "office_cctv_360p.mp4": 1}
 POLICIES = ("every_tile", "adaptive")
-PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast")
 
 
 def looped_clip(name: str, loops: int, out_dir: Path) -> Path:
@@ -555,26 +558,141 @@ def print_latency(result: dict) -> None:
     print(f"busy ms/frame: {stages}" + (f"; settings: {' '.join(result['settings'])}" if result["settings"] else ""))
 
 
-def bench_presets(args: argparse.Namespace, out_dir: Path) -> None:
-    """Encode the crowd clip (decoded once) with each x264 preset at the configs' crf values."""
-    from streamer.sinks import SinkOptions, open_sink
-    from streamer.sources import open_source
+# --presets: x264 threading on 2 cores, name -> (thread_type, thread_count). SLICE (what the sinks
+# set; PyAV's default too): x264's sliced threads, one slice per core, no frame waits in the
+# encoder for the threads; FRAME: frame threads (1.5 x cores), each frame waits about that many
+# frames inside the encoder; 1: one thread, nothing in parallel.
+THREADINGS = {"SLICE": ("SLICE", 0), "FRAME": ("FRAME", 0), "1": ("SLICE", 1)}
+ENCODE_PRESETS = ("ultrafast", "superfast", "veryfast")
+CONFIG_CRFS = {"batch.yaml": 18, "default.yaml": 20, "live_rtsp.yaml": 23}
+LIVE_SIZE, LIVE_FPS = (1280, 720), 25
 
-    with open_source(str(VIDEOS_DIR / "crowd_walk_1080p.mp4"), "bench") as source:
-        info = source.info
-        frames = list(itertools.islice(source.frames(threading.Event()), args.max_frames or 105))
+
+@dataclass
+class EncodeRun:
+    """One encoder over a list of frames: what it cost and what each frame waited."""
+
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    bytes: int = 0
+    frames: int = 0
+    call_ms: list[float] = dataclasses.field(default_factory=list)  # per encode() call: what sink.write blocks
+    inside_ms: list[float] = dataclasses.field(default_factory=list)  # frame sent -> its packet out
+    held: int = 0  # frames sent before the first packet came out
+
+    def add(self, other: EncodeRun) -> None:
+        self.wall_s, self.cpu_s, self.bytes = (
+            self.wall_s + other.wall_s,
+            self.cpu_s + other.cpu_s,
+            self.bytes + other.bytes,
+        )
+        self.frames, self.held = self.frames + other.frames, max(self.held, other.held)
+        self.call_ms += other.call_ms
+        self.inside_ms += other.inside_ms
+
+    def ms(self, seconds: float) -> float:
+        return 1000 * seconds / self.frames
+
+
+def encode_frames(frames: list, options: dict[str, str], threading: str, pace_fps: float | None = None) -> EncodeRun:
+    """Encode yuv420p frames with libx264 (as fast as it goes, or one every 1/pace_fps s like a camera)."""
+    import av
+
+    context = av.CodecContext.create("libx264", "w")
+    context.width, context.height, context.pix_fmt = frames[0].width, frames[0].height, "yuv420p"
+    context.time_base, context.framerate = Fraction(1, 25), Fraction(25)
+    context.thread_type, context.thread_count = THREADINGS[threading]
+    context.options = options
+    run, sent = EncodeRun(frames=len(frames)), {}
+
+    def collect(packets) -> None:
+        now = time.perf_counter()
+        for packet in packets:
+            run.bytes += packet.size
+            run.inside_ms.append(1000 * (now - sent.pop(packet.pts)))
+
+    started, cpu_started = time.perf_counter(), time.process_time()
+    for index, frame in enumerate(frames):
+        if pace_fps:
+            time.sleep(max(0.0, started + index / pace_fps - time.perf_counter()))
+        frame.pts, frame.time_base = index, Fraction(1, 25)
+        sent[index] = call_started = time.perf_counter()
+        packets = context.encode(frame)
+        run.call_ms.append(1000 * (time.perf_counter() - call_started))
+        if not run.inside_ms and not packets:
+            run.held += 1
+        collect(packets)
+    collect(context.encode(None))
+    run.wall_s, run.cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
+    return run
+
+
+def bench_presets(args: argparse.Namespace, out_dir: Path) -> None:
+    """x264 on the crowd clip (decoded once, yuv420p as decoded; no RGB conversion timed), in one run:
+    1080p as fast as it goes, each preset at each shipped config's crf and, at the default crf, each
+    threading: wall and CPU ms/frame, bytes/frame, frames held inside the encoder, against the
+    shipped default (superfast, SLICE) at the same crf; then a live 720p25 camera (the frames
+    scaled, sent every 40 ms): how long a frame spends inside the encoder (sent -> its packet out)
+    and how long encode() blocks, as a recording (no tune) and as a push (tune=zerolatency)."""
+    import av
+
+    del out_dir  # nothing is written: packets are counted and dropped
+    with av.open(str(VIDEOS_DIR / "crowd_walk_1080p.mp4")) as container:
+        frames = list(itertools.islice(container.decode(video=0), args.max_frames or 105))
     print(f"cpus={os.cpu_count()} load(1 min)={os.getloadavg()[0]:.2f}; crowd_walk_1080p, {len(frames)} frames")
-    print(f"{'preset':10} {'crf':>3} {'encode fps':>10} {'kB/frame':>8}")
-    for crf in (20, 23):
-        for preset in PRESETS:
-            path = out_dir / f"{preset}_{crf}.mp4"
-            sink = open_sink(str(path), info, SinkOptions(codec="libx264", crf=crf, preset=preset, copy_audio=False))
-            started = time.perf_counter()
-            for frame in frames:
-                sink.write(frame)
-            sink.close()
-            fps = len(frames) / (time.perf_counter() - started)
-            print(f"{preset:10} {crf:>3} {fps:>10.1f} {path.stat().st_size / len(frames) / 1000:>8.1f}")
+    print_encode_speed(frames)
+    print_live_encoder_latency([frame.reformat(width=LIVE_SIZE[0], height=LIVE_SIZE[1]) for frame in frames[:75]])
+    print(f"load(1 min) after: {os.getloadavg()[0]:.2f}")
+
+
+def print_encode_speed(frames: list) -> None:
+    """1080p as fast as it goes, two passes (the second in reverse order, so drifting load is shared)."""
+    from streamer.sinks import SinkOptions
+
+    default = OutputConfig()
+    rows = [(crf, preset, "SLICE") for crf in sorted(set(CONFIG_CRFS.values())) for preset in ENCODE_PRESETS]
+    rows += [
+        (default.crf, preset, threads) for preset in ENCODE_PRESETS for threads in THREADINGS if threads != "SLICE"
+    ]
+    runs = {row: EncodeRun() for row in rows}
+    for order in (rows, rows[::-1]):
+        for crf, preset, threads in order:
+            options = SinkOptions(codec="libx264", crf=crf, preset=preset).encoder_options(push=False)
+            runs[(crf, preset, threads)].add(encode_frames(frames, options, threads))
+    print(f"1080p, as fast as it goes; ratios against {default.preset} SLICE (the shipped default) at the same crf")
+    print(
+        f"{'crf':>3} {'preset':10} {'threads':7} {'wall ms':>7} {'CPU ms':>6} {'kB/frame':>8} {'held':>4} "
+        f"{'CPU x':>6} {'size x':>6}"
+    )
+    for crf, preset, threads in rows:
+        run, base = runs[(crf, preset, threads)], runs[(crf, default.preset, "SLICE")]
+        print(
+            f"{crf:>3} {preset:10} {threads:7} {run.ms(run.wall_s):7.1f} {run.ms(run.cpu_s):6.1f} "
+            f"{run.bytes / run.frames / 1000:8.1f} {run.held:>4} {run.cpu_s / base.cpu_s:5.2f}x "
+            f"{run.bytes / base.bytes:5.2f}x"
+        )
+
+
+def print_live_encoder_latency(frames: list) -> None:
+    """A live camera's frames, one every 1/LIVE_FPS s: the time each spends inside the encoder."""
+    from streamer.sinks import SinkOptions
+
+    crf = CONFIG_CRFS["live_rtsp.yaml"]
+    print(f"live {LIVE_SIZE[0]}x{LIVE_SIZE[1]}, {len(frames)} frames sent every {1000 // LIVE_FPS} ms, crf {crf}")
+    print(
+        f"{'preset':10} {'threads':7} {'tune':12} {'inside p50':>10} {'p95':>6} {'encode() p95':>12} {'CPU ms':>6} "
+        f"{'kB/frame':>8} {'held':>4}"
+    )
+    for preset in ("ultrafast", "superfast"):
+        for threads in THREADINGS:
+            for push in (False, True):
+                options = SinkOptions(codec="libx264", crf=crf, preset=preset).encoder_options(push=push)
+                run = encode_frames(frames, options, threads, pace_fps=LIVE_FPS)
+                print(
+                    f"{preset:10} {threads:7} {options.get('tune', '-'):12} {np.percentile(run.inside_ms, 50):10.1f} "
+                    f"{np.percentile(run.inside_ms, 95):6.1f} {np.percentile(run.call_ms, 95):12.1f} "
+                    f"{run.ms(run.cpu_s):6.1f} {run.bytes / run.frames / 1000:8.1f} {run.held:>4}"
+                )
 
 
 def bench_profile(args: argparse.Namespace) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 from fractions import Fraction
 from pathlib import Path
@@ -10,7 +11,7 @@ import av
 import numpy as np
 import pytest
 
-from streamer.sinks import LOSSLESS_FILE_OPTIONS, SinkError, SinkOptions, open_sink
+from streamer.sinks import LOSSLESS_FILE_OPTIONS, SinkError, SinkOptions, _Encoder, open_sink
 from streamer.sources import open_source
 from streamer.urls import mask_credentials
 from streamer.values import Frame, StreamInfo
@@ -208,3 +209,32 @@ def test_push_sink_delivers_every_frame_to_an_rtmp_server(tmp_path):
         server.stop()
     assert len(received) == len(images)
     assert min(psnr(got, want) for got, want in zip(received, images)) > 30
+
+
+class PacketCounter:
+    """An output container that counts the packets muxed after each frame (what a viewer gets)."""
+
+    def __init__(self) -> None:
+        self.container = av.open(io.BytesIO(), "w", format="mpegts")
+        self.muxed: list[int] = []
+
+    def add_stream(self, *args, **kwargs):
+        return self.container.add_stream(*args, **kwargs)
+
+    def mux(self, packets) -> None:
+        self.muxed.append(len(packets))
+
+
+@pytest.mark.parametrize("push", [True, False])
+def test_a_pushed_frame_leaves_the_encoder_with_its_own_write(push):
+    """A push is watched live: each frame's packet goes out when the frame is written (no B-frames,
+    lookahead or frame threads holding it: ~170 ms at 25 fps otherwise). A recording may hold a few."""
+    info = StreamInfo("cam", 320, 240, Fraction(FPS), Fraction(1, FPS), is_live=True)
+    output = PacketCounter()
+    encoder = _Encoder(output, info, SinkOptions(preset="superfast"), push=push)  # type: ignore[arg-type]
+    for index, image in enumerate(make_frames(8, 320, 240, noise=30)):
+        encoder.encode(Frame("cam", index, index, Fraction(1, FPS), image))
+    if push:
+        assert output.muxed == [1] * 8
+    else:
+        assert output.muxed[0] == 0  # B-frames: the first frame waits for the next ones
