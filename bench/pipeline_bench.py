@@ -466,20 +466,23 @@ class TimedSource:
 
 
 class TimedSink:
-    """A sink that records, per frame, the seconds from decoded (the stamp) to written."""
+    """A sink that records, per frame written, its index and the seconds from decoded (the stamp) to written."""
 
-    def __init__(self, sink, stamps: dict[int, float], latencies: list[float]) -> None:
+    def __init__(self, sink, stamps: dict[int, float], latencies: list[tuple[int, float]]) -> None:
         self._sink, self.stamps, self.latencies = sink, stamps, latencies
 
     def write(self, frame: Frame) -> None:
         self._sink.write(frame)
-        self.latencies.append(time.perf_counter() - self.stamps.pop(frame.index))
+        self.latencies.append((frame.index, time.perf_counter() - self.stamps.pop(frame.index)))
 
     def close(self) -> None:
         self._sink.close()
 
     def abort(self) -> None:
         self._sink.abort()
+
+
+WARM_UP_FRAMES = 25  # --latency: the first second of the live camera is not counted
 
 
 def bench_latency(args: argparse.Namespace, out_dir: Path) -> dict:
@@ -496,7 +499,7 @@ def bench_latency(args: argparse.Namespace, out_dir: Path) -> dict:
     config = load_config(REPO_ROOT / "configs" / "live_rtsp.yaml", flags)
     components = build_components(config)
     stamps: dict[int, float] = {}
-    latencies: list[float] = []
+    latencies: list[tuple[int, float]] = []  # (frame index, seconds decoded -> written)
     timed_components = dataclasses.replace(
         components,
         open_source=lambda url, source_id, **kwargs: TimedSource(
@@ -511,13 +514,18 @@ def bench_latency(args: argparse.Namespace, out_dir: Path) -> dict:
         settings = pipeline_settings(config, CaptureLimits(duration_s=args.seconds))
         stats = Pipeline([job], timed_components, settings).run()
     source = stats.sources["camera"]
-    if len(latencies) <= 25:
+    if len(latencies) <= 2 * WARM_UP_FRAMES:
         raise SystemExit(f"error: --latency: only {len(latencies)} frames written in {args.seconds} s")
-    steady = np.array(latencies[25:]) * 1000  # after the first second (model warm-up)
+    # After the first second (the models' first calls are slow): latency, and the frames dropped
+    # there (a live source numbers the frames it captured, so a dropped one leaves a gap).
+    written = [index for index, _ in latencies if index >= WARM_UP_FRAMES]
+    steady = np.array([seconds for index, seconds in latencies if index >= WARM_UP_FRAMES]) * 1000
     return {
         "frames_in": source.frames_in,
         "frames_out": source.frames_out,
         "drops": source.drops,
+        "steady_drops": written[-1] - WARM_UP_FRAMES + 1 - len(written),
+        "steady_frames": written[-1] - WARM_UP_FRAMES + 1,
         "restored": source.restored,
         "p50": float(np.percentile(steady, 50)),
         "p95": float(np.percentile(steady, 95)),
@@ -548,7 +556,8 @@ def print_latency(result: dict) -> None:
         f"live 720p25 (configs/live_rtsp.yaml: tiling + adaptive search, overlay: a face is restored when it beats "
         f"its track's best view), {result['seconds']} s:"
         f" {result['frames_in']} frames in, {result['frames_out']} out, {result['drops']} dropped,"
-        f" {result['restored']} faces restored, {result['fps']:.1f} fps"
+        f" {result['restored']} faces restored, {result['fps']:.1f} fps; after the first second:"
+        f" {result['steady_drops']} of {result['steady_frames']} frames dropped"
     )
     print(
         f"latency decoded -> written (after the first second): p50 {result['p50']:.0f} ms, "
