@@ -754,15 +754,22 @@ def bench_profile(args: argparse.Namespace) -> None:
         )
         for k in range(4)
     )
-    composed = per_frame(
-        "compose: paste 4 faces", lambda image: compositing.compose(image, faces, "paste"), [(i,) for i in images]
+    composites = per_frame(
+        "compose: paste 4 faces",
+        lambda image: compositing.compose_touching(image, faces, "paste"),
+        [(i,) for i in images],
     )
+    composed = [composite.image for composite in composites]
     per_frame("search: change map", change_map_of, [(i,) for i in images])
     packets = [
         FramePacket(Frame("profile", n, n, stream.time_base, image, planes=p), faces)
         for n, (image, p) in enumerate(zip(images, planes))
     ]
-    sources = per_frame("write: change mask (_with_changes)", _with_changes, list(zip(packets, composed)))
+    sources = per_frame(
+        "write: change mask (drawn rectangles)",
+        _with_changes,
+        [(packet, c.image, c.touched) for packet, c in zip(packets, composites)],
+    )
     tags = colour.tags_of(decoded[0])
     with_sources = [(c, tags, s) for c, s in zip(composed, sources)]
     video_frames = per_frame("RGB -> YUV: yuv420_frame, source planes", colour.yuv420_frame, with_sources)
@@ -771,7 +778,7 @@ def bench_profile(args: argparse.Namespace) -> None:
         encoder = output.add_stream("libx264", rate=25)
         encoder.width, encoder.height, encoder.pix_fmt = 1920, 1080, "yuv420p"
         encoder.options = {"preset": "superfast", "crf": "20"}
-        per_frame("encode x264 superfast (frame-threaded)", encoder.encode, [(f,) for f in video_frames])
+        per_frame("encode x264 superfast (sliced threads)", encoder.encode, [(f,) for f in video_frames])
         for packet in encoder.encode(None):
             del packet
     print(f"cpus={os.cpu_count()} load(1 min)={os.getloadavg()[0]:.2f}; crowd_walk_1080p, {len(decoded)} frames")
