@@ -200,8 +200,10 @@ def test_two_cameras_in_one_run_share_one_restorer_and_get_one_output_each(run_c
             f"{tmp_path}/out/",
             "--model",
             checker_model,
+            # the restore gate confirms a face after 2 detection rounds (every 3 frames); a loaded machine
+            # drops live frames, so 30 frames sometimes held too few rounds for any face to be restored
             "--max-frames",
-            "30",
+            "60",
             "--stats-json",
             stats_path,
             env={"CAM_PASS": "hunter2"},
@@ -210,7 +212,7 @@ def test_two_cameras_in_one_run_share_one_restorer_and_get_one_output_each(run_c
     assert "hunter2" not in result.stderr + stats_path.read_text()
     (run,) = json.loads(stats_path.read_text())["runs"]  # one run: both cameras went through one pipeline
     assert run["sources"][0]["source"].startswith("rtsp://viewer:***@127.0.0.1:")
-    assert [source["frames_in"] for source in run["sources"]] == [30, 30]
+    assert [source["frames_in"] for source in run["sources"]] == [60, 60]
     assert all(source["restored_faces"] > 0 for source in run["sources"])
     assert run["restorer"]["faces"] == sum(source["restored_faces"] for source in run["sources"])
     for name, source in zip(("cam1", "cam2"), run["sources"]):
