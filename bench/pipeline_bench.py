@@ -64,7 +64,7 @@ from streamer.pipeline import Components, Job, Pipeline  # noqa: E402
 from streamer.search_policy import EveryNthFrame  # noqa: E402
 from streamer.tracking import FaceTracker  # noqa: E402
 from streamer.values import Frame  # noqa: E402
-from streamer.workers import CaptureLimits, as_composite  # noqa: E402
+from streamer.workers import CaptureLimits  # noqa: E402
 
 VIDEOS_DIR = SHARED_DATA / "videos"
 # video -> config overrides (dotted key -> value). The targets count every detected face as
@@ -138,7 +138,7 @@ def run_serial(job: Job, components: Components, every_n: int, limit: int | None
             count = 0
             for frame in itertools.islice(source.frames(threading.Event()), limit):
                 faces = restore_serially(components, stage.faces_in(frame.image, frame.index, frame.seconds))
-                image = as_composite(components.compose(frame.image, faces)).image
+                image = components.compose(frame.image, faces).image
                 sink.write(dataclasses.replace(frame, image=image))
                 count += 1
             sink.close()

@@ -76,9 +76,9 @@ class RestorerUnavailable(RuntimeError):
     goes on. Any other restorer exception stops the pipeline (it is a bug, not an outage)."""
 
 
-# A compositor returns the new image, or a Composite that also says where it drew (the write
-# stage then compares only there to find the changed pixels; see _with_changes).
-Compose = Callable[[np.ndarray, Sequence[Face]], np.ndarray | Composite]
+# A compositor returns the new image and where it drew (the write stage compares only there to
+# find the changed pixels; see _with_changes): compositing.compose_touching.
+Compose = Callable[[np.ndarray, Sequence[Face]], Composite]
 
 
 def start_worker(name: str, work: Callable[[], None], on_error: Callable[[BaseException], None]) -> threading.Thread:
@@ -350,18 +350,13 @@ class WriteWorker:
             with self.stats.clocks["compose"].timing():
                 packet = self.observer.observe(packet)
         with self.stats.clocks["compose"].timing():
-            composite = as_composite(self.compose(packet.frame.image, packet.faces))
+            composite = self.compose(packet.frame.image, packet.faces)
         with self.stats.clocks["write"].timing():
             planes = _with_changes(packet, composite.image, composite.touched)
             self.sink.write(dataclasses.replace(packet.frame, image=composite.image, planes=planes))
         self.stats.frames_out += 1
         if packet.frame.captured is not None:
             self.stats.latency.observe(time.monotonic() - packet.frame.captured)
-
-
-def as_composite(composed: np.ndarray | Composite) -> Composite:
-    """What a Compose returned, as a Composite (an image alone: it may have drawn anywhere)."""
-    return composed if isinstance(composed, Composite) else Composite(composed, None)
 
 
 def _with_changes(

@@ -11,6 +11,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from streamer.compositing import Composite
 from streamer.model_contract import RestorerSpec
 from streamer.pipeline import Components, Job, Pipeline, PipelineSettings
 from streamer.stats import SourceStats
@@ -95,11 +96,11 @@ def crop_with_source_mark(image: np.ndarray, faces):
     return [Face(f.box, f.score, crop=np.full((CROP, CROP, 3), image[0, 0, 0], np.uint8)) for f in faces]
 
 
-def mark_restored_faces(image: np.ndarray, faces) -> np.ndarray:
+def mark_restored_faces(image: np.ndarray, faces) -> Composite:
     """Writes the number of restored faces into the last pixel, so the test can see they arrived."""
     out = image.copy()
     out[-1, -1, 0] = sum(face.restored is not None for face in faces)
-    return out
+    return Composite(out, None)  # None: it may have drawn anywhere
 
 
 class Harness:
@@ -224,7 +225,7 @@ def test_an_exception_in_any_stage_stops_everything_and_reaches_the_caller(stage
     if stage == "restorer":
         harness.components.restorer = RaisingRestorer()
     if stage == "compose":
-        harness.components.compose = raise_on_frame_5
+        harness.components.compose = lambda image, faces: Composite(raise_on_frame_5(image), None)
     if stage == "sink":
         harness.sinks["a"] = RaisingSink()
     outcome, _ = run_in_thread(harness.pipeline(queue_size=1), timeout_s=5.0)
